@@ -1,0 +1,374 @@
+//! Wiring: build every component from [`Settings`], connect them with channels,
+//! spawn the tasks, and shut them down in order.
+//!
+//! Start-up problems (model, state directory, source, broker address) surface from
+//! [`Daemon::build`] before anything runs; [`Daemon::run`] then runs until the
+//! shutdown future resolves or a task fails.
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use arc_swap::ArcSwapOption;
+use serde_json::json;
+use tokio::sync::{mpsc, watch};
+use tokio_util::sync::CancellationToken;
+
+use crate::backbone::{EmbedError, Embedder, TractEmbedder};
+use crate::backoff::Backoff;
+use crate::config::Settings;
+use crate::head::{Head, TrainParams};
+use crate::learn::Learner;
+use crate::mqtt::{self, broker, Publisher};
+use crate::pipeline::Inference;
+use crate::source::{self, CaptureError, SourceState};
+use crate::stats::{self, Snapshot, Stats};
+use crate::store::{OpenReport, Store, StoreError};
+
+/// Problems found before the daemon starts: exit code 2.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error(transparent)]
+    Model(#[from] EmbedError),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("frame source: {0}")]
+    Source(#[from] CaptureError),
+    #[error(transparent)]
+    Broker(#[from] broker::BrokerError),
+    #[error("MQTT: {0}")]
+    Mqtt(#[from] mqtt::MqttError),
+}
+
+/// Why a running daemon stopped with an error: exit code 1.
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    #[error("task {task} failed: {why}")]
+    TaskFailed { task: &'static str, why: String },
+    #[error("shutdown grace period ({grace:?}) ran out; still running: {stuck}")]
+    Stuck {
+        grace: Duration,
+        stuck: &'static str,
+    },
+}
+
+/// Everything built and checked, nothing running yet.
+pub struct Daemon {
+    settings: Settings,
+    embedder: Arc<TractEmbedder>,
+    store: Store,
+    store_report: OpenReport,
+    opener: source::Opener,
+    broker: Option<broker::EmbeddedBroker>,
+}
+
+/// Load the backbone described by the settings (seconds: the model is optimized).
+pub fn load_backbone(settings: &Settings) -> Result<TractEmbedder, EmbedError> {
+    let e = TractEmbedder::load(&settings.raw.backbone)?;
+    tracing::info!(
+        backbone = %e.id(),
+        dim = e.dim(),
+        threads = e.threads,
+        load_ms = e.load_time.as_millis() as u64,
+        "backbone loaded"
+    );
+    Ok(e)
+}
+
+impl Daemon {
+    pub fn build(settings: Settings) -> Result<Self, StartError> {
+        let embedder = Arc::new(load_backbone(&settings)?);
+        let (store, store_report) = Store::open(settings.state_dir())?;
+        let classes = store.classes();
+        tracing::info!(
+            dir = %settings.state_dir().display(),
+            samples = store_report.samples,
+            classes = store_report.classes,
+            by_class = %classes.iter().map(|(l, n)| format!("{l}:{n}")).collect::<Vec<_>>().join(","),
+            orphans_removed = store_report.removed_orphans,
+            missing_thumbnails = store_report.missing_thumbnails.len(),
+            head_version = store_report.head_version.unwrap_or(0),
+            "sample store opened"
+        );
+        let opener = source::opener(&settings.raw)?;
+        let broker = match settings.embedded_broker {
+            Some(addr) => Some(broker::start(
+                addr,
+                settings.raw.mqtt.embedded_broker.max_connections,
+                settings.raw.mqtt.max_packet_size,
+            )?),
+            None => None,
+        };
+        Ok(Self {
+            settings,
+            embedder,
+            store,
+            store_report,
+            opener,
+            broker,
+        })
+    }
+
+    /// Run until `shutdown` resolves (then stop in order) or a task fails.
+    pub async fn run(self, shutdown: impl Future<Output = ()>) -> Result<(), RunError> {
+        let Daemon {
+            settings,
+            embedder,
+            store,
+            store_report,
+            opener,
+            broker,
+        } = self;
+        let started = Instant::now();
+        let stats = Arc::new(Stats::default());
+        let (frame_tx, frame_rx) = watch::channel(None);
+        let (state_tx, state_rx) = watch::channel(SourceState::Starting);
+        let (requests_tx, requests_rx) = mpsc::channel(settings.raw.learn.queue);
+        let head: Arc<ArcSwapOption<Head>> = Arc::new(ArcSwapOption::empty());
+        let embedder_dyn: Arc<dyn Embedder> = embedder.clone();
+
+        let (publisher, connection) = mqtt::connect(
+            &settings,
+            broker.as_ref().map(|b| b.connect_addr),
+            requests_tx,
+            stats.clone(),
+        )
+        .map_err(|e| RunError::TaskFailed {
+            task: "mqtt",
+            why: e.to_string(),
+        })?;
+        let status_slot = connection.status_slot();
+        let drain = CancellationToken::new();
+        let finish = CancellationToken::new();
+        let mut mqtt_task = tokio::spawn(connection.run(drain.clone(), finish.clone()));
+
+        let mut learner = Learner::new(
+            requests_rx,
+            store,
+            embedder_dyn.clone(),
+            head.clone(),
+            frame_rx.clone(),
+            publisher.clone(),
+            TrainParams::from_config(&settings.raw.head, settings.unknown_threshold),
+            settings.raw.learn.clone(),
+        );
+        learner.restore_head(&store_report);
+        let mut learn_task = tokio::spawn(learner.run());
+
+        let inference = Inference {
+            frames: frame_rx,
+            embedder: embedder_dyn.clone(),
+            head: head.clone(),
+            sink: publisher.clone(),
+            stats: stats.clone(),
+            options: settings.raw.predictions.clone(),
+        };
+        let mut infer_task = tokio::spawn(inference.run());
+
+        let stop_status = CancellationToken::new();
+        let status = StatusReporter {
+            publisher: publisher.clone(),
+            slot: status_slot,
+            stats: stats.clone(),
+            head: head.clone(),
+            backbone: embedder.id().to_string(),
+            source: state_rx,
+            started,
+            interval: Duration::from_secs(settings.raw.log.summary_interval_secs),
+        };
+        let mut status_task = tokio::spawn(status.run(stop_status.clone()));
+
+        let cam = &settings.raw.source.camera;
+        let capture = source::spawn(
+            opener,
+            Backoff::from_millis(cam.reconnect_min_ms, cam.reconnect_max_ms),
+            frame_tx,
+            state_tx,
+            stats.clone(),
+        )
+        .map_err(|e| RunError::TaskFailed {
+            task: "capture",
+            why: e.to_string(),
+        })?;
+        let capture_stop = capture.stop.clone();
+        let mut capture_done = capture.done;
+        let mut broker_ended = broker.map(|b| b.ended);
+        tracing::info!(
+            topics = %publisher.topics.base,
+            source = ?settings.raw.source.kind,
+            "edgehead running"
+        );
+
+        // Wait for the shutdown signal, or the first task to fail.
+        tokio::pin!(shutdown);
+        let mut capture_finished = false;
+        let mut infer_finished = false;
+        let failure: Option<RunError> = loop {
+            tokio::select! {
+                _ = &mut shutdown => break None,
+                r = &mut capture_done, if !capture_finished => {
+                    capture_finished = true;
+                    match r {
+                        Ok(Ok(())) => tracing::info!("capture finished; the daemon keeps serving MQTT requests"),
+                        Ok(Err(e)) => break Some(RunError::TaskFailed { task: "capture", why: e.to_string() }),
+                        Err(_) => break Some(RunError::TaskFailed { task: "capture", why: "thread ended without a result".into() }),
+                    }
+                }
+                r = &mut infer_task, if !infer_finished => {
+                    infer_finished = true;
+                    match r {
+                        Ok(Ok(())) if capture_finished => {}
+                        Ok(Ok(())) => break Some(RunError::TaskFailed { task: "inference", why: "ended early".into() }),
+                        Ok(Err(e)) => break Some(RunError::TaskFailed { task: "inference", why: e.to_string() }),
+                        Err(e) => break Some(RunError::TaskFailed { task: "inference", why: e.to_string() }),
+                    }
+                }
+                r = &mut learn_task => break Some(RunError::TaskFailed { task: "learn", why: join_why(r) }),
+                r = &mut mqtt_task => break Some(RunError::TaskFailed { task: "mqtt", why: join_why(r) }),
+                r = &mut status_task => break Some(RunError::TaskFailed { task: "status", why: join_why(r) }),
+                r = async { match broker_ended.as_mut() { Some(rx) => rx.await.unwrap_or_else(|_| "gone".into()), None => std::future::pending().await } } => {
+                    break Some(RunError::TaskFailed { task: "embedded broker", why: r });
+                }
+            }
+        };
+        match &failure {
+            None => tracing::info!("shutting down"),
+            Some(e) => tracing::error!(error = %e, "shutting down after a failure"),
+        }
+
+        // Stop in order: capture, inference, learning, status, then MQTT (offline, disconnect).
+        let grace = settings.shutdown_grace();
+        let deadline = tokio::time::Instant::now() + grace;
+        let stuck = |stuck| RunError::Stuck { grace, stuck };
+        capture_stop.stop();
+        if !capture_finished
+            && tokio::time::timeout_at(deadline, &mut capture_done)
+                .await
+                .is_err()
+        {
+            return Err(failure.unwrap_or(stuck("capture")));
+        }
+        if !infer_finished
+            && tokio::time::timeout_at(deadline, &mut infer_task)
+                .await
+                .is_err()
+        {
+            return Err(failure.unwrap_or(stuck("inference")));
+        }
+        drain.cancel();
+        if !learn_task.is_finished()
+            && tokio::time::timeout_at(deadline, &mut learn_task)
+                .await
+                .is_err()
+        {
+            return Err(failure.unwrap_or(stuck("learn")));
+        }
+        stop_status.cancel();
+        let _ = tokio::time::timeout_at(deadline, &mut status_task).await;
+        finish.cancel();
+        if !mqtt_task.is_finished()
+            && tokio::time::timeout_at(deadline, &mut mqtt_task)
+                .await
+                .is_err()
+        {
+            return Err(failure.unwrap_or(stuck("mqtt")));
+        }
+        let s = stats.snapshot();
+        tracing::info!(
+            frames_captured = s.frames_captured,
+            frames_inferred = s.frames_inferred,
+            frames_dropped = s.frames_dropped,
+            predictions_published = s.predictions_published,
+            uptime_s = started.elapsed().as_secs(),
+            "stopped"
+        );
+        match failure {
+            Some(e) => Err(e),
+            None => Ok(()),
+        }
+    }
+}
+
+fn join_why<T: std::fmt::Debug>(r: Result<T, tokio::task::JoinError>) -> String {
+    match r {
+        Ok(v) => format!("ended unexpectedly ({v:?})"),
+        Err(e) if e.is_panic() => format!("panicked: {e}"),
+        Err(e) => e.to_string(),
+    }
+}
+
+/// Publishes the retained status and logs the periodic summary.
+struct StatusReporter {
+    publisher: Publisher,
+    slot: Arc<std::sync::Mutex<Option<serde_json::Value>>>,
+    stats: Arc<Stats>,
+    head: Arc<ArcSwapOption<Head>>,
+    backbone: String,
+    source: watch::Receiver<SourceState>,
+    started: Instant,
+    interval: Duration,
+}
+
+impl StatusReporter {
+    fn status(&self) -> serde_json::Value {
+        let head = self.head.load();
+        json!({
+            "state": "running",
+            "version": env!("CARGO_PKG_VERSION"),
+            "source": *self.source.borrow(),
+            "backbone": self.backbone,
+            "head": head.as_ref().map(|h| h.id()),
+            "classes": head.as_ref().map(|h| h.classes.clone()).unwrap_or_default(),
+            "uptime_s": self.started.elapsed().as_secs(),
+            "stats": self.stats.snapshot(),
+            "rss_kib": stats::rss_kib(),
+        })
+    }
+
+    fn publish(&self) {
+        let status = self.status();
+        if let Ok(mut slot) = self.slot.lock() {
+            *slot = Some(status.clone());
+        }
+        self.publisher.try_publish_status(&status);
+    }
+
+    async fn run(mut self, stop: CancellationToken) {
+        let mut tick = tokio::time::interval(self.interval);
+        tick.tick().await;
+        let mut last = Snapshot::default();
+        let mut last_at = Instant::now();
+        let mut source_open = true;
+        loop {
+            tokio::select! {
+                _ = stop.cancelled() => break,
+                changed = self.source.changed(), if source_open => {
+                    if changed.is_err() {
+                        source_open = false;
+                    }
+                    self.publish();
+                }
+                _ = tick.tick() => {
+                    let now = self.stats.snapshot();
+                    let d = now.since(&last);
+                    let secs = last_at.elapsed().as_secs_f64().max(1e-9);
+                    tracing::info!(
+                        fps_captured = format!("{:.1}", d.frames_captured as f64 / secs),
+                        fps_inferred = format!("{:.1}", d.frames_inferred as f64 / secs),
+                        frames_dropped = d.frames_dropped,
+                        frame_errors = d.frame_errors,
+                        published = d.predictions_published,
+                        publish_dropped = d.predictions_dropped,
+                        requests = d.requests,
+                        mean_latency_ms = format!("{:.1}", d.mean_latency_ms()),
+                        rss_mib = stats::rss_kib().unwrap_or(0) / 1024,
+                        "summary"
+                    );
+                    last = now;
+                    last_at = Instant::now();
+                    self.publish();
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,211 @@
+//! The tract implementation of [`Embedder`]: load, optimize and run an ONNX model.
+
+use std::path::Path;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use image::RgbImage;
+use sha2::{Digest, Sha256};
+use tract_onnx::prelude::*;
+
+use super::{BackboneId, EmbedError, Embedder, Embedding, Preprocess};
+use crate::config::BackboneConfig;
+
+type Plan = TypedSimplePlan;
+type State = TypedSimpleState;
+
+/// An optimized tract plan and the state it runs in.
+///
+/// The state (tract's per-run buffers) is kept between runs, so a frame costs no
+/// plan set-up; its mutex is also the one backbone permit that inference and learning
+/// share.
+pub struct TractEmbedder {
+    id: BackboneId,
+    dim: usize,
+    preprocess: Preprocess,
+    shape: [usize; 4],
+    state: Mutex<State>,
+    /// How long loading and optimizing took, for `bench` and the start-up log.
+    pub load_time: Duration,
+    pub threads: usize,
+}
+
+fn load_err(path: &Path, e: impl std::fmt::Display) -> EmbedError {
+    EmbedError::Load {
+        path: path.display().to_string(),
+        message: format!("{e:#}"),
+    }
+}
+
+impl TractEmbedder {
+    /// Load, optimize and plan the model described by `config`. Slow (seconds): call
+    /// it once at start-up.
+    pub fn load(config: &BackboneConfig) -> Result<Self, EmbedError> {
+        let started = Instant::now();
+        let path = config.model.as_path();
+        let bytes = std::fs::read(path).map_err(|source| EmbedError::Read {
+            path: path.display().to_string(),
+            source,
+        })?;
+        let sha256 = hex(&Sha256::digest(&bytes));
+        let name = path
+            .file_stem()
+            .map(|s| s.to_string_lossy().into_owned())
+            .unwrap_or_else(|| "model".into());
+        let preprocess = Preprocess::from_config(config);
+        let shape = preprocess.shape();
+
+        let mut model = tract_onnx::onnx()
+            .with_ignore_value_info(true)
+            .model_for_read(&mut bytes.as_slice())
+            .map_err(|e| load_err(path, e))?;
+        if model.inputs.len() != 1 {
+            return Err(load_err(
+                path,
+                format!(
+                    "the model has {} inputs, edgehead feeds one image",
+                    model.inputs.len()
+                ),
+            ));
+        }
+        model
+            .set_input_fact(0, f32::fact(shape).into())
+            .map_err(|e| load_err(path, e))?;
+        let outlet = select_output(&model, &config.output).map_err(|e| load_err(path, e))?;
+        model
+            .select_output_outlets(&[outlet])
+            .map_err(|e| load_err(path, e))?;
+        let typed = model.into_optimized().map_err(|e| load_err(path, e))?;
+        let out_fact = typed.output_fact(0).map_err(|e| load_err(path, e))?.clone();
+        let dim = out_fact
+            .shape
+            .as_concrete()
+            .map(|s| s.iter().product::<usize>())
+            .ok_or_else(|| {
+                load_err(
+                    path,
+                    format!("output shape {:?} is not fixed", out_fact.shape),
+                )
+            })?;
+        if out_fact.datum_type != f32::datum_type() {
+            return Err(load_err(
+                path,
+                format!(
+                    "output is {:?}, edgehead needs f32 features",
+                    out_fact.datum_type
+                ),
+            ));
+        }
+        let threads = config.threads.max(1);
+        let options = RunOptions {
+            executor: (threads > 1).then(|| {
+                tract_linalg::multithread::Executor::multithread_with_name(threads, "backbone")
+            }),
+            ..Default::default()
+        };
+        let plan: std::sync::Arc<Plan> = typed
+            .into_runnable_with_options(&options)
+            .map_err(|e| load_err(path, e))?;
+        let state = State::new(&plan).map_err(|e| load_err(path, e))?;
+        Ok(Self {
+            id: BackboneId { name, sha256 },
+            dim,
+            preprocess,
+            shape,
+            state: Mutex::new(state),
+            load_time: started.elapsed(),
+            threads,
+        })
+    }
+
+    /// Run the backbone on an already preprocessed input tensor (`shape()` order).
+    pub fn embed_tensor(&self, input: Vec<f32>) -> Result<Vec<f32>, EmbedError> {
+        let want: usize = self.shape.iter().product();
+        if input.len() != want {
+            return Err(EmbedError::InputSize {
+                got: input.len(),
+                want,
+            });
+        }
+        let tensor = tract_ndarray::Array4::from_shape_vec(self.shape, input)
+            .map_err(|e| EmbedError::Run(e.to_string()))?
+            .into_tensor();
+        // A poisoned lock only means another run panicked; the state is reset by `run`.
+        let mut state = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        let outputs = state
+            .run(tvec!(tensor.into_tvalue()))
+            .map_err(|e| EmbedError::Run(format!("{e:#}")))?;
+        let out = outputs
+            .first()
+            .ok_or_else(|| EmbedError::Run("the model returned no output".into()))?;
+        let view = out
+            .to_plain_array_view::<f32>()
+            .map_err(|e| EmbedError::Run(format!("{e:#}")))?;
+        Ok(view.iter().copied().collect())
+    }
+
+    pub fn preprocess(&self) -> &Preprocess {
+        &self.preprocess
+    }
+}
+
+impl Embedder for TractEmbedder {
+    fn id(&self) -> &BackboneId {
+        &self.id
+    }
+
+    fn dim(&self) -> usize {
+        self.dim
+    }
+
+    fn embed(&self, image: &RgbImage) -> Result<Embedding, EmbedError> {
+        let t0 = Instant::now();
+        let input = self.preprocess.run(image);
+        let t1 = Instant::now();
+        let features = self.embed_tensor(input)?;
+        Ok(Embedding {
+            features,
+            preprocess: t1 - t0,
+            inference: t1.elapsed(),
+        })
+    }
+}
+
+/// The outlet named by `output`: an output's name, any tensor's name, or an index.
+fn select_output(model: &InferenceModel, output: &str) -> TractResult<OutletId> {
+    let outputs = model.output_outlets()?;
+    if let Ok(ix) = output.parse::<usize>() {
+        return outputs.get(ix).copied().ok_or_else(|| {
+            anyhow::anyhow!(
+                "output index {ix} is out of range: the model has {} outputs",
+                outputs.len()
+            )
+        });
+    }
+    if let Some(o) = outputs
+        .iter()
+        .find(|o| model.outlet_label(**o) == Some(output) || model.node(o.node).name == output)
+    {
+        return Ok(*o);
+    }
+    if let Some(o) = model.find_outlet_label(output) {
+        return Ok(o);
+    }
+    if let Ok(node) = model.node_id_by_name(output) {
+        return Ok(OutletId::new(node, 0));
+    }
+    let names: Vec<String> = outputs
+        .iter()
+        .map(|o| {
+            model
+                .outlet_label(*o)
+                .unwrap_or(&model.node(o.node).name)
+                .to_string()
+        })
+        .collect();
+    anyhow::bail!("no output named {output:?}; the model's outputs are {names:?}")
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}

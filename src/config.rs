@@ -1,0 +1,1081 @@
+//! Configuration: built-in defaults → TOML file → `EDGEHEAD__SECTION__KEY` environment,
+//! deserialized into [`RawConfig`] and validated into [`Settings`].
+//!
+//! Every problem is reported at once, each with the key it concerns: unknown keys
+//! (a typo in the file or in an environment variable), values of the wrong type and
+//! values out of range.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+/// Prefix of the environment variables that override the configuration.
+pub const ENV_PREFIX: &str = "EDGEHEAD";
+/// Separates the prefix, sections and keys in environment variable names.
+pub const ENV_SEPARATOR: &str = "__";
+/// What `print-config` shows in place of a secret.
+pub const MASK: &str = "********";
+
+/// The configuration as written by the user. Every field has a default, so an empty
+/// file (or none) is a valid configuration: the demo set-up.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default)]
+pub struct RawConfig {
+    /// Names this device in MQTT topics and client ids; empty means the host name.
+    pub device_id: String,
+    /// Where samples, embeddings and trained heads are kept (relative: to the working directory).
+    pub state_dir: PathBuf,
+    pub log: LogConfig,
+    pub source: SourceConfig,
+    pub backbone: BackboneConfig,
+    pub head: HeadConfig,
+    pub learn: LearnConfig,
+    pub predictions: PredictionConfig,
+    pub mqtt: MqttConfig,
+    pub homeassistant: HomeAssistantConfig,
+    pub shutdown: ShutdownConfig,
+}
+
+impl Default for RawConfig {
+    fn default() -> Self {
+        Self {
+            device_id: String::new(),
+            state_dir: PathBuf::from("state"),
+            log: LogConfig::default(),
+            source: SourceConfig::default(),
+            backbone: BackboneConfig::default(),
+            head: HeadConfig::default(),
+            learn: LearnConfig::default(),
+            predictions: PredictionConfig::default(),
+            mqtt: MqttConfig::default(),
+            homeassistant: HomeAssistantConfig::default(),
+            shutdown: ShutdownConfig::default(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default)]
+pub struct LogConfig {
+    /// `text` for people, `json` for log collectors.
+    pub format: LogFormat,
+    /// A tracing filter such as `info` or `edgehead=debug,rumqttd=warn`; `RUST_LOG` wins.
+    pub level: String,
+    /// Seconds between the summary lines (frames captured, inferred, dropped, published).
+    pub summary_interval_secs: u64,
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        Self {
+            format: LogFormat::Text,
+            level: "info".into(),
+            summary_interval_secs: 60,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default)]
+pub struct SourceConfig {
+    /// Which source produces frames: `camera`, `files` or `synthetic`.
+    pub kind: SourceKind,
+    pub camera: CameraConfig,
+    pub files: FilesConfig,
+    pub synthetic: SyntheticConfig,
+}
+
+impl Default for SourceConfig {
+    fn default() -> Self {
+        Self {
+            kind: SourceKind::Files,
+            camera: CameraConfig::default(),
+            files: FilesConfig::default(),
+            synthetic: SyntheticConfig::default(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum SourceKind {
+    Camera,
+    Files,
+    Synthetic,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default)]
+pub struct CameraConfig {
+    /// A device index (`0`) or a path (`/dev/video0`).
+    pub device: String,
+    pub width: u32,
+    pub height: u32,
+    pub fps: u32,
+    /// `mjpeg` or `yuyv`: what the camera is asked to send.
+    pub format: PixelFormat,
+    /// First wait before reopening a camera that failed; doubles up to the maximum.
+    pub reconnect_min_ms: u64,
+    pub reconnect_max_ms: u64,
+}
+
+impl Default for CameraConfig {
+    fn default() -> Self {
+        Self {
+            device: "0".into(),
+            width: 640,
+            height: 480,
+            fps: 15,
+            format: PixelFormat::Mjpeg,
+            reconnect_min_ms: 500,
+            reconnect_max_ms: 30_000,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum PixelFormat {
+    Mjpeg,
+    Yuyv,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default)]
+pub struct FilesConfig {
+    /// A folder (every .jpg/.jpeg/.png below it, sorted) or a glob such as `shots/*.jpg`.
+    pub path: String,
+    /// Frames per second to replay at.
+    pub fps: f64,
+    /// Start again at the first image after the last one; otherwise the source ends.
+    #[serde(rename = "loop")]
+    pub repeat: bool,
+}
+
+impl Default for FilesConfig {
+    fn default() -> Self {
+        Self {
+            path: "tests/fixtures/images".into(),
+            fps: 2.0,
+            repeat: true,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default)]
+pub struct SyntheticConfig {
+    pub width: u32,
+    pub height: u32,
+    /// Frames per second; 0 means as fast as they are taken.
+    pub fps: f64,
+}
+
+impl Default for SyntheticConfig {
+    fn default() -> Self {
+        Self {
+            width: 640,
+            height: 480,
+            fps: 10.0,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default)]
+pub struct BackboneConfig {
+    /// The ONNX model; relative paths are taken from the working directory.
+    pub model: PathBuf,
+    /// Input width and height of the model, in pixels.
+    pub input_width: u32,
+    pub input_height: u32,
+    /// `nchw` or `nhwc`.
+    pub layout: Layout,
+    /// Per channel (R, G, B), on pixel values 0–255: `x = (pixel - mean) / std`.
+    pub mean: Vec<f32>,
+    pub std: Vec<f32>,
+    /// `center_crop` (crop `crop_fraction` of the short side, then resize) or `stretch`.
+    pub resize: ResizePolicy,
+    pub crop_fraction: f32,
+    /// The model output that holds the feature vector: its name, or its index as a number.
+    pub output: String,
+    /// Threads for tract's matrix products; 1 leaves the other cores to capture and MQTT.
+    pub threads: usize,
+}
+
+impl Default for BackboneConfig {
+    fn default() -> Self {
+        Self {
+            model: PathBuf::from("models/efficientnet-lite0-features-int8w.onnx"),
+            input_width: 224,
+            input_height: 224,
+            layout: Layout::Nchw,
+            mean: vec![127.0; 3],
+            std: vec![128.0; 3],
+            resize: ResizePolicy::CenterCrop,
+            crop_fraction: 0.875,
+            output: "features".into(),
+            threads: 1,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum Layout {
+    Nchw,
+    Nhwc,
+}
+
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum ResizePolicy {
+    CenterCrop,
+    Stretch,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default)]
+pub struct HeadConfig {
+    /// `ncm` (nearest class mean), `softmax` (logistic regression) or `auto`
+    /// (class means until every class has `auto_min_samples`, then softmax).
+    pub kind: HeadKind,
+    pub auto_min_samples: usize,
+    /// Softmax regression: L2 penalty and iteration cap.
+    pub l2: f32,
+    pub max_iterations: usize,
+    /// Predict `unknown` when the frame is less similar than this to every class;
+    /// `auto` calibrates it on the stored samples, `off` disables it, or a number.
+    pub unknown_threshold: String,
+}
+
+impl Default for HeadConfig {
+    fn default() -> Self {
+        Self {
+            kind: HeadKind::Auto,
+            auto_min_samples: 5,
+            l2: 1e-3,
+            max_iterations: 300,
+            unknown_threshold: "auto".into(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum HeadKind {
+    Ncm,
+    Softmax,
+    Auto,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default)]
+pub struct LearnConfig {
+    /// Wait this long after the last new sample before retraining, so a burst trains once.
+    pub debounce_ms: u64,
+    pub max_classes: usize,
+    pub max_samples: usize,
+    /// Largest accepted sample image, in bytes (encoded) and pixels per side (decoded).
+    pub max_image_bytes: usize,
+    pub max_image_side: u32,
+    /// Side of the thumbnail kept for each sample, used to re-embed after a backbone change.
+    pub thumbnail_side: u32,
+    /// Requests waiting for the learning task; when full, requests are answered `busy`.
+    pub queue: usize,
+}
+
+impl Default for LearnConfig {
+    fn default() -> Self {
+        Self {
+            debounce_ms: 300,
+            max_classes: 100,
+            max_samples: 5000,
+            max_image_bytes: 8 << 20,
+            max_image_side: 8192,
+            thumbnail_side: 320,
+            queue: 16,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default)]
+pub struct PredictionConfig {
+    /// `every_frame`, or `on_change` (only when the stable label changes).
+    pub publish: PublishMode,
+    /// Never publish predictions more often than this (0: no limit).
+    pub min_interval_ms: u64,
+    /// How many scores the `top` list carries.
+    pub top_k: usize,
+    /// Majority vote over the last N frames before a label counts as stable (1: off).
+    pub smoothing_window: usize,
+}
+
+impl Default for PredictionConfig {
+    fn default() -> Self {
+        Self {
+            publish: PublishMode::EveryFrame,
+            min_interval_ms: 0,
+            top_k: 3,
+            smoothing_window: 1,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum PublishMode {
+    EveryFrame,
+    OnChange,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default)]
+pub struct MqttConfig {
+    /// The broker to connect to; empty starts the embedded broker and connects to it.
+    pub host: String,
+    pub port: u16,
+    /// Empty means `edgehead-<device_id>`.
+    pub client_id: String,
+    pub username: String,
+    pub password: String,
+    pub keep_alive_secs: u64,
+    /// Largest MQTT packet accepted or sent, in bytes; sample images travel in one packet.
+    pub max_packet_size: usize,
+    /// Outgoing messages queued towards the broker before new predictions are dropped.
+    pub queue: usize,
+    /// Topic prefix; topics are `<base_topic>/<device_id>/...`.
+    pub base_topic: String,
+    pub reconnect_min_ms: u64,
+    pub reconnect_max_ms: u64,
+    pub predictions: TopicOptions,
+    pub status: TopicOptions,
+    pub responses: TopicOptions,
+    pub tls: TlsConfig,
+    pub embedded_broker: EmbeddedBrokerConfig,
+}
+
+impl Default for MqttConfig {
+    fn default() -> Self {
+        Self {
+            host: String::new(),
+            port: 1883,
+            client_id: String::new(),
+            username: String::new(),
+            password: String::new(),
+            keep_alive_secs: 30,
+            max_packet_size: 16 << 20,
+            queue: 64,
+            base_topic: "edgehead".into(),
+            reconnect_min_ms: 500,
+            reconnect_max_ms: 30_000,
+            predictions: TopicOptions {
+                qos: 0,
+                retain: false,
+            },
+            status: TopicOptions {
+                qos: 1,
+                retain: true,
+            },
+            responses: TopicOptions {
+                qos: 1,
+                retain: false,
+            },
+            tls: TlsConfig::default(),
+            embedded_broker: EmbeddedBrokerConfig::default(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(default)]
+pub struct TopicOptions {
+    pub qos: u8,
+    pub retain: bool,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[serde(default)]
+pub struct TlsConfig {
+    pub enabled: bool,
+    /// PEM file of the CA that signed the broker's certificate; empty uses none (an error).
+    pub ca_file: PathBuf,
+    /// PEM client certificate and key, for brokers that authenticate clients by certificate.
+    pub client_cert: PathBuf,
+    pub client_key: PathBuf,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default)]
+pub struct EmbeddedBrokerConfig {
+    /// Where the embedded broker listens when `mqtt.host` is empty.
+    pub listen: String,
+    pub max_connections: usize,
+}
+
+impl Default for EmbeddedBrokerConfig {
+    fn default() -> Self {
+        Self {
+            listen: "0.0.0.0:1883".into(),
+            max_connections: 32,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default)]
+pub struct HomeAssistantConfig {
+    /// Publish MQTT discovery messages so Home Assistant creates the entities by itself.
+    pub discovery: bool,
+    pub prefix: String,
+}
+
+impl Default for HomeAssistantConfig {
+    fn default() -> Self {
+        Self {
+            discovery: true,
+            prefix: "homeassistant".into(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default)]
+pub struct ShutdownConfig {
+    /// After SIGTERM, how long the tasks get to finish before the daemon gives up on them.
+    pub grace_secs: f64,
+}
+
+impl Default for ShutdownConfig {
+    fn default() -> Self {
+        Self { grace_secs: 10.0 }
+    }
+}
+
+/// One thing wrong with the configuration.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Problem {
+    /// The dotted key, such as `mqtt.port`.
+    pub key: String,
+    pub message: String,
+}
+
+/// Everything wrong with a configuration, reported at once.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub struct ConfigError {
+    pub problems: Vec<Problem>,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let n = self.problems.len();
+        write!(
+            f,
+            "invalid configuration ({n} problem{})",
+            if n == 1 { "" } else { "s" }
+        )?;
+        for p in &self.problems {
+            write!(f, "\n  {}: {}", p.key, p.message)?;
+        }
+        Ok(())
+    }
+}
+
+impl ConfigError {
+    fn one(key: &str, message: impl Into<String>) -> Self {
+        Self {
+            problems: vec![Problem {
+                key: key.into(),
+                message: message.into(),
+            }],
+        }
+    }
+}
+
+/// Where the raw configuration comes from.
+#[derive(Debug, Default, Clone)]
+pub struct Sources {
+    /// The `--config` file, if any.
+    pub file: Option<PathBuf>,
+    /// Environment variables to read; `None` reads the process environment.
+    pub env: Option<HashMap<String, String>>,
+}
+
+/// Merge defaults, the file and the environment into a [`RawConfig`].
+pub fn load(sources: &Sources) -> Result<RawConfig, ConfigError> {
+    use config::{Config, Environment, File, FileFormat};
+
+    let defaults = Config::try_from(&RawConfig::default())
+        .map_err(|e| ConfigError::one("(defaults)", e.to_string()))?;
+    let mut builder = Config::builder().add_source(defaults);
+    if let Some(path) = &sources.file {
+        let text = std::fs::read_to_string(path).map_err(|e| {
+            ConfigError::one("--config", format!("cannot read {}: {e}", path.display()))
+        })?;
+        builder = builder.add_source(File::from_str(&text, FileFormat::Toml));
+    }
+    let env = Environment::with_prefix(ENV_PREFIX)
+        .prefix_separator(ENV_SEPARATOR)
+        .separator(ENV_SEPARATOR)
+        .source(sources.env.clone());
+    let merged = builder
+        .add_source(env)
+        .build()
+        .map_err(|e| ConfigError::one(&error_key(&e), e.to_string()))?;
+
+    let mut unknown = Vec::new();
+    let raw: Result<RawConfig, _> =
+        serde_ignored::deserialize(merged, |path| unknown.push(path.to_string()));
+    let mut problems: Vec<Problem> = unknown
+        .into_iter()
+        .map(|key| Problem {
+            message: format!(
+                "unknown key (environment: {ENV_PREFIX}{ENV_SEPARATOR}{})",
+                key.to_uppercase().replace('.', ENV_SEPARATOR)
+            ),
+            key,
+        })
+        .collect();
+    match raw {
+        Ok(raw) if problems.is_empty() => Ok(raw),
+        Ok(_) => Err(ConfigError { problems }),
+        Err(e) => {
+            problems.push(Problem {
+                key: error_key(&e),
+                message: e.to_string(),
+            });
+            Err(ConfigError { problems })
+        }
+    }
+}
+
+/// The key a `config` error is about, when it names one.
+fn error_key(e: &config::ConfigError) -> String {
+    let text = e.to_string();
+    text.rsplit_once("for key `")
+        .and_then(|(_, rest)| rest.split_once('`'))
+        .map(|(key, _)| key.to_string())
+        .unwrap_or_else(|| "(config)".into())
+}
+
+/// The configuration after validation: every value checked, defaults resolved.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub raw: RawConfig,
+    pub device_id: String,
+    pub client_id: String,
+    /// `<base_topic>/<device_id>`.
+    pub topic_base: String,
+    /// Where the embedded broker listens, when it runs.
+    pub embedded_broker: Option<SocketAddr>,
+    pub unknown_threshold: UnknownThreshold,
+}
+
+/// When a frame counts as far from every class.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum UnknownThreshold {
+    Off,
+    Auto,
+    Fixed(f32),
+}
+
+impl Settings {
+    pub fn shutdown_grace(&self) -> Duration {
+        Duration::from_secs_f64(self.raw.shutdown.grace_secs)
+    }
+
+    pub fn state_dir(&self) -> &Path {
+        &self.raw.state_dir
+    }
+}
+
+/// Load and validate in one step.
+pub fn load_settings(sources: &Sources) -> Result<Settings, ConfigError> {
+    validate(load(sources)?)
+}
+
+struct Checker {
+    problems: Vec<Problem>,
+}
+
+impl Checker {
+    fn check(&mut self, ok: bool, key: &str, message: impl FnOnce() -> String) {
+        if !ok {
+            self.problems.push(Problem {
+                key: key.into(),
+                message: message(),
+            });
+        }
+    }
+
+    fn range<T: PartialOrd + fmt::Display + Copy>(&mut self, key: &str, v: T, lo: T, hi: T) {
+        self.check(v >= lo && v <= hi, key, || {
+            format!("{v} is out of range ({lo} to {hi})")
+        });
+    }
+
+    fn file(&mut self, key: &str, path: &Path) {
+        if path.as_os_str().is_empty() {
+            self.problems.push(Problem {
+                key: key.into(),
+                message: "must name a file".into(),
+            });
+        } else if let Err(e) = std::fs::File::open(path) {
+            self.problems.push(Problem {
+                key: key.into(),
+                message: format!("cannot open {}: {e}", path.display()),
+            });
+        }
+    }
+}
+
+/// Characters allowed in a device id, a topic segment and a file name alike.
+pub fn is_safe_name(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 64
+        && s.chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+}
+
+fn host_name() -> String {
+    let raw = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .or_else(|_| std::fs::read_to_string("/etc/hostname"))
+        .unwrap_or_default();
+    let cleaned: String = raw
+        .trim()
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' || c == '_' {
+                c.to_ascii_lowercase()
+            } else {
+                '_'
+            }
+        })
+        .take(64)
+        .collect();
+    if cleaned.is_empty() {
+        "edgehead".into()
+    } else {
+        cleaned
+    }
+}
+
+/// Check every value of `raw`, collecting all problems.
+pub fn validate(raw: RawConfig) -> Result<Settings, ConfigError> {
+    let mut c = Checker {
+        problems: Vec::new(),
+    };
+
+    let device_id = if raw.device_id.is_empty() {
+        host_name()
+    } else {
+        raw.device_id.clone()
+    };
+    c.check(is_safe_name(&device_id), "device_id", || {
+        format!("{device_id:?} must be 1 to 64 characters of A-Z, a-z, 0-9, - and _")
+    });
+    c.check(!raw.state_dir.as_os_str().is_empty(), "state_dir", || {
+        "must name a directory".into()
+    });
+    c.check(
+        !raw.log.level.trim().is_empty()
+            && tracing_subscriber::EnvFilter::try_new(&raw.log.level).is_ok(),
+        "log.level",
+        || format!("{:?} is not a tracing filter (try \"info\")", raw.log.level),
+    );
+    c.range(
+        "log.summary_interval_secs",
+        raw.log.summary_interval_secs,
+        1,
+        86_400,
+    );
+
+    // Sources: only the one in use must be complete.
+    let s = &raw.source;
+    match s.kind {
+        SourceKind::Camera => {
+            c.check(
+                !s.camera.device.trim().is_empty(),
+                "source.camera.device",
+                || "must be an index such as 0 or a path such as /dev/video0".into(),
+            );
+        }
+        SourceKind::Files => {
+            c.check(!s.files.path.trim().is_empty(), "source.files.path", || {
+                "must name a folder or a glob".into()
+            });
+        }
+        SourceKind::Synthetic => {}
+    }
+    c.range("source.camera.width", s.camera.width, 16, 8192);
+    c.range("source.camera.height", s.camera.height, 16, 8192);
+    c.range("source.camera.fps", s.camera.fps, 1, 240);
+    c.range(
+        "source.camera.reconnect_min_ms",
+        s.camera.reconnect_min_ms,
+        1,
+        600_000,
+    );
+    c.check(
+        s.camera.reconnect_max_ms >= s.camera.reconnect_min_ms,
+        "source.camera.reconnect_max_ms",
+        || "must not be below source.camera.reconnect_min_ms".into(),
+    );
+    c.range("source.files.fps", s.files.fps, 0.001, 1000.0);
+    c.range("source.synthetic.width", s.synthetic.width, 16, 8192);
+    c.range("source.synthetic.height", s.synthetic.height, 16, 8192);
+    c.range("source.synthetic.fps", s.synthetic.fps, 0.0, 1000.0);
+
+    let b = &raw.backbone;
+    c.file("backbone.model", &b.model);
+    c.range("backbone.input_width", b.input_width, 8, 4096);
+    c.range("backbone.input_height", b.input_height, 8, 4096);
+    c.check(b.mean.len() == 3, "backbone.mean", || {
+        format!("needs 3 values (R, G, B), got {}", b.mean.len())
+    });
+    c.check(b.std.len() == 3, "backbone.std", || {
+        format!("needs 3 values (R, G, B), got {}", b.std.len())
+    });
+    c.check(
+        b.std.iter().all(|v| v.is_finite() && *v != 0.0) && b.mean.iter().all(|v| v.is_finite()),
+        "backbone.std",
+        || "mean and std must be finite and std non-zero".into(),
+    );
+    c.check(
+        b.crop_fraction > 0.0 && b.crop_fraction <= 1.0,
+        "backbone.crop_fraction",
+        || format!("{} must be in (0, 1]", b.crop_fraction),
+    );
+    c.check(!b.output.trim().is_empty(), "backbone.output", || {
+        "must name an output or give its index".into()
+    });
+    c.range("backbone.threads", b.threads, 1, 64);
+
+    let h = &raw.head;
+    c.range("head.auto_min_samples", h.auto_min_samples, 1, 10_000);
+    c.check(h.l2.is_finite() && h.l2 >= 0.0, "head.l2", || {
+        format!("{} must be a non-negative number", h.l2)
+    });
+    c.range("head.max_iterations", h.max_iterations, 1, 100_000);
+    let unknown_threshold = match h.unknown_threshold.trim() {
+        "auto" => UnknownThreshold::Auto,
+        "off" => UnknownThreshold::Off,
+        other => match other.parse::<f32>() {
+            Ok(v) if (-1.0..=1.0).contains(&v) => UnknownThreshold::Fixed(v),
+            _ => {
+                c.problems.push(Problem {
+                    key: "head.unknown_threshold".into(),
+                    message: format!(
+                        "{other:?} must be \"auto\", \"off\" or a cosine similarity from -1 to 1"
+                    ),
+                });
+                UnknownThreshold::Off
+            }
+        },
+    };
+
+    let l = &raw.learn;
+    c.range("learn.debounce_ms", l.debounce_ms, 0, 60_000);
+    c.range("learn.max_classes", l.max_classes, 1, 10_000);
+    c.range("learn.max_samples", l.max_samples, 1, 1_000_000);
+    c.range("learn.max_image_bytes", l.max_image_bytes, 1024, 256 << 20);
+    c.range("learn.max_image_side", l.max_image_side, 16, 65_535);
+    c.range("learn.thumbnail_side", l.thumbnail_side, 32, 4096);
+    c.range("learn.queue", l.queue, 1, 10_000);
+
+    let p = &raw.predictions;
+    c.range(
+        "predictions.min_interval_ms",
+        p.min_interval_ms,
+        0,
+        3_600_000,
+    );
+    c.range("predictions.top_k", p.top_k, 1, 100);
+    c.range("predictions.smoothing_window", p.smoothing_window, 1, 100);
+
+    let m = &raw.mqtt;
+    let embedded = m.host.trim().is_empty();
+    c.check(m.port != 0, "mqtt.port", || "must not be 0".into());
+    c.range("mqtt.keep_alive_secs", m.keep_alive_secs, 5, 65_535);
+    c.range(
+        "mqtt.max_packet_size",
+        m.max_packet_size,
+        10 << 10,
+        256 << 20,
+    );
+    c.check(
+        m.max_packet_size >= l.max_image_bytes + 4096,
+        "mqtt.max_packet_size",
+        || {
+            format!(
+                "{} is too small for learn.max_image_bytes ({}) plus headers",
+                m.max_packet_size, l.max_image_bytes
+            )
+        },
+    );
+    c.range("mqtt.queue", m.queue, 1, 100_000);
+    c.range("mqtt.reconnect_min_ms", m.reconnect_min_ms, 1, 600_000);
+    c.check(
+        m.reconnect_max_ms >= m.reconnect_min_ms,
+        "mqtt.reconnect_max_ms",
+        || "must not be below mqtt.reconnect_min_ms".into(),
+    );
+    c.check(valid_topic_prefix(&m.base_topic), "mqtt.base_topic", || {
+        format!(
+            "{:?} must be a non-empty topic without +, # or empty levels",
+            m.base_topic
+        )
+    });
+    for (key, t) in [
+        ("mqtt.predictions.qos", m.predictions),
+        ("mqtt.status.qos", m.status),
+        ("mqtt.responses.qos", m.responses),
+    ] {
+        c.check(t.qos <= 2, key, || format!("{} must be 0, 1 or 2", t.qos));
+    }
+    let client_id = if m.client_id.is_empty() {
+        format!("edgehead-{device_id}")
+    } else {
+        m.client_id.clone()
+    };
+    c.check(
+        client_id.len() <= 65_535 && !client_id.contains(['+', '#', '/']),
+        "mqtt.client_id",
+        || format!("{client_id:?} must not contain +, # or /"),
+    );
+    c.check(
+        m.password.is_empty() || !m.username.is_empty(),
+        "mqtt.password",
+        || "a password needs mqtt.username".into(),
+    );
+    if m.tls.enabled {
+        c.check(!embedded, "mqtt.tls.enabled", || {
+            "TLS needs an external broker (mqtt.host); the embedded broker is plain TCP".into()
+        });
+        c.file("mqtt.tls.ca_file", &m.tls.ca_file);
+        let cert = !m.tls.client_cert.as_os_str().is_empty();
+        let key = !m.tls.client_key.as_os_str().is_empty();
+        c.check(cert == key, "mqtt.tls.client_key", || {
+            "client_cert and client_key go together".into()
+        });
+        if cert {
+            c.file("mqtt.tls.client_cert", &m.tls.client_cert);
+        }
+        if key {
+            c.file("mqtt.tls.client_key", &m.tls.client_key);
+        }
+    }
+    let embedded_broker = if embedded {
+        match m.embedded_broker.listen.parse::<SocketAddr>() {
+            Ok(a) => Some(a),
+            Err(e) => {
+                c.problems.push(Problem {
+                    key: "mqtt.embedded_broker.listen".into(),
+                    message: format!(
+                        "{:?} is not an address such as 0.0.0.0:1883: {e}",
+                        m.embedded_broker.listen
+                    ),
+                });
+                None
+            }
+        }
+    } else {
+        None
+    };
+    c.range(
+        "mqtt.embedded_broker.max_connections",
+        m.embedded_broker.max_connections,
+        2,
+        10_000,
+    );
+    c.check(
+        valid_topic_prefix(&raw.homeassistant.prefix),
+        "homeassistant.prefix",
+        || format!("{:?} is not a valid topic prefix", raw.homeassistant.prefix),
+    );
+    c.range("shutdown.grace_secs", raw.shutdown.grace_secs, 0.1, 600.0);
+
+    if !c.problems.is_empty() {
+        return Err(ConfigError {
+            problems: c.problems,
+        });
+    }
+    let topic_base = format!("{}/{}", m.base_topic.trim_end_matches('/'), device_id);
+    Ok(Settings {
+        device_id,
+        client_id,
+        topic_base,
+        embedded_broker,
+        unknown_threshold,
+        raw,
+    })
+}
+
+fn valid_topic_prefix(t: &str) -> bool {
+    !t.is_empty() && !t.contains(['+', '#', '\0']) && t.split('/').all(|level| !level.is_empty())
+}
+
+/// The configuration as `print-config` shows it: TOML, with secrets masked.
+pub fn to_masked_toml(raw: &RawConfig) -> String {
+    let mut shown = raw.clone();
+    if !shown.mqtt.password.is_empty() {
+        shown.mqtt.password = MASK.into();
+    }
+    toml::to_string_pretty(&shown).unwrap_or_else(|e| format!("# cannot print: {e}\n"))
+}
+
+#[cfg(test)]
+#[allow(clippy::field_reassign_with_default)]
+mod tests {
+    use super::*;
+
+    fn env(pairs: &[(&str, &str)]) -> Sources {
+        Sources {
+            file: None,
+            env: Some(
+                pairs
+                    .iter()
+                    .map(|(k, v)| (k.to_string(), v.to_string()))
+                    .collect(),
+            ),
+        }
+    }
+
+    fn file(text: &str) -> (tempfile::TempDir, Sources) {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("edgehead.toml");
+        std::fs::write(&path, text).expect("write");
+        (
+            dir,
+            Sources {
+                file: Some(path),
+                env: Some(HashMap::new()),
+            },
+        )
+    }
+
+    fn keys(e: &ConfigError) -> Vec<&str> {
+        e.problems.iter().map(|p| p.key.as_str()).collect()
+    }
+
+    #[test]
+    fn defaults_load_without_a_file() {
+        let raw = load(&env(&[])).expect("defaults load");
+        assert_eq!(raw, RawConfig::default());
+    }
+
+    #[test]
+    fn environment_overrides_file_and_keeps_strings() {
+        let (_d, mut s) = file("[mqtt]\nport = 1884\nusername = \"me\"\n");
+        s.env = Some(
+            [
+                ("EDGEHEAD__MQTT__PASSWORD", "007"),
+                ("EDGEHEAD__MQTT__PORT", "1885"),
+            ]
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect(),
+        );
+        let raw = load(&s).expect("load");
+        assert_eq!(raw.mqtt.port, 1885);
+        assert_eq!(raw.mqtt.password, "007");
+        assert_eq!(raw.mqtt.username, "me");
+    }
+
+    #[test]
+    fn unknown_keys_are_all_reported_with_their_names() {
+        let (_d, mut s) = file("colour = 1\n[mqtt]\nprot = 1\n[source.files]\nfsp = 2\n");
+        s.env = Some(
+            [("EDGEHEAD__MQTT__PASSWROD", "x")]
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+        );
+        let err = load(&s).expect_err("unknown keys");
+        let mut k = keys(&err);
+        k.sort();
+        assert_eq!(
+            k,
+            vec!["colour", "mqtt.passwrod", "mqtt.prot", "source.files.fsp"]
+        );
+        assert!(err.to_string().contains("EDGEHEAD__MQTT__PROT"));
+    }
+
+    #[test]
+    fn wrong_type_names_the_key() {
+        let (_d, s) = file("[mqtt]\nport = \"eighteen\"\n");
+        let err = load(&s).expect_err("bad type");
+        assert_eq!(keys(&err), vec!["mqtt.port"], "{err}");
+    }
+
+    #[test]
+    fn invalid_values_are_reported_together() {
+        let mut raw = RawConfig::default();
+        raw.device_id = "bad/id".into();
+        raw.mqtt.predictions.qos = 3;
+        raw.backbone.mean = vec![1.0];
+        raw.backbone.model = "/nonexistent/model.onnx".into();
+        raw.predictions.top_k = 0;
+        raw.head.unknown_threshold = "maybe".into();
+        let err = validate(raw).expect_err("invalid");
+        let k = keys(&err);
+        for want in [
+            "device_id",
+            "mqtt.predictions.qos",
+            "backbone.mean",
+            "backbone.model",
+            "predictions.top_k",
+            "head.unknown_threshold",
+        ] {
+            assert!(k.contains(&want), "{want} missing from {k:?}");
+        }
+    }
+
+    #[test]
+    fn external_host_turns_the_embedded_broker_off() {
+        let mut raw = RawConfig::default();
+        raw.backbone.model = PathBuf::from("Cargo.toml");
+        raw.device_id = "cam1".into();
+        let s = validate(raw.clone()).expect("valid");
+        assert!(s.embedded_broker.is_some());
+        assert_eq!(s.topic_base, "edgehead/cam1");
+        assert_eq!(s.client_id, "edgehead-cam1");
+        raw.mqtt.host = "broker.lan".into();
+        let s = validate(raw).expect("valid");
+        assert!(s.embedded_broker.is_none());
+    }
+
+    #[test]
+    fn topic_prefixes_reject_wildcards_and_empty_levels() {
+        assert!(valid_topic_prefix("edgehead"));
+        assert!(valid_topic_prefix("home/edgehead"));
+        for bad in ["", "a/+/b", "a/#", "a//b", "/a"] {
+            assert!(!valid_topic_prefix(bad), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn print_config_masks_the_password() {
+        let mut raw = RawConfig::default();
+        raw.mqtt.password = "hunter2".into();
+        let text = to_masked_toml(&raw);
+        assert!(!text.contains("hunter2"));
+        assert!(text.contains(MASK));
+        // What print-config prints loads back as a configuration.
+        let (_d, s) = file(&text);
+        let back = load(&s).expect("printed config loads");
+        assert_eq!(back.mqtt.port, raw.mqtt.port);
+    }
+}

@@ -1,0 +1,593 @@
+//! The head: the small classifier the device learns from labeled samples.
+//!
+//! Features are centred on the mean of the training samples and L2-normalized;
+//! [`ncm`] keeps one mean per class (usable from one sample), [`softmax`] fits a
+//! multinomial logistic regression. Training is a pure function
+//! ([`train`]: samples in, [`Head`] out) that runs on the learning task, never on the
+//! inference path. Whatever the model, the nearest class mean also gives the
+//! similarity that decides `unknown`, and the leave-one-out quality report.
+
+pub mod ncm;
+pub mod softmax;
+
+use std::time::{Duration, Instant, SystemTime};
+
+use serde::{Deserialize, Serialize};
+
+use crate::backbone::BackboneId;
+use crate::config::{HeadConfig, HeadKind, UnknownThreshold};
+
+/// The label a prediction carries when the frame is far from every class.
+pub const UNKNOWN: &str = "unknown";
+
+/// A trained head. Serialized as the saved head file.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Head {
+    /// Increases by one with every retrain; part of `id()`.
+    pub version: u64,
+    pub kind: ModelKind,
+    /// Class names, in the order of the model's outputs.
+    pub classes: Vec<String>,
+    /// The backbone whose features this head was trained on.
+    pub backbone: BackboneId,
+    /// Mean of the training features, subtracted before normalizing.
+    pub center: Vec<f32>,
+    /// L2-normalized class means of the centred, normalized features.
+    pub means: Vec<Vec<f32>>,
+    /// Softmax regression weights (classes × dim) and biases; empty for NCM.
+    pub weights: Vec<Vec<f32>>,
+    pub bias: Vec<f32>,
+    /// NCM: softmax temperature applied to cosine similarities.
+    pub temperature: f32,
+    /// Below this cosine similarity to the nearest class mean, predict `unknown`.
+    pub unknown_below: Option<f32>,
+    pub quality: Quality,
+    /// Seconds since the Unix epoch.
+    pub trained_at: u64,
+}
+
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum ModelKind {
+    Ncm,
+    Softmax,
+}
+
+/// How good the head is, computed when it is trained: what users read to decide
+/// whether they have given enough samples.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct Quality {
+    pub samples: usize,
+    pub per_class: Vec<ClassQuality>,
+    /// Leave-one-out accuracy of the nearest-class-mean rule; `None` when no class
+    /// has two samples.
+    pub loo_accuracy: Option<f32>,
+    /// Accuracy of the trained model on its own training samples.
+    pub train_accuracy: f32,
+    /// The pair of classes most often confused in leave-one-out, and how often.
+    pub most_confused: Option<Confusion>,
+    pub train_ms: f64,
+    /// Plain-language advice: which classes need more samples.
+    pub advice: Vec<String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct ClassQuality {
+    pub label: String,
+    pub samples: usize,
+    pub loo_accuracy: Option<f32>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Confusion {
+    /// Samples of `actual` ...
+    pub actual: String,
+    /// ... classified as `predicted` ...
+    pub predicted: String,
+    /// ... this many times.
+    pub count: usize,
+}
+
+/// Training parameters, from `[head]`.
+#[derive(Debug, Clone)]
+pub struct TrainParams {
+    pub kind: HeadKind,
+    pub auto_min_samples: usize,
+    pub l2: f32,
+    pub max_iterations: usize,
+    pub unknown: UnknownThreshold,
+}
+
+impl TrainParams {
+    pub fn from_config(c: &HeadConfig, unknown: UnknownThreshold) -> Self {
+        Self {
+            kind: c.kind,
+            auto_min_samples: c.auto_min_samples,
+            l2: c.l2,
+            max_iterations: c.max_iterations,
+            unknown,
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error, PartialEq)]
+pub enum TrainError {
+    #[error("no samples to train on")]
+    NoSamples,
+    #[error("sample {index} has {got} features, expected {want}")]
+    Dimension {
+        index: usize,
+        got: usize,
+        want: usize,
+    },
+    #[error("sample {index} has class {class}, but there are only {classes} classes")]
+    BadClass {
+        index: usize,
+        class: usize,
+        classes: usize,
+    },
+    #[error("sample {0} has features that are not finite numbers")]
+    NotFinite(usize),
+}
+
+/// One labeled feature vector.
+#[derive(Debug, Clone, Copy)]
+pub struct Sample<'a> {
+    pub features: &'a [f32],
+    pub class: usize,
+}
+
+/// A prediction for one feature vector.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Scores {
+    /// (class index, probability), best first.
+    pub ranked: Vec<(usize, f32)>,
+    /// Cosine similarity to the nearest class mean.
+    pub similarity: f32,
+    /// The similarity is below the head's threshold.
+    pub unknown: bool,
+}
+
+/// Train a head. `classes` names the classes that `samples` index; classes with no
+/// sample are dropped from the head (and from its class list).
+pub fn train(
+    samples: &[Sample<'_>],
+    classes: &[String],
+    backbone: &BackboneId,
+    version: u64,
+    params: &TrainParams,
+) -> Result<Head, TrainError> {
+    let started = Instant::now();
+    let first = samples.first().ok_or(TrainError::NoSamples)?;
+    let dim = first.features.len();
+    for (index, s) in samples.iter().enumerate() {
+        if s.features.len() != dim {
+            return Err(TrainError::Dimension {
+                index,
+                got: s.features.len(),
+                want: dim,
+            });
+        }
+        if s.class >= classes.len() {
+            return Err(TrainError::BadClass {
+                index,
+                class: s.class,
+                classes: classes.len(),
+            });
+        }
+        if s.features.iter().any(|v| !v.is_finite()) {
+            return Err(TrainError::NotFinite(index));
+        }
+    }
+    // Keep only the classes that have samples, in their original order.
+    let mut counts = vec![0usize; classes.len()];
+    for s in samples {
+        counts[s.class] += 1;
+    }
+    let mut remap = vec![usize::MAX; classes.len()];
+    let mut kept = Vec::new();
+    for (i, name) in classes.iter().enumerate() {
+        if counts[i] > 0 {
+            remap[i] = kept.len();
+            kept.push(name.clone());
+        }
+    }
+    let labels: Vec<usize> = samples.iter().map(|s| remap[s.class]).collect();
+    let center = mean_of(samples.iter().map(|s| s.features), dim);
+    let z: Vec<Vec<f32>> = samples
+        .iter()
+        .map(|s| normalize_centered(s.features, &center))
+        .collect();
+    let n_classes = kept.len();
+    let model = ncm::fit(&z, &labels, n_classes);
+    let loo = ncm::leave_one_out(&z, &labels, &model);
+
+    let min_count = counts
+        .iter()
+        .filter(|c| **c > 0)
+        .min()
+        .copied()
+        .unwrap_or(0);
+    let kind = match params.kind {
+        HeadKind::Ncm => ModelKind::Ncm,
+        HeadKind::Softmax => ModelKind::Softmax,
+        HeadKind::Auto if min_count >= params.auto_min_samples && n_classes >= 2 => {
+            ModelKind::Softmax
+        }
+        HeadKind::Auto => ModelKind::Ncm,
+    };
+    let (weights, bias) = if kind == ModelKind::Softmax && n_classes >= 2 {
+        let fit = softmax::fit(&z, &labels, n_classes, params.l2, params.max_iterations);
+        (fit.weights, fit.bias)
+    } else {
+        (Vec::new(), Vec::new())
+    };
+    let kind = if weights.is_empty() {
+        ModelKind::Ncm
+    } else {
+        kind
+    };
+
+    let unknown_below = match params.unknown {
+        UnknownThreshold::Off => None,
+        UnknownThreshold::Fixed(t) => Some(t),
+        UnknownThreshold::Auto => loo.calibrated_threshold(),
+    };
+    let mut head = Head {
+        version,
+        kind,
+        classes: kept,
+        backbone: backbone.clone(),
+        center,
+        means: model.means,
+        weights,
+        bias,
+        temperature: ncm::TEMPERATURE,
+        unknown_below,
+        quality: Quality::default(),
+        trained_at: SystemTime::now()
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or(0),
+    };
+    let correct = z
+        .iter()
+        .zip(&labels)
+        .filter(|(z, l)| head.scores_normalized(z).ranked.first().map(|r| r.0) == Some(**l))
+        .count();
+    head.quality = loo.quality(
+        &head.classes,
+        correct as f32 / z.len() as f32,
+        started.elapsed(),
+    );
+    Ok(head)
+}
+
+impl Head {
+    /// A short identifier for predictions: `<kind>-v<version>`.
+    pub fn id(&self) -> String {
+        let kind = match self.kind {
+            ModelKind::Ncm => "ncm",
+            ModelKind::Softmax => "softmax",
+        };
+        format!("{kind}-v{}", self.version)
+    }
+
+    pub fn dim(&self) -> usize {
+        self.center.len()
+    }
+
+    /// Classify a raw feature vector from the backbone.
+    pub fn predict(&self, features: &[f32]) -> Scores {
+        if features.len() != self.dim() || self.classes.is_empty() {
+            return Scores {
+                ranked: Vec::new(),
+                similarity: 0.0,
+                unknown: true,
+            };
+        }
+        self.scores_normalized(&normalize_centered(features, &self.center))
+    }
+
+    fn scores_normalized(&self, z: &[f32]) -> Scores {
+        let sims: Vec<f32> = self.means.iter().map(|m| dot(z, m)).collect();
+        let similarity = sims.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+        let logits: Vec<f32> = match self.kind {
+            ModelKind::Ncm => sims.iter().map(|s| s * self.temperature).collect(),
+            ModelKind::Softmax => self
+                .weights
+                .iter()
+                .zip(&self.bias)
+                .map(|(w, b)| dot(z, w) + b)
+                .collect(),
+        };
+        let probs = softmax_of(&logits);
+        let mut ranked: Vec<(usize, f32)> = probs.into_iter().enumerate().collect();
+        ranked.sort_by(|a, b| b.1.total_cmp(&a.1));
+        Scores {
+            ranked,
+            similarity,
+            unknown: self.unknown_below.is_some_and(|t| similarity < t),
+        }
+    }
+}
+
+/// Mean of equally long vectors, accumulated in f64.
+pub fn mean_of<'a>(vs: impl Iterator<Item = &'a [f32]>, dim: usize) -> Vec<f32> {
+    let mut acc = vec![0f64; dim];
+    let mut n = 0usize;
+    for v in vs {
+        for (a, x) in acc.iter_mut().zip(v) {
+            *a += *x as f64;
+        }
+        n += 1;
+    }
+    acc.into_iter()
+        .map(|a| (a / n.max(1) as f64) as f32)
+        .collect()
+}
+
+/// `(v - center) / |v - center|`; the zero vector stays zero.
+pub fn normalize_centered(v: &[f32], center: &[f32]) -> Vec<f32> {
+    let mut z: Vec<f32> = v.iter().zip(center).map(|(a, c)| a - c).collect();
+    normalize(&mut z);
+    z
+}
+
+pub fn normalize(z: &mut [f32]) {
+    let n = z.iter().map(|x| x * x).sum::<f32>().sqrt();
+    if n > 0.0 {
+        z.iter_mut().for_each(|x| *x /= n);
+    }
+}
+
+pub fn dot(a: &[f32], b: &[f32]) -> f32 {
+    // Eight independent sums let the compiler vectorize.
+    let mut acc = [0f32; 8];
+    let (ca, cb) = (a.chunks_exact(8), b.chunks_exact(8));
+    let tail: f32 = ca
+        .remainder()
+        .iter()
+        .zip(cb.remainder())
+        .map(|(x, y)| x * y)
+        .sum();
+    for (x, y) in ca.zip(cb) {
+        for k in 0..8 {
+            acc[k] += x[k] * y[k];
+        }
+    }
+    acc.iter().sum::<f32>() + tail
+}
+
+pub fn softmax_of(logits: &[f32]) -> Vec<f32> {
+    let max = logits.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+    let exps: Vec<f32> = logits.iter().map(|l| (l - max).exp()).collect();
+    let sum: f32 = exps.iter().sum();
+    exps.into_iter().map(|e| e / sum).collect()
+}
+
+/// Time since `t`, in milliseconds.
+pub fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1000.0
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+
+    /// Points around `k` well-separated directions, with some noise.
+    pub fn clusters(
+        k: usize,
+        per: usize,
+        dim: usize,
+        noise: f32,
+        seed: u64,
+    ) -> (Vec<Vec<f32>>, Vec<usize>) {
+        let mut rng = fastrand::Rng::with_seed(seed);
+        let centers: Vec<Vec<f32>> = (0..k)
+            .map(|_| (0..dim).map(|_| rng.f32() * 2.0 - 1.0).collect())
+            .collect();
+        let mut xs = Vec::new();
+        let mut ys = Vec::new();
+        for (c, center) in centers.iter().enumerate() {
+            for _ in 0..per {
+                xs.push(
+                    center
+                        .iter()
+                        .map(|v| v + (rng.f32() - 0.5) * noise + 3.0)
+                        .collect(),
+                );
+                ys.push(c);
+            }
+        }
+        (xs, ys)
+    }
+
+    pub fn backbone() -> BackboneId {
+        BackboneId {
+            name: "test".into(),
+            sha256: "0".repeat(64),
+        }
+    }
+
+    fn params(kind: HeadKind) -> TrainParams {
+        TrainParams {
+            kind,
+            auto_min_samples: 5,
+            l2: 1e-3,
+            max_iterations: 200,
+            unknown: UnknownThreshold::Auto,
+        }
+    }
+
+    fn names(k: usize) -> Vec<String> {
+        (0..k).map(|i| format!("c{i}")).collect()
+    }
+
+    #[test]
+    fn both_heads_separate_clear_clusters() {
+        let (xs, ys) = clusters(4, 8, 32, 0.5, 1);
+        let samples: Vec<Sample> = xs
+            .iter()
+            .zip(&ys)
+            .map(|(x, y)| Sample {
+                features: x,
+                class: *y,
+            })
+            .collect();
+        for kind in [HeadKind::Ncm, HeadKind::Softmax] {
+            let head = train(&samples, &names(4), &backbone(), 1, &params(kind)).expect("train");
+            assert_eq!(head.quality.train_accuracy, 1.0, "{kind:?}");
+            assert_eq!(head.quality.loo_accuracy, Some(1.0));
+            let s = head.predict(&xs[9]);
+            assert_eq!(s.ranked[0].0, 1);
+            let total: f32 = s.ranked.iter().map(|r| r.1).sum();
+            assert!((total - 1.0).abs() < 1e-4);
+            assert!(!s.unknown);
+        }
+    }
+
+    #[test]
+    fn auto_picks_ncm_until_every_class_has_enough_samples() {
+        let (xs, ys) = clusters(2, 5, 16, 0.5, 2);
+        let all: Vec<Sample> = xs
+            .iter()
+            .zip(&ys)
+            .map(|(x, y)| Sample {
+                features: x,
+                class: *y,
+            })
+            .collect();
+        let head = train(&all, &names(2), &backbone(), 1, &params(HeadKind::Auto)).expect("train");
+        assert_eq!(head.kind, ModelKind::Softmax);
+        let few: Vec<Sample> = all[..7].to_vec(); // class 1 has 2 samples
+        let head = train(&few, &names(2), &backbone(), 2, &params(HeadKind::Auto)).expect("train");
+        assert_eq!(head.kind, ModelKind::Ncm);
+        assert_eq!(head.id(), "ncm-v2");
+    }
+
+    #[test]
+    fn one_sample_per_class_is_enough_for_ncm() {
+        let a = vec![1.0, 0.0, 0.0, 0.0];
+        let b = vec![0.0, 1.0, 0.0, 0.0];
+        let samples = [
+            Sample {
+                features: &a,
+                class: 0,
+            },
+            Sample {
+                features: &b,
+                class: 1,
+            },
+        ];
+        let head =
+            train(&samples, &names(2), &backbone(), 1, &params(HeadKind::Auto)).expect("train");
+        assert_eq!(head.kind, ModelKind::Ncm);
+        assert_eq!(head.predict(&[0.9, 0.1, 0.0, 0.0]).ranked[0].0, 0);
+        assert_eq!(head.quality.loo_accuracy, None);
+        assert!(head.unknown_below.is_none(), "nothing to calibrate on");
+    }
+
+    #[test]
+    fn classes_without_samples_are_dropped() {
+        let a = vec![1.0, 0.0];
+        let b = vec![0.0, 1.0];
+        let samples = [
+            Sample {
+                features: &a,
+                class: 0,
+            },
+            Sample {
+                features: &b,
+                class: 2,
+            },
+        ];
+        let head =
+            train(&samples, &names(3), &backbone(), 1, &params(HeadKind::Ncm)).expect("train");
+        assert_eq!(head.classes, vec!["c0", "c2"]);
+    }
+
+    #[test]
+    fn bad_training_input_is_an_error() {
+        let a = vec![1.0, 0.0];
+        let b = vec![0.0];
+        let nan = vec![f32::NAN, 0.0];
+        let p = params(HeadKind::Ncm);
+        assert_eq!(
+            train(&[], &names(1), &backbone(), 1, &p),
+            Err(TrainError::NoSamples)
+        );
+        let s = [
+            Sample {
+                features: &a,
+                class: 0,
+            },
+            Sample {
+                features: &b,
+                class: 0,
+            },
+        ];
+        assert!(matches!(
+            train(&s, &names(1), &backbone(), 1, &p),
+            Err(TrainError::Dimension { .. })
+        ));
+        let s = [Sample {
+            features: &a,
+            class: 5,
+        }];
+        assert!(matches!(
+            train(&s, &names(1), &backbone(), 1, &p),
+            Err(TrainError::BadClass { .. })
+        ));
+        let s = [Sample {
+            features: &nan,
+            class: 0,
+        }];
+        assert_eq!(
+            train(&s, &names(1), &backbone(), 1, &p),
+            Err(TrainError::NotFinite(0))
+        );
+    }
+
+    #[test]
+    fn far_away_frames_are_unknown_with_a_calibrated_threshold() {
+        let (xs, ys) = clusters(3, 10, 32, 0.3, 3);
+        let samples: Vec<Sample> = xs
+            .iter()
+            .zip(&ys)
+            .map(|(x, y)| Sample {
+                features: x,
+                class: *y,
+            })
+            .collect();
+        let head =
+            train(&samples, &names(3), &backbone(), 1, &params(HeadKind::Ncm)).expect("train");
+        let t = head.unknown_below.expect("calibrated");
+        assert!(t > 0.0 && t < 1.0, "{t}");
+        // A vector unrelated to any class.
+        let mut rng = fastrand::Rng::with_seed(99);
+        let odd: Vec<f32> = (0..32).map(|_| rng.f32() * 20.0 - 10.0).collect();
+        assert!(head.predict(&odd).unknown);
+        assert!(!head.predict(&xs[0]).unknown);
+    }
+
+    #[test]
+    fn wrong_dimension_at_predict_is_unknown_not_a_panic() {
+        let a = vec![1.0, 0.0];
+        let s = [Sample {
+            features: &a,
+            class: 0,
+        }];
+        let head = train(&s, &names(1), &backbone(), 1, &params(HeadKind::Ncm)).expect("train");
+        let p = head.predict(&[1.0, 2.0, 3.0]);
+        assert!(p.unknown && p.ranked.is_empty());
+    }
+
+    #[test]
+    fn dot_matches_the_naive_sum() {
+        let a: Vec<f32> = (0..19).map(|i| i as f32 * 0.5).collect();
+        let b: Vec<f32> = (0..19).map(|i| 1.0 - i as f32 * 0.1).collect();
+        let naive: f32 = a.iter().zip(&b).map(|(x, y)| x * y).sum();
+        assert!((dot(&a, &b) - naive).abs() < 1e-4);
+    }
+}

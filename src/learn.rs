@@ -1,0 +1,794 @@
+//! The learning task: answers teaching requests, keeps the sample store, retrains the
+//! head (debounced) and swaps it in for inference.
+//!
+//! Requests arrive from the MQTT task through a bounded channel. Each is validated
+//! before anything is stored; every failure is answered on the response topic and
+//! leaves the store as it was.
+
+use std::collections::HashMap;
+use std::io::Cursor;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use arc_swap::ArcSwapOption;
+use base64::Engine;
+use image::RgbImage;
+use serde::Deserialize;
+use serde_json::{json, Value};
+use tokio::sync::mpsc;
+
+use crate::backbone::Embedder;
+use crate::config::LearnConfig;
+use crate::head::{self, Head, Sample, TrainParams, UNKNOWN};
+use crate::mqtt::payload::{response_error, response_ok};
+use crate::mqtt::{Publisher, Request};
+use crate::source::decode::decode_image;
+use crate::source::FrameRx;
+use crate::store::{OpenReport, Origin, Store};
+
+/// Operations understood on `<base>/request/<op>`.
+pub const OPS: &[&str] = &[
+    "add_sample",
+    "label_frame",
+    "classes",
+    "samples",
+    "remove_sample",
+    "rename_class",
+    "merge_class",
+    "delete_class",
+    "reset",
+    "retrain",
+    "head",
+];
+
+/// Most frames one `label_frame` request may take, and the longest spacing.
+const MAX_FRAMES: u32 = 50;
+const MAX_INTERVAL_MS: u64 = 10_000;
+/// How long `label_frame` waits for a new frame.
+const FRAME_WAIT: Duration = Duration::from_secs(5);
+
+/// A request that cannot be carried out, with the reason the caller reads.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[error("{0}")]
+pub struct RequestError(pub String);
+
+fn bad(msg: impl Into<String>) -> RequestError {
+    RequestError(msg.into())
+}
+
+/// A label must be usable as a Home Assistant state and safe anywhere: 1 to 64
+/// letters, digits, spaces, `-`, `_` or `.`; no leading dot or surrounding spaces;
+/// not the reserved `unknown`.
+pub fn check_label(label: &str) -> Result<&str, RequestError> {
+    if label.is_empty() {
+        return Err(bad("the label is empty"));
+    }
+    if label.chars().count() > 64 {
+        return Err(bad("the label is longer than 64 characters"));
+    }
+    if label.trim() != label || label.starts_with('.') {
+        return Err(bad(
+            "the label must not start with a dot or start or end with a space",
+        ));
+    }
+    if let Some(c) = label
+        .chars()
+        .find(|c| !(c.is_alphanumeric() || matches!(c, ' ' | '-' | '_' | '.')))
+    {
+        return Err(bad(format!(
+            "the label contains {c:?}; use letters, digits, spaces, - _ and ."
+        )));
+    }
+    if label.eq_ignore_ascii_case(UNKNOWN) {
+        return Err(bad(
+            "\"unknown\" is reserved for frames that match no class",
+        ));
+    }
+    Ok(label)
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct AddSample {
+    label: Option<String>,
+    /// Base64 of a JPEG or PNG file.
+    image: String,
+    #[serde(default)]
+    #[allow(dead_code)]
+    transaction: Option<Value>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct LabelFrame {
+    label: Option<String>,
+    #[serde(default = "one")]
+    count: u32,
+    #[serde(default = "default_interval")]
+    interval_ms: u64,
+    #[serde(default)]
+    #[allow(dead_code)]
+    transaction: Option<Value>,
+}
+
+fn one() -> u32 {
+    1
+}
+
+fn default_interval() -> u64 {
+    500
+}
+
+/// The JSON body of a request; an empty payload is an empty object.
+fn body(payload: &[u8]) -> Result<Value, RequestError> {
+    if payload.iter().all(|b| b.is_ascii_whitespace()) {
+        return Ok(json!({}));
+    }
+    let v: Value = serde_json::from_slice(payload)
+        .map_err(|e| bad(format!("the payload is not valid JSON: {e}")))?;
+    if !v.is_object() {
+        return Err(bad("the payload must be a JSON object"));
+    }
+    Ok(v)
+}
+
+fn field<'a>(v: &'a Value, key: &str) -> Result<&'a str, RequestError> {
+    v.get(key)
+        .and_then(Value::as_str)
+        .ok_or_else(|| bad(format!("the payload needs a string field \"{key}\"")))
+}
+
+fn only_fields(v: &Value, allowed: &[&str]) -> Result<(), RequestError> {
+    if let Some(obj) = v.as_object() {
+        if let Some(k) = obj
+            .keys()
+            .find(|k| *k != "transaction" && !allowed.contains(&k.as_str()))
+        {
+            return Err(bad(format!("unknown field \"{k}\"")));
+        }
+    }
+    Ok(())
+}
+
+/// A decoded sample image, shrunk to the stored thumbnail.
+struct Prepared {
+    image: RgbImage,
+    jpeg: Vec<u8>,
+}
+
+/// Shrink so the short side is at most `side`, and encode as JPEG.
+fn thumbnail(img: RgbImage, side: u32) -> Result<Prepared, RequestError> {
+    let (w, h) = img.dimensions();
+    let short = w.min(h);
+    let image = if short > side {
+        let scale = side as f64 / short as f64;
+        let (nw, nh) = (
+            ((w as f64 * scale).round() as u32).max(1),
+            ((h as f64 * scale).round() as u32).max(1),
+        );
+        image::imageops::resize(&img, nw, nh, image::imageops::FilterType::Triangle)
+    } else {
+        img
+    };
+    let mut jpeg = Vec::new();
+    image::codecs::jpeg::JpegEncoder::new_with_quality(Cursor::new(&mut jpeg), 90)
+        .encode_image(&image)
+        .map_err(|e| bad(format!("cannot encode the thumbnail: {e}")))?;
+    Ok(Prepared { image, jpeg })
+}
+
+pub struct Learner {
+    pub requests_rx: mpsc::Receiver<Request>,
+    pub store: Store,
+    pub embedder: Arc<dyn Embedder>,
+    pub head: Arc<ArcSwapOption<Head>>,
+    pub frames: FrameRx,
+    pub publisher: Publisher,
+    pub params: TrainParams,
+    pub config: LearnConfig,
+    /// Embeddings of the stored samples for the current backbone, by sample id.
+    embeddings: HashMap<u64, Vec<f32>>,
+    retrain_at: Option<tokio::time::Instant>,
+}
+
+impl Learner {
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        requests_rx: mpsc::Receiver<Request>,
+        store: Store,
+        embedder: Arc<dyn Embedder>,
+        head: Arc<ArcSwapOption<Head>>,
+        frames: FrameRx,
+        publisher: Publisher,
+        params: TrainParams,
+        config: LearnConfig,
+    ) -> Self {
+        Self {
+            requests_rx,
+            store,
+            embedder,
+            head,
+            frames,
+            publisher,
+            params,
+            config,
+            embeddings: HashMap::new(),
+            retrain_at: None,
+        }
+    }
+
+    /// Load the saved head if it fits the backbone, so predictions use it at once.
+    /// Called before the daemon starts inference.
+    pub fn restore_head(&mut self, report: &OpenReport) {
+        match self.store.load_head() {
+            Ok(Some(h)) if h.backbone == *self.embedder.id() => {
+                tracing::info!(head = %h.id(), classes = h.classes.len(), "restored the saved head");
+                self.head.store(Some(Arc::new(h)));
+            }
+            Ok(Some(h)) => {
+                tracing::info!(head = %h.id(), trained_on = %h.backbone, "the saved head belongs to another backbone; it will be retrained");
+            }
+            Ok(None) if report.samples > 0 => {
+                tracing::info!("no saved head; training one from the stored samples");
+            }
+            Ok(None) => {}
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot read the saved head; it will be retrained")
+            }
+        }
+    }
+
+    /// Load or recompute the embeddings of every stored sample for this backbone.
+    async fn load_embeddings(&mut self) {
+        let backbone = self.embedder.id().clone();
+        let mut missing = Vec::new();
+        for s in self.store.samples() {
+            match self.store.load_embedding(s.id, &backbone) {
+                Some(v) if v.len() == self.embedder.dim() => {
+                    self.embeddings.insert(s.id, v);
+                }
+                _ => missing.push(s.id),
+            }
+        }
+        if missing.is_empty() {
+            return;
+        }
+        tracing::info!(
+            samples = missing.len(),
+            "re-embedding samples for this backbone"
+        );
+        let started = Instant::now();
+        let mut done = 0;
+        for id in missing {
+            let thumb = match self.store.load_thumbnail(id) {
+                Ok(t) => t,
+                Err(e) => {
+                    tracing::warn!(id, error = %e, "sample cannot be re-embedded: thumbnail missing");
+                    continue;
+                }
+            };
+            let embedder = self.embedder.clone();
+            let max_side = self.config.max_image_side;
+            let result = tokio::task::spawn_blocking(move || {
+                let img = decode_image(&thumb, max_side).map_err(|e| e.to_string())?;
+                embedder.embed(&img).map_err(|e| e.to_string())
+            })
+            .await;
+            match result {
+                Ok(Ok(e)) => {
+                    if let Err(err) = self.store.save_embedding(id, &backbone, &e.features) {
+                        tracing::warn!(id, error = %err, "cannot save the new embedding");
+                    }
+                    self.embeddings.insert(id, e.features);
+                    done += 1;
+                }
+                Ok(Err(e)) => tracing::warn!(id, error = %e, "sample cannot be re-embedded"),
+                Err(e) => tracing::error!(id, error = %e, "re-embedding panicked"),
+            }
+        }
+        tracing::info!(
+            samples = done,
+            took_ms = started.elapsed().as_millis() as u64,
+            "re-embedded"
+        );
+    }
+
+    /// Serve requests until the request channel closes.
+    pub async fn run(mut self) {
+        self.load_embeddings().await;
+        let stale = match &*self.head.load() {
+            None => !self.store.is_empty(),
+            Some(h) => {
+                let classes: Vec<String> = self.store.classes().into_iter().map(|c| c.0).collect();
+                h.classes != classes || h.quality.samples != self.embeddings.len()
+            }
+        };
+        if stale {
+            self.retrain().await;
+        }
+        self.publish_head();
+        loop {
+            let deadline = self.retrain_at;
+            tokio::select! {
+                request = self.requests_rx.recv() => match request {
+                    Some(r) => self.handle(r).await,
+                    None => break,
+                },
+                _ = async { tokio::time::sleep_until(deadline.unwrap_or_else(tokio::time::Instant::now)).await }, if deadline.is_some() => {
+                    self.retrain_at = None;
+                    self.retrain().await;
+                }
+            }
+        }
+        if self.retrain_at.is_some() {
+            self.retrain().await;
+        }
+    }
+
+    async fn handle(&mut self, r: Request) {
+        let transaction = r.transaction();
+        let result = self.dispatch(&r).await;
+        let reply = match result {
+            Ok(data) => response_ok(data, transaction.as_ref()),
+            Err(e) => {
+                self.publisher.stats_request_failed();
+                tracing::info!(op = %r.op, error = %e, "request refused");
+                response_error(&e.0, transaction.as_ref())
+            }
+        };
+        self.publisher.try_respond(&r.op, &reply);
+    }
+
+    async fn dispatch(&mut self, r: &Request) -> Result<Value, RequestError> {
+        match r.op.as_str() {
+            "add_sample" => self.add_sample(r).await,
+            "label_frame" => self.label_frame(r).await,
+            "classes" => {
+                only_fields(&body(&r.payload)?, &[])?;
+                Ok(self.classes_json())
+            }
+            "samples" => {
+                let b = body(&r.payload)?;
+                only_fields(&b, &["label"])?;
+                let label = b.get("label").and_then(Value::as_str);
+                let list: Vec<_> = self
+                    .store
+                    .samples()
+                    .iter()
+                    .filter(|s| label.is_none_or(|l| s.label == l))
+                    .collect();
+                Ok(json!({ "samples": list }))
+            }
+            "remove_sample" => {
+                let b = body(&r.payload)?;
+                only_fields(&b, &["id"])?;
+                let id = b
+                    .get("id")
+                    .and_then(Value::as_u64)
+                    .ok_or_else(|| bad("the payload needs a numeric field \"id\""))?;
+                if !self.store.remove(id).map_err(|e| bad(e.to_string()))? {
+                    return Err(bad(format!("there is no sample {id}")));
+                }
+                self.embeddings.remove(&id);
+                self.schedule_retrain();
+                Ok(json!({ "removed": id, "classes": self.classes_json()["classes"] }))
+            }
+            "rename_class" | "merge_class" => {
+                let merge = r.op == "merge_class";
+                let b = body(&r.payload)?;
+                let to_key = if merge { "into" } else { "to" };
+                only_fields(&b, &["from", to_key])?;
+                let from = field(&b, "from")?;
+                let to = check_label(field(&b, to_key)?)?;
+                let classes = self.store.classes();
+                if !classes.iter().any(|c| c.0 == from) {
+                    return Err(bad(format!("there is no class \"{from}\"")));
+                }
+                let exists = classes.iter().any(|c| c.0 == to);
+                if merge && !exists {
+                    return Err(bad(format!(
+                        "there is no class \"{to}\" to merge into; use rename_class"
+                    )));
+                }
+                if !merge && exists {
+                    return Err(bad(format!(
+                        "class \"{to}\" exists; use merge_class to merge"
+                    )));
+                }
+                if from == to {
+                    return Err(bad("from and to are the same class"));
+                }
+                let n = self
+                    .store
+                    .relabel(from, to)
+                    .map_err(|e| bad(e.to_string()))?;
+                self.schedule_retrain();
+                Ok(json!({ "moved": n, "classes": self.classes_json()["classes"] }))
+            }
+            "delete_class" => {
+                let b = body(&r.payload)?;
+                only_fields(&b, &["label"])?;
+                let label = field(&b, "label")?;
+                let before: Vec<u64> = self
+                    .store
+                    .samples()
+                    .iter()
+                    .filter(|s| s.label == label)
+                    .map(|s| s.id)
+                    .collect();
+                if before.is_empty() {
+                    return Err(bad(format!("there is no class \"{label}\"")));
+                }
+                let n = self
+                    .store
+                    .delete_class(label)
+                    .map_err(|e| bad(e.to_string()))?;
+                before.iter().for_each(|id| {
+                    self.embeddings.remove(id);
+                });
+                self.schedule_retrain();
+                Ok(json!({ "deleted": n, "classes": self.classes_json()["classes"] }))
+            }
+            "reset" => {
+                let b = body(&r.payload)?;
+                only_fields(&b, &["confirm"])?;
+                if b.get("confirm") != Some(&Value::Bool(true)) {
+                    return Err(bad(
+                        "reset deletes every sample and the head: send {\"confirm\": true}",
+                    ));
+                }
+                let n = self.store.reset().map_err(|e| bad(e.to_string()))?;
+                self.embeddings.clear();
+                self.retrain_at = None;
+                self.head.store(None);
+                self.publish_head();
+                Ok(json!({ "deleted": n }))
+            }
+            "retrain" => {
+                only_fields(&body(&r.payload)?, &[])?;
+                self.retrain_at = None;
+                self.retrain().await;
+                Ok(self.head_json())
+            }
+            "head" => {
+                only_fields(&body(&r.payload)?, &[])?;
+                Ok(self.head_json())
+            }
+            other => Err(bad(format!(
+                "unknown operation \"{other}\"; known: {}",
+                OPS.join(", ")
+            ))),
+        }
+    }
+
+    fn classes_json(&self) -> Value {
+        let classes: Vec<Value> = self
+            .store
+            .classes()
+            .into_iter()
+            .map(|(label, n)| json!({ "label": label, "samples": n }))
+            .collect();
+        json!({ "classes": classes, "samples": self.store.len() })
+    }
+
+    fn head_json(&self) -> Value {
+        match &*self.head.load() {
+            None => json!({ "head": null, "samples": self.store.len() }),
+            Some(h) => json!({
+                "head": h.id(),
+                "version": h.version,
+                "kind": h.kind,
+                "classes": h.classes,
+                "backbone": h.backbone.to_string(),
+                "unknown_below": h.unknown_below,
+                "trained_at": h.trained_at,
+                "quality": h.quality,
+            }),
+        }
+    }
+
+    fn publish_head(&self) {
+        self.publisher.try_publish_head(&self.head_json());
+    }
+
+    fn schedule_retrain(&mut self) {
+        self.retrain_at =
+            Some(tokio::time::Instant::now() + Duration::from_millis(self.config.debounce_ms));
+    }
+
+    /// Check that a sample of `label` may be added.
+    fn check_room(&self, label: &str, adding: usize) -> Result<(), RequestError> {
+        if self.store.len() + adding > self.config.max_samples {
+            return Err(bad(format!(
+                "the store holds {} samples, the limit (learn.max_samples) is {}",
+                self.store.len(),
+                self.config.max_samples
+            )));
+        }
+        let classes = self.store.classes();
+        if !classes.iter().any(|c| c.0 == label) && classes.len() >= self.config.max_classes {
+            return Err(bad(format!(
+                "there are already {} classes, the limit (learn.max_classes)",
+                classes.len()
+            )));
+        }
+        Ok(())
+    }
+
+    async fn add_sample(&mut self, r: &Request) -> Result<Value, RequestError> {
+        let max_bytes = self.config.max_image_bytes;
+        let (label, bytes) = if r.payload.first() == Some(&b'{') {
+            let req: AddSample = serde_json::from_slice(&r.payload)
+                .map_err(|e| bad(format!("bad add_sample request: {e}")))?;
+            let label = req.label.or_else(|| r.arg.clone()).ok_or_else(|| {
+                bad("no label: put it in the topic (add_sample/<label>) or in \"label\"")
+            })?;
+            if req.image.len() > max_bytes / 3 * 4 + 4 {
+                return Err(bad(format!(
+                    "the image is larger than {max_bytes} bytes (learn.max_image_bytes)"
+                )));
+            }
+            let bytes = base64::engine::general_purpose::STANDARD
+                .decode(req.image.trim())
+                .map_err(|e| bad(format!("\"image\" is not base64: {e}")))?;
+            (label, bytes)
+        } else {
+            let label = r
+                .arg
+                .clone()
+                .ok_or_else(|| bad("no label: publish the image to add_sample/<label>"))?;
+            (label, r.payload.to_vec())
+        };
+        let label = check_label(&label)?.to_string();
+        if bytes.len() > max_bytes {
+            return Err(bad(format!(
+                "the image is {} bytes, the limit (learn.max_image_bytes) is {max_bytes}",
+                bytes.len()
+            )));
+        }
+        if bytes.is_empty() {
+            return Err(bad("the image is empty"));
+        }
+        self.check_room(&label, 1)?;
+        let max_side = self.config.max_image_side;
+        let side = self.config.thumbnail_side;
+        let embedder = self.embedder.clone();
+        let (prepared, features) = tokio::task::spawn_blocking(move || {
+            let img = decode_image(&bytes, max_side).map_err(|e| bad(e.to_string()))?;
+            let prepared = thumbnail(img, side)?;
+            let e = embedder
+                .embed(&prepared.image)
+                .map_err(|e| bad(e.to_string()))?;
+            Ok::<_, RequestError>((prepared, e.features))
+        })
+        .await
+        .map_err(|e| bad(format!("internal error: {e}")))??;
+        let id = self.store_sample(&label, Origin::Image, &prepared.jpeg, features)?;
+        Ok(json!({
+            "id": id,
+            "label": label,
+            "class_samples": self.class_count(&label),
+            "retrain_in_ms": self.config.debounce_ms,
+        }))
+    }
+
+    fn store_sample(
+        &mut self,
+        label: &str,
+        origin: Origin,
+        jpeg: &[u8],
+        features: Vec<f32>,
+    ) -> Result<u64, RequestError> {
+        let meta = self
+            .store
+            .add(label, origin, jpeg, self.embedder.id(), &features)
+            .map_err(|e| bad(format!("cannot store the sample: {e}")))?;
+        self.embeddings.insert(meta.id, features);
+        self.schedule_retrain();
+        Ok(meta.id)
+    }
+
+    fn class_count(&self, label: &str) -> usize {
+        self.store
+            .samples()
+            .iter()
+            .filter(|s| s.label == label)
+            .count()
+    }
+
+    async fn label_frame(&mut self, r: &Request) -> Result<Value, RequestError> {
+        let req: LabelFrame = if r.payload.iter().all(|b| b.is_ascii_whitespace()) {
+            LabelFrame {
+                label: None,
+                count: 1,
+                interval_ms: default_interval(),
+                transaction: None,
+            }
+        } else {
+            serde_json::from_slice(&r.payload)
+                .map_err(|e| bad(format!("bad label_frame request: {e}")))?
+        };
+        let label = req.label.or_else(|| r.arg.clone()).ok_or_else(|| {
+            bad("no label: put it in the topic (label_frame/<label>) or in \"label\"")
+        })?;
+        let label = check_label(&label)?.to_string();
+        if req.count == 0 || req.count > MAX_FRAMES {
+            return Err(bad(format!("count must be 1 to {MAX_FRAMES}")));
+        }
+        if req.interval_ms > MAX_INTERVAL_MS {
+            return Err(bad(format!(
+                "interval_ms must be at most {MAX_INTERVAL_MS}"
+            )));
+        }
+        self.check_room(&label, req.count as usize)?;
+        let mut ids = Vec::new();
+        let mut last_seq = 0;
+        for i in 0..req.count {
+            if i > 0 {
+                tokio::time::sleep(Duration::from_millis(req.interval_ms)).await;
+            }
+            let frame = tokio::time::timeout(
+                FRAME_WAIT,
+                self.frames
+                    .wait_for(|f| f.as_ref().is_some_and(|f| f.seq > last_seq)),
+            )
+            .await
+            .map_err(|_| bad("no new frame from the source within 5 s"))?
+            .map_err(|_| bad("the frame source has stopped"))?
+            .clone();
+            let Some(frame) = frame else {
+                return Err(bad("no frame from the source yet"));
+            };
+            last_seq = frame.seq;
+            let side = self.config.thumbnail_side;
+            let embedder = self.embedder.clone();
+            let (prepared, features) = tokio::task::spawn_blocking(move || {
+                let prepared = thumbnail(frame.image.clone(), side)?;
+                let e = embedder
+                    .embed(&prepared.image)
+                    .map_err(|e| bad(e.to_string()))?;
+                Ok::<_, RequestError>((prepared, e.features))
+            })
+            .await
+            .map_err(|e| bad(format!("internal error: {e}")))??;
+            ids.push(self.store_sample(&label, Origin::Frame, &prepared.jpeg, features)?);
+        }
+        Ok(json!({
+            "ids": ids,
+            "label": label,
+            "class_samples": self.class_count(&label),
+            "retrain_in_ms": self.config.debounce_ms,
+        }))
+    }
+
+    /// Train a head on every stored sample, save it and swap it in.
+    async fn retrain(&mut self) {
+        let classes: Vec<String> = self.store.classes().into_iter().map(|c| c.0).collect();
+        let index: HashMap<&str, usize> = classes
+            .iter()
+            .enumerate()
+            .map(|(i, c)| (c.as_str(), i))
+            .collect();
+        let data: Vec<(Vec<f32>, usize)> = self
+            .store
+            .samples()
+            .iter()
+            .filter_map(|s| {
+                let f = self.embeddings.get(&s.id)?;
+                Some((f.clone(), *index.get(s.label.as_str())?))
+            })
+            .collect();
+        if data.is_empty() {
+            if self.head.load().is_some() {
+                self.head.store(None);
+                if let Err(e) = self.store.delete_head() {
+                    tracing::warn!(error = %e, "cannot delete the saved head");
+                }
+                self.publish_head();
+            }
+            return;
+        }
+        let version = self
+            .head
+            .load()
+            .as_ref()
+            .map(|h| h.version)
+            .unwrap_or(0)
+            .max(
+                self.store
+                    .load_head()
+                    .ok()
+                    .flatten()
+                    .map(|h| h.version)
+                    .unwrap_or(0),
+            )
+            + 1;
+        let backbone = self.embedder.id().clone();
+        let params = self.params.clone();
+        let trained = tokio::task::spawn_blocking(move || {
+            let samples: Vec<Sample> = data
+                .iter()
+                .map(|(f, c)| Sample {
+                    features: f,
+                    class: *c,
+                })
+                .collect();
+            head::train(&samples, &classes, &backbone, version, &params)
+        })
+        .await;
+        let head = match trained {
+            Ok(Ok(h)) => h,
+            Ok(Err(e)) => {
+                tracing::error!(error = %e, "training failed; keeping the previous head");
+                return;
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "training panicked; keeping the previous head");
+                return;
+            }
+        };
+        if let Err(e) = self.store.save_head(&head) {
+            tracing::error!(error = %e, "cannot save the head; it is used but will be retrained after a restart");
+        }
+        tracing::info!(
+            head = %head.id(),
+            classes = head.classes.len(),
+            samples = head.quality.samples,
+            loo_accuracy = head.quality.loo_accuracy.unwrap_or(f32::NAN),
+            train_ms = head.quality.train_ms,
+            "head retrained"
+        );
+        self.head.store(Some(Arc::new(head)));
+        self.publish_head();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn labels_are_checked() {
+        for ok in ["cat", "Katze 2", "über-dog", "a.b_c", "猫"] {
+            assert_eq!(check_label(ok), Ok(ok));
+        }
+        for bad in [
+            "",
+            " cat",
+            "cat ",
+            "../etc",
+            "a/b",
+            "x+y",
+            "#",
+            ".hidden",
+            "Unknown",
+            "tab\there",
+            &"x".repeat(65),
+        ] {
+            assert!(check_label(bad).is_err(), "{bad:?} accepted");
+        }
+    }
+
+    #[test]
+    fn request_bodies_are_json_objects_with_known_fields() {
+        assert_eq!(body(b"").expect("empty"), json!({}));
+        assert!(body(b"[1,2]").is_err());
+        assert!(body(b"{oops").is_err());
+        let v = body(br#"{"id": 3, "transaction": "t"}"#).expect("json");
+        assert!(only_fields(&v, &["id"]).is_ok());
+        assert!(only_fields(&v, &["label"]).is_err());
+    }
+
+    #[test]
+    fn thumbnails_shrink_to_the_short_side() {
+        let img = RgbImage::from_pixel(1000, 500, image::Rgb([1, 2, 3]));
+        let p = thumbnail(img, 320).expect("thumb");
+        assert_eq!(p.image.dimensions(), (640, 320));
+        assert_eq!(&p.jpeg[..2], &[0xFF, 0xD8]);
+        let small = RgbImage::from_pixel(100, 50, image::Rgb([1, 2, 3]));
+        assert_eq!(
+            thumbnail(small, 320).expect("thumb").image.dimensions(),
+            (100, 50)
+        );
+    }
+}

@@ -1,0 +1,43 @@
+//! edgehead: a camera daemon that learns on the device.
+//!
+//! Frames from a camera (or files, or a generator) go through a frozen, quantized
+//! image backbone run by tract; a small head, retrained on the device from a few
+//! labeled samples sent over MQTT, classifies the features; predictions are published
+//! over MQTT.
+//!
+//! # Layout
+//!
+//! ```text
+//! [thread "capture"] FrameSource ──watch (latest frame wins)──► [task infer] ──► Embedder (tract, blocking pool)
+//!                                                                      │             │
+//!                                                                      │        Head (ArcSwap, read per frame)
+//!                                                                      ▼
+//!                    broker ◄──► [task mqtt: owns rumqttc EventLoop, only polls] ◄── Publisher::try_publish(prediction)
+//!                                       │ incoming request
+//!                                       ▼ bounded mpsc + try_send (full → "busy" reply, never block the poll loop)
+//!                                [task learn] → embed → Store (fsync) → debounce → train head → save (tmp+rename) → swap
+//! ```
+//!
+//! - [`app`]: wiring, task supervision and ordered shutdown.
+//! - [`config`]: defaults → TOML → environment, validated into [`config::Settings`].
+//! - [`source`]: the [`source::FrameSource`] trait, camera/files/synthetic sources and the capture thread.
+//! - [`backbone`]: the [`backbone::Embedder`] trait, preprocessing and the tract runner.
+//! - [`head`]: nearest-class-mean and softmax-regression heads; training is a pure function.
+//! - [`store`]: samples, embeddings and the saved head on disk, written atomically.
+//! - [`mqtt`]: the event-loop task, topics, payloads and the embedded broker.
+//! - [`pipeline`]: the inference task; [`learn`]: the learning task.
+//! - [`eval`] and [`bench`]: the measurement subcommands.
+
+pub mod app;
+pub mod backbone;
+pub mod backoff;
+
+pub mod config;
+
+pub mod head;
+pub mod learn;
+pub mod mqtt;
+pub mod pipeline;
+pub mod source;
+pub mod stats;
+pub mod store;

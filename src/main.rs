@@ -1,0 +1,299 @@
+//! The `edgehead` binary: parses the command line, sets up logging, and runs the
+//! daemon or one of the tool subcommands. Exit codes: 0 success, 1 failure while
+//! running, 2 bad configuration or a start-up problem.
+
+use std::io::IsTerminal;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+
+use edgehead::backbone::Embedder;
+use edgehead::config::{self, LogFormat, Settings, Sources};
+
+#[derive(Parser)]
+#[command(
+    name = "edgehead",
+    version,
+    about = "Camera → frozen backbone → head learned on the device → MQTT"
+)]
+struct Cli {
+    /// TOML configuration file (defaults are built in; EDGEHEAD__SECTION__KEY overrides).
+    #[arg(short, long, global = true, env = "EDGEHEAD_CONFIG")]
+    config: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the daemon (the default).
+    Run,
+    /// Validate the configuration, load the model and check the state directory.
+    CheckConfig,
+    /// Print the effective configuration as TOML, secrets masked.
+    PrintConfig,
+    /// List video devices and the formats they offer.
+    Devices,
+    /// Print the feature vector of each image, one JSON line per image.
+    Embed { images: Vec<PathBuf> },
+    /// Classify images with the saved head in the state directory.
+    Predict { images: Vec<PathBuf> },
+}
+
+const EXIT_RUNTIME: u8 = 1;
+const EXIT_STARTUP: u8 = 2;
+
+fn init_logging(settings: Option<&Settings>) {
+    let (format, level) = settings
+        .map(|s| (s.raw.log.format, s.raw.log.level.clone()))
+        .unwrap_or((LogFormat::Text, "info".into()));
+    // rumqttd logs every connection at info: keep it to warnings unless asked.
+    let filter = std::env::var("RUST_LOG").unwrap_or_else(|_| format!("rumqttd=warn,{level}"));
+    let filter = tracing_subscriber::EnvFilter::try_new(&filter)
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Json => builder.json().init(),
+        LogFormat::Text => builder.with_ansi(std::io::stderr().is_terminal()).init(),
+    }
+}
+
+fn settings(cli: &Cli) -> Result<Settings, config::ConfigError> {
+    config::load_settings(&Sources {
+        file: cli.config.clone(),
+        env: None,
+    })
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let command = cli.command.as_ref().unwrap_or(&Command::Run);
+    if let Command::PrintConfig = command {
+        return match config::load(&Sources {
+            file: cli.config.clone(),
+            env: None,
+        }) {
+            Ok(raw) => {
+                print!("{}", config::to_masked_toml(&raw));
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("edgehead: {e}");
+                ExitCode::from(EXIT_STARTUP)
+            }
+        };
+    }
+    if let Command::Devices = command {
+        return devices();
+    }
+    let settings = match settings(&cli) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("edgehead: {e}");
+            return ExitCode::from(EXIT_STARTUP);
+        }
+    };
+    init_logging(Some(&settings));
+    let result = match command {
+        Command::Run => return run(settings),
+        Command::CheckConfig => check_config(&settings),
+        Command::Embed { images } => embed(&settings, images),
+        Command::Predict { images } => predict(&settings, images),
+        Command::PrintConfig | Command::Devices => Ok(()),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("edgehead: {e:#}");
+            ExitCode::from(EXIT_STARTUP)
+        }
+    }
+}
+
+fn run(settings: Settings) -> ExitCode {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .thread_name("edgehead")
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("edgehead: cannot start the async runtime: {e}");
+            return ExitCode::from(EXIT_RUNTIME);
+        }
+    };
+    let daemon = match edgehead::app::Daemon::build(settings) {
+        Ok(d) => d,
+        Err(e) => {
+            tracing::error!(error = %format!("{e:#}"), "cannot start");
+            eprintln!("edgehead: {e:#}");
+            return ExitCode::from(EXIT_STARTUP);
+        }
+    };
+    let result = runtime.block_on(daemon.run(shutdown_signal()));
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("edgehead: {e:#}");
+            ExitCode::from(EXIT_RUNTIME)
+        }
+    }
+}
+
+/// Resolves on the first SIGTERM or SIGINT; a second one exits at once.
+async fn shutdown_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let (mut term, mut int) = match (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) {
+        (Ok(t), Ok(i)) => (t, i),
+        _ => {
+            tracing::error!("cannot install signal handlers; stop with SIGKILL");
+            return std::future::pending().await;
+        }
+    };
+    tokio::select! {
+        _ = term.recv() => tracing::info!("SIGTERM received"),
+        _ = int.recv() => tracing::info!("SIGINT received"),
+    }
+    tokio::spawn(async move {
+        tokio::select! {
+            _ = term.recv() => {},
+            _ = int.recv() => {},
+        }
+        eprintln!("edgehead: second signal, exiting now");
+        std::process::exit(130);
+    });
+}
+
+fn check_config(settings: &Settings) -> anyhow::Result<()> {
+    let embedder = edgehead::app::load_backbone(settings).context("backbone")?;
+    let dir = settings.state_dir();
+    std::fs::create_dir_all(dir).with_context(|| format!("state_dir {}", dir.display()))?;
+    edgehead::store::write_atomic(&dir.join(".check-config"), b"ok")
+        .with_context(|| format!("state_dir {} is not writable", dir.display()))?;
+    let _ = std::fs::remove_file(dir.join(".check-config"));
+    if settings.raw.source.kind == config::SourceKind::Files {
+        let n = edgehead::source::files::list(&settings.raw.source.files.path)
+            .map_err(|e| anyhow::anyhow!("source.files.path: {e}"))?
+            .len();
+        println!("source: {n} images at {}", settings.raw.source.files.path);
+    }
+    println!(
+        "backbone: {} ({} features, loaded in {} ms)",
+        embedder.id(),
+        embedder.dim(),
+        embedder.load_time.as_millis()
+    );
+    println!("state_dir: {} (writable)", dir.display());
+    println!(
+        "mqtt: {} as {}, topics under {}",
+        match settings.embedded_broker {
+            Some(a) => format!("embedded broker on {a}"),
+            None => format!("{}:{}", settings.raw.mqtt.host, settings.raw.mqtt.port),
+        },
+        settings.client_id,
+        settings.topic_base
+    );
+    println!("configuration OK");
+    Ok(())
+}
+
+fn devices() -> ExitCode {
+    #[cfg(all(feature = "camera", target_os = "linux"))]
+    {
+        match edgehead::source::camera::list_devices() {
+            Ok(list) if list.is_empty() => {
+                println!("no video devices found (is the camera plugged in? is this user in group video?)");
+                ExitCode::SUCCESS
+            }
+            Ok(list) => {
+                for d in list {
+                    println!("{}: {} ({})", d.index, d.name, d.description);
+                    match d.formats {
+                        Ok(f) => f.iter().for_each(|f| println!("    {f}")),
+                        Err(e) => println!("    {e}"),
+                    }
+                }
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("edgehead: cannot list devices: {e}");
+                ExitCode::from(EXIT_RUNTIME)
+            }
+        }
+    }
+    #[cfg(not(all(feature = "camera", target_os = "linux")))]
+    {
+        eprintln!(
+            "edgehead: built without camera support (build with --features camera, on Linux)"
+        );
+        ExitCode::from(EXIT_RUNTIME)
+    }
+}
+
+fn read_image(path: &PathBuf, max_side: u32) -> anyhow::Result<image::RgbImage> {
+    let bytes = std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
+    edgehead::source::decode::decode_image(&bytes, max_side)
+        .with_context(|| path.display().to_string())
+}
+
+fn embed(settings: &Settings, images: &[PathBuf]) -> anyhow::Result<()> {
+    let embedder = edgehead::app::load_backbone(settings)?;
+    for path in images {
+        let img = read_image(path, settings.raw.learn.max_image_side)?;
+        let e = embedder.embed(&img)?;
+        println!(
+            "{}",
+            serde_json::json!({
+                "image": path.display().to_string(),
+                "backbone": embedder.id().to_string(),
+                "inference_ms": e.inference.as_secs_f64() * 1000.0,
+                "features": e.features,
+            })
+        );
+    }
+    Ok(())
+}
+
+fn predict(settings: &Settings, images: &[PathBuf]) -> anyhow::Result<()> {
+    let embedder = edgehead::app::load_backbone(settings)?;
+    let path = settings.state_dir().join("head.json");
+    let bytes =
+        std::fs::read(&path).with_context(|| format!("no saved head at {}", path.display()))?;
+    let head: edgehead::head::Head =
+        serde_json::from_slice(&bytes).with_context(|| format!("{} is damaged", path.display()))?;
+    if head.backbone != *embedder.id() {
+        anyhow::bail!(
+            "the saved head was trained on {}, not {}",
+            head.backbone,
+            embedder.id()
+        );
+    }
+    for path in images {
+        let img = read_image(path, settings.raw.learn.max_image_side)?;
+        let e = embedder.embed(&img)?;
+        let s = head.predict(&e.features);
+        let top: Vec<_> = s
+            .ranked
+            .iter()
+            .take(settings.raw.predictions.top_k)
+            .map(|(c, p)| serde_json::json!({"label": head.classes[*c], "score": p}))
+            .collect();
+        let label = if s.unknown {
+            edgehead::head::UNKNOWN
+        } else {
+            top.first().and_then(|t| t["label"].as_str()).unwrap_or("")
+        };
+        println!(
+            "{}",
+            serde_json::json!({"image": path.display().to_string(), "label": label, "similarity": s.similarity, "top": top})
+        );
+    }
+    Ok(())
+}

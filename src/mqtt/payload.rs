@@ -1,0 +1,188 @@
+//! JSON payloads published and accepted on MQTT. The schemas are documented in
+//! README.md ("MQTT topics and payloads"); tests here pin the field names.
+
+use std::time::SystemTime;
+
+use serde::Serialize;
+use serde_json::{json, Value};
+
+/// A score of one class.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Score {
+    pub label: String,
+    pub score: f32,
+}
+
+/// Published on `<base>/prediction` for each frame that is published.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Prediction {
+    /// The stable label (after smoothing), `unknown`, or null while the head has no classes.
+    pub label: Option<String>,
+    /// Probability of `label` in this frame (0 for `unknown` or no head).
+    pub confidence: f32,
+    /// This frame's own label before smoothing.
+    pub frame_label: Option<String>,
+    /// Cosine similarity to the nearest class mean; `unknown` below the head's threshold.
+    pub similarity: Option<f32>,
+    /// The best `predictions.top_k` classes, best first.
+    pub top: Vec<Score>,
+    /// Frame sequence number since start; gaps are frames dropped before inference.
+    pub seq: u64,
+    /// When the frame was captured (RFC 3339, UTC).
+    pub captured_at: String,
+    /// Capture to prediction, milliseconds.
+    pub latency_ms: f64,
+    /// Backbone run alone (preprocessing excluded), milliseconds.
+    pub inference_ms: f64,
+    /// L2 norm of the feature vector: a cheap sign of life without a head.
+    pub embedding_norm: f32,
+    /// `<model file stem>@<sha256 prefix>` of the backbone.
+    pub backbone: String,
+    /// `<kind>-v<version>` of the head, null when none is trained.
+    pub head: Option<String>,
+}
+
+pub fn timestamp(t: SystemTime) -> String {
+    humantime::format_rfc3339_millis(t).to_string()
+}
+
+/// The envelope of every answer on `<base>/response/<op>` (Zigbee2MQTT style).
+pub fn response_ok(data: Value, transaction: Option<&Value>) -> Value {
+    let mut v = json!({ "status": "ok", "data": data });
+    if let Some(t) = transaction {
+        v["transaction"] = t.clone();
+    }
+    v
+}
+
+pub fn response_error(error: &str, transaction: Option<&Value>) -> Value {
+    let mut v = json!({ "status": "error", "error": error, "data": Value::Null });
+    if let Some(t) = transaction {
+        v["transaction"] = t.clone();
+    }
+    v
+}
+
+/// Home Assistant MQTT discovery messages: (topic, retained config payload).
+pub fn homeassistant_discovery(
+    prefix: &str,
+    device_id: &str,
+    topics: &super::Topics,
+) -> Vec<(String, Value)> {
+    let device = json!({
+        "identifiers": [format!("edgehead_{device_id}")],
+        "name": format!("edgehead {device_id}"),
+        "model": "edgehead",
+        "manufacturer": "edgehead",
+        "sw_version": env!("CARGO_PKG_VERSION"),
+    });
+    let sensor = |key: &str, name: &str, template: &str, extra: Value| {
+        let mut config = json!({
+            "name": name,
+            "unique_id": format!("edgehead_{device_id}_{key}"),
+            "object_id": format!("edgehead_{device_id}_{key}"),
+            "state_topic": topics.prediction,
+            "value_template": template,
+            "availability_topic": topics.availability,
+            "payload_available": super::topics::ONLINE,
+            "payload_not_available": super::topics::OFFLINE,
+            "device": device,
+        });
+        if let (Some(c), Some(e)) = (config.as_object_mut(), extra.as_object()) {
+            c.extend(e.clone());
+        }
+        (format!("{prefix}/sensor/{device_id}/{key}/config"), config)
+    };
+    vec![
+        sensor(
+            "label",
+            "Label",
+            "{{ value_json.label if value_json.label is not none else 'none' }}",
+            json!({ "json_attributes_topic": topics.prediction, "icon": "mdi:eye" }),
+        ),
+        sensor(
+            "confidence",
+            "Confidence",
+            "{{ (value_json.confidence * 100) | round(1) }}",
+            json!({ "unit_of_measurement": "%", "state_class": "measurement", "icon": "mdi:percent" }),
+        ),
+    ]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    #[test]
+    fn prediction_serializes_with_the_documented_fields() {
+        let p = Prediction {
+            label: Some("cat".into()),
+            confidence: 0.75,
+            frame_label: Some("cat".into()),
+            similarity: Some(0.5),
+            top: vec![Score {
+                label: "cat".into(),
+                score: 0.75,
+            }],
+            seq: 7,
+            captured_at: timestamp(SystemTime::UNIX_EPOCH + Duration::from_millis(1_500)),
+            latency_ms: 12.5,
+            inference_ms: 10.0,
+            embedding_norm: 3.0,
+            backbone: "m@abc".into(),
+            head: Some("ncm-v1".into()),
+        };
+        let v = serde_json::to_value(&p).expect("json");
+        assert_eq!(v["label"], "cat");
+        assert_eq!(v["top"][0]["score"], 0.75);
+        assert_eq!(v["captured_at"], "1970-01-01T00:00:01.500Z");
+        let mut keys: Vec<_> = v.as_object().expect("object").keys().cloned().collect();
+        keys.sort();
+        assert_eq!(
+            keys,
+            [
+                "backbone",
+                "captured_at",
+                "confidence",
+                "embedding_norm",
+                "frame_label",
+                "head",
+                "inference_ms",
+                "label",
+                "latency_ms",
+                "seq",
+                "similarity",
+                "top"
+            ]
+        );
+    }
+
+    #[test]
+    fn responses_echo_the_transaction() {
+        let t = json!("abc-1");
+        let ok = response_ok(json!({"n": 1}), Some(&t));
+        assert_eq!(
+            ok,
+            json!({"status": "ok", "data": {"n": 1}, "transaction": "abc-1"})
+        );
+        let err = response_error("bad label", None);
+        assert_eq!(
+            err,
+            json!({"status": "error", "error": "bad label", "data": null})
+        );
+    }
+
+    #[test]
+    fn discovery_points_home_assistant_at_our_topics() {
+        let topics = super::super::Topics::new("edgehead/cam1");
+        let msgs = homeassistant_discovery("homeassistant", "cam1", &topics);
+        assert_eq!(msgs[0].0, "homeassistant/sensor/cam1/label/config");
+        assert_eq!(msgs[0].1["state_topic"], "edgehead/cam1/prediction");
+        assert_eq!(
+            msgs[0].1["availability_topic"],
+            "edgehead/cam1/availability"
+        );
+        assert_eq!(msgs[1].1["unique_id"], "edgehead_cam1_confidence");
+    }
+}

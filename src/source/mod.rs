@@ -1,0 +1,337 @@
+//! Frame sources and the capture thread that drives them.
+//!
+//! A [`FrameSource`] yields RGB frames; [`Capture`] runs one on its own OS thread,
+//! paces it, reopens it with capped exponential backoff when it fails, and hands
+//! each frame to inference through a `watch` channel: the newest frame wins.
+
+#[cfg(all(feature = "camera", target_os = "linux"))]
+pub mod camera;
+pub mod decode;
+pub mod files;
+pub mod synthetic;
+
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Condvar, Mutex};
+use std::time::{Duration, Instant, SystemTime};
+
+use image::RgbImage;
+use serde::Serialize;
+use tokio::sync::{oneshot, watch};
+
+use crate::backoff::Backoff;
+use crate::config::{RawConfig, SourceKind};
+use crate::stats::Stats;
+
+/// One captured frame.
+#[derive(Debug)]
+pub struct Frame {
+    /// Counts frames from 1 since start; gaps seen downstream are dropped frames.
+    pub seq: u64,
+    pub captured_at: SystemTime,
+    /// Monotonic capture time, for latency.
+    pub captured: Instant,
+    pub image: RgbImage,
+}
+
+/// The latest frame, shared between capture, inference and "label the current frame".
+pub type FrameRx = watch::Receiver<Option<Arc<Frame>>>;
+
+#[derive(Debug, thiserror::Error)]
+pub enum CaptureError {
+    /// The device is gone or misbehaving; the capture loop reopens it after a pause.
+    #[error("{0}")]
+    Transient(String),
+    /// Retrying cannot help (no images in the folder, unsupported configuration).
+    #[error("{0}")]
+    Fatal(String),
+}
+
+/// Produces frames.
+///
+/// `next_frame` blocks until a frame is available: a camera waits for the device,
+/// files and synthetic sources return at once (the capture loop paces them to
+/// `fps()`). `Ok(None)` means the source has ended for good. A
+/// [`CaptureError::Transient`] makes the capture loop drop this source and open a
+/// new one after a backoff; a fatal error stops capture. Errors about one frame that
+/// do not concern the source (one unreadable file) are logged and skipped by the
+/// source itself.
+pub trait FrameSource {
+    fn next_frame(&mut self) -> Result<Option<RgbImage>, CaptureError>;
+    /// Frames per second the loop should pace to; `None` when the source paces itself.
+    fn fps(&self) -> Option<f64>;
+}
+
+/// Opens sources of one configured kind; called again after a transient failure.
+pub type Opener = Box<dyn FnMut() -> Result<Box<dyn FrameSource>, CaptureError> + Send>;
+
+/// Build the opener for the configured source kind.
+pub fn opener(config: &RawConfig) -> Result<Opener, CaptureError> {
+    let c = config.source.clone();
+    let max_side = config.learn.max_image_side;
+    Ok(match c.kind {
+        SourceKind::Synthetic => {
+            Box::new(move || Ok(Box::new(synthetic::Synthetic::new(&c.synthetic)) as _))
+        }
+        SourceKind::Files => {
+            let paths = files::list(&c.files.path)?;
+            Box::new(move || {
+                Ok(Box::new(files::Files::new(paths.clone(), &c.files, max_side)) as _)
+            })
+        }
+        #[cfg(all(feature = "camera", target_os = "linux"))]
+        SourceKind::Camera => {
+            Box::new(move || camera::Camera::open(&c.camera).map(|s| Box::new(s) as _))
+        }
+        #[cfg(not(all(feature = "camera", target_os = "linux")))]
+        SourceKind::Camera => return Err(CaptureError::Fatal(
+            "this edgehead was built without camera support: build it with `--features camera` \
+                 (Linux, V4L2; needs libclang at build time), or use the released packages"
+                .into(),
+        )),
+    })
+}
+
+/// What the capture thread is doing, published on the status topic.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(rename_all = "snake_case", tag = "state")]
+pub enum SourceState {
+    Starting,
+    Running,
+    /// Failed; the next attempt is in `retry_in_ms`.
+    Reconnecting {
+        error: String,
+        retry_in_ms: u64,
+    },
+    /// A `files` source without `loop` reached its last image.
+    Ended,
+    Failed {
+        error: String,
+    },
+    Stopped,
+}
+
+/// A flag the capture thread checks between frames and sleeps on.
+#[derive(Debug, Default)]
+pub struct Stop {
+    stopped: Mutex<bool>,
+    cv: Condvar,
+}
+
+impl Stop {
+    pub fn stop(&self) {
+        *self.stopped.lock().unwrap_or_else(|p| p.into_inner()) = true;
+        self.cv.notify_all();
+    }
+
+    pub fn is_stopped(&self) -> bool {
+        *self.stopped.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Sleep for `d` or until stopped; true when stopped.
+    pub fn wait(&self, d: Duration) -> bool {
+        let guard = self.stopped.lock().unwrap_or_else(|p| p.into_inner());
+        let (guard, _) = self
+            .cv
+            .wait_timeout_while(guard, d, |stopped| !*stopped)
+            .unwrap_or_else(|p| p.into_inner());
+        *guard
+    }
+}
+
+/// The capture thread's handle.
+pub struct Capture {
+    pub stop: Arc<Stop>,
+    /// Resolves when the thread has ended, with its result.
+    pub done: oneshot::Receiver<Result<(), CaptureError>>,
+}
+
+/// Start capturing on a new thread named "capture".
+pub fn spawn(
+    mut open: Opener,
+    backoff: Backoff,
+    frame_tx: watch::Sender<Option<Arc<Frame>>>,
+    state_tx: watch::Sender<SourceState>,
+    stats: Arc<Stats>,
+) -> std::io::Result<Capture> {
+    let stop = Arc::new(Stop::default());
+    let (done_tx, done) = oneshot::channel();
+    let thread_stop = stop.clone();
+    std::thread::Builder::new()
+        .name("capture".into())
+        .spawn(move || {
+            let result = run(
+                &mut open,
+                backoff,
+                &frame_tx,
+                &state_tx,
+                &stats,
+                &thread_stop,
+            );
+            let final_state = match &result {
+                Ok(Ended::Stopped) => SourceState::Stopped,
+                Ok(Ended::Exhausted) => SourceState::Ended,
+                Err(e) => SourceState::Failed {
+                    error: e.to_string(),
+                },
+            };
+            state_tx.send_replace(final_state);
+            // Dropping frame_tx here tells inference that no more frames come.
+            drop(frame_tx);
+            let _ = done_tx.send(result.map(|_| ()));
+        })?;
+    Ok(Capture { stop, done })
+}
+
+enum Ended {
+    Stopped,
+    Exhausted,
+}
+
+fn run(
+    open: &mut Opener,
+    mut backoff: Backoff,
+    frame_tx: &watch::Sender<Option<Arc<Frame>>>,
+    state_tx: &watch::Sender<SourceState>,
+    stats: &Stats,
+    stop: &Stop,
+) -> Result<Ended, CaptureError> {
+    let mut seq = 0u64;
+    let mut source: Option<Box<dyn FrameSource>> = None;
+    let mut next_due = Instant::now();
+    let fail = |error: CaptureError, backoff: &mut Backoff| -> bool {
+        let delay = backoff.next_delay();
+        tracing::warn!(error = %error, retry_in_ms = delay.as_millis() as u64, "frame source failed");
+        state_tx.send_replace(SourceState::Reconnecting {
+            error: error.to_string(),
+            retry_in_ms: delay.as_millis() as u64,
+        });
+        stop.wait(delay)
+    };
+    while !stop.is_stopped() {
+        let src = match source.as_mut() {
+            Some(s) => s,
+            None => match open() {
+                Ok(s) => {
+                    tracing::info!("frame source open");
+                    state_tx.send_replace(SourceState::Running);
+                    backoff.reset();
+                    source.insert(s)
+                }
+                Err(CaptureError::Fatal(e)) => return Err(CaptureError::Fatal(e)),
+                Err(e) => {
+                    if fail(e, &mut backoff) {
+                        break;
+                    }
+                    continue;
+                }
+            },
+        };
+        if let Some(fps) = src.fps().filter(|f| *f > 0.0) {
+            let now = Instant::now();
+            if next_due > now && stop.wait(next_due - now) {
+                break;
+            }
+            // Keep the cadence, but do not try to catch up after a stall.
+            next_due = next_due.max(now) + Duration::from_secs_f64(1.0 / fps);
+        }
+        match src.next_frame() {
+            Ok(Some(image)) => {
+                seq += 1;
+                stats.frames_captured.fetch_add(1, Ordering::Relaxed);
+                frame_tx.send_replace(Some(Arc::new(Frame {
+                    seq,
+                    captured_at: SystemTime::now(),
+                    captured: Instant::now(),
+                    image,
+                })));
+            }
+            Ok(None) => {
+                tracing::info!(frames = seq, "frame source ended");
+                return Ok(Ended::Exhausted);
+            }
+            Err(CaptureError::Fatal(e)) => return Err(CaptureError::Fatal(e)),
+            Err(e) => {
+                source = None;
+                if fail(e, &mut backoff) {
+                    break;
+                }
+            }
+        }
+    }
+    Ok(Ended::Stopped)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::AtomicUsize;
+
+    struct Flaky {
+        left: usize,
+    }
+
+    impl FrameSource for Flaky {
+        fn next_frame(&mut self) -> Result<Option<RgbImage>, CaptureError> {
+            if self.left == 0 {
+                return Err(CaptureError::Transient("unplugged".into()));
+            }
+            self.left -= 1;
+            Ok(Some(RgbImage::new(4, 4)))
+        }
+        fn fps(&self) -> Option<f64> {
+            None
+        }
+    }
+
+    #[tokio::test]
+    async fn a_failing_source_is_reopened_and_frames_keep_counting() {
+        let opens = Arc::new(AtomicUsize::new(0));
+        let o = opens.clone();
+        let opener: Opener = Box::new(move || {
+            let n = o.fetch_add(1, Ordering::SeqCst);
+            if n == 1 {
+                // The second attempt finds no device at all.
+                return Err(CaptureError::Transient("no device".into()));
+            }
+            Ok(Box::new(Flaky { left: 3 }) as _)
+        });
+        let (frame_tx, mut frame_rx) = watch::channel(None);
+        let (state_tx, state_rx) = watch::channel(SourceState::Starting);
+        let stats = Arc::new(Stats::default());
+        let backoff = Backoff::new(Duration::from_millis(1), Duration::from_millis(4));
+        let cap = spawn(opener, backoff, frame_tx, state_tx, stats.clone()).expect("spawn");
+        // Wait until frames from the third opening arrive (seq 7..9).
+        loop {
+            frame_rx.changed().await.expect("frames");
+            let seq = frame_rx.borrow().as_ref().map(|f| f.seq).unwrap_or(0);
+            if seq >= 7 {
+                break;
+            }
+        }
+        cap.stop.stop();
+        cap.done.await.expect("thread").expect("clean stop");
+        assert!(opens.load(Ordering::SeqCst) >= 3);
+        assert_eq!(*state_rx.borrow(), SourceState::Stopped);
+        assert!(stats.frames_captured.load(Ordering::Relaxed) >= 7);
+    }
+
+    #[tokio::test]
+    async fn a_fatal_open_error_ends_capture_with_that_error() {
+        let opener: Opener = Box::new(|| Err(CaptureError::Fatal("no images".into())));
+        let (frame_tx, mut frame_rx) = watch::channel(None);
+        let (state_tx, state_rx) = watch::channel(SourceState::Starting);
+        let cap = spawn(
+            opener,
+            Backoff::new(Duration::from_millis(1), Duration::from_millis(1)),
+            frame_tx,
+            state_tx,
+            Arc::new(Stats::default()),
+        )
+        .expect("spawn");
+        let err = cap.done.await.expect("thread").expect_err("fatal");
+        assert_eq!(err.to_string(), "no images");
+        assert!(matches!(*state_rx.borrow(), SourceState::Failed { .. }));
+        // The frame channel is closed: inference sees the end.
+        assert!(frame_rx.changed().await.is_err());
+    }
+}

@@ -1,0 +1,106 @@
+//! Counters shared by the tasks, read by the periodic summary and the status topic.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use serde::Serialize;
+
+/// Monotonic counters; every task adds, nobody resets.
+#[derive(Debug, Default)]
+pub struct Stats {
+    pub frames_captured: AtomicU64,
+    pub frames_inferred: AtomicU64,
+    /// Frames replaced by a newer one before inference took them.
+    pub frames_dropped: AtomicU64,
+    pub frame_errors: AtomicU64,
+    pub predictions_published: AtomicU64,
+    /// Predictions not sent because the outgoing MQTT queue was full or the client down.
+    pub predictions_dropped: AtomicU64,
+    /// Sum of capture-to-prediction latencies, microseconds, for the mean.
+    pub latency_us_total: AtomicU64,
+    pub requests: AtomicU64,
+    pub requests_failed: AtomicU64,
+    pub mqtt_connects: AtomicU64,
+}
+
+/// A copy of the counters at one moment.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Serialize)]
+pub struct Snapshot {
+    pub frames_captured: u64,
+    pub frames_inferred: u64,
+    pub frames_dropped: u64,
+    pub frame_errors: u64,
+    pub predictions_published: u64,
+    pub predictions_dropped: u64,
+    pub latency_us_total: u64,
+    pub requests: u64,
+    pub requests_failed: u64,
+    pub mqtt_connects: u64,
+}
+
+impl Stats {
+    pub fn snapshot(&self) -> Snapshot {
+        let g = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        Snapshot {
+            frames_captured: g(&self.frames_captured),
+            frames_inferred: g(&self.frames_inferred),
+            frames_dropped: g(&self.frames_dropped),
+            frame_errors: g(&self.frame_errors),
+            predictions_published: g(&self.predictions_published),
+            predictions_dropped: g(&self.predictions_dropped),
+            latency_us_total: g(&self.latency_us_total),
+            requests: g(&self.requests),
+            requests_failed: g(&self.requests_failed),
+            mqtt_connects: g(&self.mqtt_connects),
+        }
+    }
+}
+
+impl Snapshot {
+    /// What happened between `earlier` and `self`.
+    pub fn since(&self, earlier: &Snapshot) -> Snapshot {
+        Snapshot {
+            frames_captured: self.frames_captured - earlier.frames_captured,
+            frames_inferred: self.frames_inferred - earlier.frames_inferred,
+            frames_dropped: self.frames_dropped - earlier.frames_dropped,
+            frame_errors: self.frame_errors - earlier.frame_errors,
+            predictions_published: self.predictions_published - earlier.predictions_published,
+            predictions_dropped: self.predictions_dropped - earlier.predictions_dropped,
+            latency_us_total: self.latency_us_total - earlier.latency_us_total,
+            requests: self.requests - earlier.requests,
+            requests_failed: self.requests_failed - earlier.requests_failed,
+            mqtt_connects: self.mqtt_connects - earlier.mqtt_connects,
+        }
+    }
+
+    /// Mean capture-to-prediction latency in milliseconds.
+    pub fn mean_latency_ms(&self) -> f64 {
+        if self.frames_inferred == 0 {
+            0.0
+        } else {
+            self.latency_us_total as f64 / self.frames_inferred as f64 / 1000.0
+        }
+    }
+}
+
+/// Peak resident set size of this process in KiB (Linux `VmHWM`), if known.
+pub fn peak_rss_kib() -> Option<u64> {
+    proc_status_kib("VmHWM:")
+}
+
+/// Current resident set size in KiB (Linux `VmRSS`), if known.
+pub fn rss_kib() -> Option<u64> {
+    proc_status_kib("VmRSS:")
+}
+
+fn proc_status_kib(field: &str) -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix(field))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+}
+
+/// Threads of this process (Linux), if known.
+pub fn thread_count() -> Option<u64> {
+    proc_status_kib("Threads:")
+}
