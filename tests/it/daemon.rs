@@ -1,0 +1,266 @@
+//! The daemon end to end against a real mosquitto: predictions, availability,
+//! signals, broker restarts, configuration errors, the embedded broker.
+
+use std::time::Duration;
+
+use crate::harness::{config_file, free_port, run_cli, Client, Mosquitto, Process};
+
+const BASE: &str = "edgehead/it";
+
+#[tokio::test(flavor = "multi_thread")]
+async fn predictions_arrive_with_the_documented_schema() {
+    let broker = Mosquitto::start();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = config_file(dir.path(), broker.port, "");
+    let mut sub = Client::connect(broker.port, &[&format!("{BASE}/#")]).await;
+    let _daemon = Process::start(&config);
+    sub.wait_for(&format!("{BASE}/availability"), 60, |m| {
+        m.text() == "online"
+    })
+    .await;
+    let mut seqs = Vec::new();
+    for _ in 0..3 {
+        let p = sub
+            .wait_for(&format!("{BASE}/prediction"), 30, |_| true)
+            .await
+            .json();
+        // No head yet: label is null, and the embedding norm shows the backbone ran.
+        assert!(p["label"].is_null(), "{p}");
+        assert!(p["head"].is_null());
+        assert_eq!(p["confidence"], 0.0);
+        assert!(p["top"].as_array().expect("top").is_empty());
+        assert!(p["embedding_norm"].as_f64().expect("norm") > 1.0);
+        assert!(
+            p["latency_ms"].as_f64().expect("latency")
+                >= p["inference_ms"].as_f64().expect("inference")
+        );
+        assert!(p["inference_ms"].as_f64().expect("inference") > 0.0);
+        assert!(p["captured_at"].as_str().expect("time").ends_with('Z'));
+        assert!(p["backbone"]
+            .as_str()
+            .expect("backbone")
+            .starts_with("efficientnet-lite0-features-int8w@fd06e920d499"));
+        seqs.push(p["seq"].as_u64().expect("seq"));
+    }
+    assert!(seqs.windows(2).all(|w| w[0] < w[1]), "{seqs:?}");
+    // The retained status and Home Assistant discovery are there for late subscribers.
+    let mut late =
+        Client::connect(broker.port, &[&format!("{BASE}/status"), "homeassistant/#"]).await;
+    let status = late
+        .wait_for(&format!("{BASE}/status"), 10, |m| m.retain)
+        .await
+        .json();
+    assert_eq!(status["source"]["state"], "running");
+    let discovery = late
+        .wait_for("homeassistant/sensor/it/label/config", 10, |m| m.retain)
+        .await
+        .json();
+    assert_eq!(discovery["state_topic"], format!("{BASE}/prediction"));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn sigkill_leaves_offline_through_the_last_will() {
+    let broker = Mosquitto::start();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = config_file(dir.path(), broker.port, "");
+    let mut sub = Client::connect(broker.port, &[&format!("{BASE}/availability")]).await;
+    let mut daemon = Process::start(&config);
+    sub.wait_for(&format!("{BASE}/availability"), 60, |m| {
+        m.text() == "online"
+    })
+    .await;
+    daemon.signal("KILL");
+    daemon.wait(10);
+    sub.wait_for(&format!("{BASE}/availability"), 20, |m| {
+        m.text() == "offline"
+    })
+    .await;
+    // Retained: a client that subscribes afterwards reads offline too.
+    let mut late = Client::connect(broker.port, &[&format!("{BASE}/availability")]).await;
+    let m = late
+        .wait_for(&format!("{BASE}/availability"), 10, |_| true)
+        .await;
+    assert_eq!(m.text(), "offline");
+    assert!(m.retain);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn sigterm_publishes_offline_and_exits_zero() {
+    let broker = Mosquitto::start();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = config_file(dir.path(), broker.port, "");
+    let mut sub = Client::connect(broker.port, &[&format!("{BASE}/#")]).await;
+    let mut daemon = Process::start(&config);
+    sub.wait_for(&format!("{BASE}/prediction"), 60, |_| true)
+        .await;
+    daemon.signal("TERM");
+    let code = daemon.wait(15);
+    assert_eq!(code, Some(0), "log:\n{}", daemon.log_text());
+    sub.wait_for(&format!("{BASE}/availability"), 10, |m| {
+        m.text() == "offline"
+    })
+    .await;
+    let mut late = Client::connect(broker.port, &[&format!("{BASE}/availability")]).await;
+    let m = late
+        .wait_for(&format!("{BASE}/availability"), 10, |_| true)
+        .await;
+    assert_eq!(m.text(), "offline");
+    let log = daemon.log_text();
+    assert!(
+        log.contains("SIGTERM received") && log.contains("stopped"),
+        "{log}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_daemon_survives_a_broker_restart_and_resumes_publishing() {
+    let mut broker = Mosquitto::start();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = config_file(dir.path(), broker.port, "");
+    let mut daemon = Process::start(&config);
+    {
+        let mut sub = Client::connect(broker.port, &[&format!("{BASE}/prediction")]).await;
+        sub.wait_for(&format!("{BASE}/prediction"), 60, |_| true)
+            .await;
+    }
+    broker.restart();
+    // The restarted broker has no retained messages: `online` must be re-published,
+    // and requests re-subscribed, by the daemon itself.
+    let mut sub = Client::connect(broker.port, &[&format!("{BASE}/#")]).await;
+    sub.wait_for(&format!("{BASE}/availability"), 30, |m| {
+        m.text() == "online"
+    })
+    .await;
+    // ... and retained, for whoever subscribes later.
+    let mut late = Client::connect(broker.port, &[&format!("{BASE}/availability")]).await;
+    let m = late
+        .wait_for(&format!("{BASE}/availability"), 10, |_| true)
+        .await;
+    assert!(m.retain && m.text() == "online");
+    let first = sub
+        .wait_for(&format!("{BASE}/prediction"), 30, |_| true)
+        .await
+        .json();
+    let later = sub
+        .wait_for(&format!("{BASE}/prediction"), 30, |m| {
+            m.json()["seq"].as_u64() > first["seq"].as_u64()
+        })
+        .await;
+    assert!(later.json()["seq"].as_u64() > first["seq"].as_u64());
+    let reply = sub.request(BASE, "classes", serde_json::json!({})).await;
+    assert_eq!(reply["status"], "ok", "{reply}");
+    assert!(
+        daemon.child.try_wait().expect("try_wait").is_none(),
+        "daemon still running"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_embedded_broker_serves_outside_clients() {
+    let port = free_port();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = config_file(dir.path(), 1, "");
+    // Switch the test config to the embedded broker on a free port.
+    let text = std::fs::read_to_string(&config)
+        .expect("read")
+        .replace("host = \"127.0.0.1\"", "host = \"\"")
+        + &format!("\n[mqtt.embedded_broker]\nlisten = \"127.0.0.1:{port}\"\n");
+    std::fs::write(&config, text).expect("write");
+    let mut daemon = Process::start(&config);
+    let mut sub = loop {
+        // The broker comes up with the daemon; retry until it accepts us.
+        if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+            break Client::connect(port, &[&format!("{BASE}/#")]).await;
+        }
+        assert!(
+            daemon.child.try_wait().expect("try_wait").is_none(),
+            "daemon exited:\n{}",
+            daemon.log_text()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    sub.wait_for(&format!("{BASE}/availability"), 30, |m| {
+        m.text() == "online"
+    })
+    .await;
+    let p = sub
+        .wait_for(&format!("{BASE}/prediction"), 30, |_| true)
+        .await
+        .json();
+    assert!(p["seq"].as_u64().is_some());
+    let reply = sub.request(BASE, "head", serde_json::json!({})).await;
+    assert_eq!(reply["status"], "ok");
+    daemon.signal("TERM");
+    assert_eq!(daemon.wait(15), Some(0), "{}", daemon.log_text());
+}
+
+#[test]
+fn a_bad_config_names_every_bad_key_and_exits_2() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("bad.toml");
+    std::fs::write(
+        &path,
+        "[mqtt]\nprot = 1883\n[source]\nkind = \"files\"\n[predictions]\ntop_k = 0\n",
+    )
+    .expect("write");
+    let (code, _, stderr) = run_cli(&["--config", path.to_str().expect("utf8"), "check-config"]);
+    assert_eq!(code, 2, "{stderr}");
+    assert!(
+        stderr.contains("mqtt.prot") && stderr.contains("unknown key"),
+        "{stderr}"
+    );
+    std::fs::write(&path, "[mqtt]\nport = \"eighteen\"\n").expect("write");
+    let (code, _, stderr) = run_cli(&["--config", path.to_str().expect("utf8"), "run"]);
+    assert_eq!(code, 2);
+    assert!(stderr.contains("mqtt.port"), "{stderr}");
+    std::fs::write(&path, "[predictions]\ntop_k = 0\n[backbone]\nstd = [1.0]\n").expect("write");
+    let (code, _, stderr) = run_cli(&["--config", path.to_str().expect("utf8"), "check-config"]);
+    assert_eq!(code, 2);
+    assert!(
+        stderr.contains("predictions.top_k") && stderr.contains("backbone.std"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn a_model_that_does_not_load_is_a_startup_error() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = config_file(dir.path(), 1883, "");
+    let junk = dir.path().join("junk.onnx");
+    std::fs::write(&junk, b"this is not a protobuf").expect("write");
+    let text = std::fs::read_to_string(&path).expect("read").replace(
+        &crate::harness::model().display().to_string(),
+        &junk.display().to_string(),
+    );
+    std::fs::write(&path, text).expect("write");
+    let (code, _, stderr) = run_cli(&["--config", path.to_str().expect("utf8"), "run"]);
+    assert_eq!(code, 2, "{stderr}");
+    assert!(
+        stderr.contains("cannot load model") && stderr.contains("junk.onnx"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn check_and_print_config_on_the_shipped_config() {
+    let shipped = crate::harness::root().join("config/edgehead.toml");
+    let (code, stdout, stderr) =
+        run_cli(&["--config", shipped.to_str().expect("utf8"), "print-config"]);
+    assert_eq!(code, 0, "{stderr}");
+    assert!(stdout.contains("[mqtt]") && stdout.contains("base_topic"));
+    let dir = tempfile::tempdir().expect("tempdir");
+    // Password given in the environment is masked in print-config.
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_edgehead"))
+        .args(["print-config"])
+        .env("EDGEHEAD__MQTT__USERNAME", "u")
+        .env("EDGEHEAD__MQTT__PASSWORD", "s3cret")
+        .env("EDGEHEAD__STATE_DIR", dir.path())
+        .current_dir(crate::harness::root())
+        .output()
+        .expect("run");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        !text.contains("s3cret") && text.contains("********"),
+        "{text}"
+    );
+}

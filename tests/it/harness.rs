@@ -1,0 +1,374 @@
+//! Test harness: a real mosquitto broker on a free loopback port, an MQTT client
+//! that records what it sees, and the edgehead daemon (in-process or as a process).
+
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS};
+use serde_json::Value;
+use tokio::sync::mpsc;
+
+pub const MOSQUITTO: &str = "/usr/sbin/mosquitto";
+
+pub fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+pub fn fixtures() -> PathBuf {
+    root().join("tests/fixtures/images")
+}
+
+pub fn model() -> PathBuf {
+    root().join("models/efficientnet-lite0-features-int8w.onnx")
+}
+
+/// `../shared/data`, when present. Tests that need it skip with a message, unless
+/// `EDGEHEAD_REQUIRE_DATA=1` (CI), where its absence is a failure.
+#[allow(dead_code)] // used by the learning tests
+pub fn shared_data() -> Option<PathBuf> {
+    let p = root().join("../shared/data");
+    if p.join("hymenoptera").is_dir() {
+        return Some(p);
+    }
+    if std::env::var("EDGEHEAD_REQUIRE_DATA").as_deref() == Ok("1") {
+        panic!("EDGEHEAD_REQUIRE_DATA=1 but {} is missing", p.display());
+    }
+    eprintln!(
+        "skipping: {} is absent (set EDGEHEAD_REQUIRE_DATA=1 to fail instead)",
+        p.display()
+    );
+    None
+}
+
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free port")
+}
+
+fn wait_listening(port: u16, timeout: Duration) -> bool {
+    let deadline = Instant::now() + timeout;
+    let addr = SocketAddr::from(([127, 0, 0, 1], port));
+    while Instant::now() < deadline {
+        if TcpStream::connect_timeout(&addr, Duration::from_millis(100)).is_ok() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    false
+}
+
+/// A mosquitto process on 127.0.0.1, killed on drop.
+pub struct Mosquitto {
+    pub port: u16,
+    dir: tempfile::TempDir,
+    child: Option<Child>,
+}
+
+impl Mosquitto {
+    pub fn start() -> Self {
+        assert!(
+            Path::new(MOSQUITTO).exists(),
+            "{MOSQUITTO} is missing: apt-get install mosquitto (.ci/run does)"
+        );
+        let mut m = Self {
+            port: free_port(),
+            dir: tempfile::tempdir().expect("tempdir"),
+            child: None,
+        };
+        m.spawn();
+        m
+    }
+
+    fn spawn(&mut self) {
+        let conf = self.dir.path().join("mosquitto.conf");
+        std::fs::write(
+            &conf,
+            format!(
+                "listener {} 127.0.0.1\nallow_anonymous true\npersistence false\nlog_dest file {}\n",
+                self.port,
+                self.dir.path().join("mosquitto.log").display()
+            ),
+        )
+        .expect("write mosquitto.conf");
+        let child = Command::new(MOSQUITTO)
+            .arg("-c")
+            .arg(&conf)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start mosquitto");
+        self.child = Some(child);
+        assert!(
+            wait_listening(self.port, Duration::from_secs(10)),
+            "mosquitto did not listen on {}",
+            self.port
+        );
+    }
+
+    pub fn stop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// Stop and start again on the same port (retained messages are lost: no persistence).
+    pub fn restart(&mut self) {
+        self.stop();
+        self.spawn();
+    }
+}
+
+impl Drop for Mosquitto {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// One received message.
+#[derive(Debug, Clone)]
+pub struct Msg {
+    pub topic: String,
+    pub payload: Vec<u8>,
+    pub retain: bool,
+}
+
+impl Msg {
+    pub fn json(&self) -> Value {
+        serde_json::from_slice(&self.payload).unwrap_or_else(|e| {
+            panic!(
+                "{} is not JSON ({e}): {:?}",
+                self.topic,
+                String::from_utf8_lossy(&self.payload)
+            )
+        })
+    }
+
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.payload).into_owned()
+    }
+}
+
+/// An MQTT client for tests: subscribes, records every message, publishes.
+pub struct Client {
+    pub client: AsyncClient,
+    rx: mpsc::UnboundedReceiver<Msg>,
+    pub seen: Vec<Msg>,
+}
+
+impl Client {
+    /// Connect to 127.0.0.1:`port`, subscribe to `filters`, and wait for the SUBACKs.
+    pub async fn connect(port: u16, filters: &[&str]) -> Self {
+        let mut opts = MqttOptions::new(format!("test-{}", fastrand::u64(..)), "127.0.0.1", port);
+        opts.set_keep_alive(Duration::from_secs(5));
+        opts.set_max_packet_size(64 << 20, 64 << 20);
+        let (client, mut eventloop) = AsyncClient::new(opts, 100);
+        let (tx, rx) = mpsc::unbounded_channel();
+        let (ready_tx, mut ready_rx) = mpsc::unbounded_channel();
+        let wanted = filters.len();
+        for f in filters {
+            client
+                .subscribe(*f, QoS::AtLeastOnce)
+                .await
+                .expect("subscribe");
+        }
+        tokio::spawn(async move {
+            let mut acks = 0;
+            loop {
+                match eventloop.poll().await {
+                    Ok(Event::Incoming(Packet::Publish(p))) => {
+                        let _ = tx.send(Msg {
+                            topic: p.topic.clone(),
+                            payload: p.payload.to_vec(),
+                            retain: p.retain,
+                        });
+                    }
+                    Ok(Event::Incoming(Packet::SubAck(_))) => {
+                        acks += 1;
+                        if acks == wanted {
+                            let _ = ready_tx.send(());
+                        }
+                    }
+                    Ok(_) => {}
+                    Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
+                }
+                if tx.is_closed() {
+                    break;
+                }
+            }
+        });
+        if wanted > 0 {
+            tokio::time::timeout(Duration::from_secs(10), ready_rx.recv())
+                .await
+                .expect("SUBACK within 10 s");
+        }
+        Self {
+            client,
+            rx,
+            seen: Vec::new(),
+        }
+    }
+
+    /// Wait for a message on `topic` that satisfies `pred`, for at most `secs`.
+    pub async fn wait_for(&mut self, topic: &str, secs: u64, pred: impl Fn(&Msg) -> bool) -> Msg {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(secs);
+        loop {
+            let msg = tokio::time::timeout_at(deadline, self.rx.recv())
+                .await
+                .unwrap_or_else(|_| {
+                    let topics: Vec<_> = self
+                        .seen
+                        .iter()
+                        .rev()
+                        .take(5)
+                        .map(|m| format!("{} {}", m.topic, m.text()))
+                        .collect();
+                    panic!("no matching message on {topic} within {secs} s; last seen: {topics:#?}")
+                })
+                .expect("client alive");
+            self.seen.push(msg.clone());
+            if msg.topic == topic && pred(&msg) {
+                return msg;
+            }
+        }
+    }
+
+    pub async fn publish(&self, topic: &str, payload: impl Into<Vec<u8>>) {
+        self.client
+            .publish(topic, QoS::AtLeastOnce, false, payload)
+            .await
+            .expect("publish");
+    }
+
+    /// Publish a request and wait for the response carrying our transaction id.
+    pub async fn request(&mut self, base: &str, op: &str, mut body: Value) -> Value {
+        let transaction = format!("t-{}", fastrand::u64(..));
+        body["transaction"] = Value::String(transaction.clone());
+        self.publish(&format!("{base}/request/{op}"), body.to_string())
+            .await;
+        let response = format!("{base}/response/{op}");
+        self.wait_for(&response, 60, |m| {
+            m.json()["transaction"] == transaction.as_str()
+        })
+        .await
+        .json()
+    }
+}
+
+/// Write a daemon configuration for tests; `extra` is appended TOML.
+pub fn config_file(dir: &Path, port: u16, extra: &str) -> PathBuf {
+    let path = dir.join("edgehead.toml");
+    let text = format!(
+        r#"device_id = "it"
+state_dir = "{state}"
+
+[log]
+summary_interval_secs = 1
+
+[source]
+kind = "files"
+
+[source.files]
+path = "{fixtures}"
+fps = 5.0
+
+[backbone]
+model = "{model}"
+
+[mqtt]
+host = "127.0.0.1"
+port = {port}
+keep_alive_secs = 5
+reconnect_min_ms = 100
+reconnect_max_ms = 1000
+
+[shutdown]
+grace_secs = 10.0
+{extra}
+"#,
+        state = dir.join("state").display(),
+        fixtures = fixtures().display(),
+        model = model().display(),
+    );
+    std::fs::write(&path, text).expect("write config");
+    path
+}
+
+/// The daemon binary as a child process; killed on drop.
+pub struct Process {
+    pub child: Child,
+    pub log: PathBuf,
+}
+
+impl Process {
+    pub fn start(config: &Path) -> Self {
+        let log = config.with_extension("log");
+        let out = std::fs::File::create(&log).expect("log file");
+        let child = Command::new(env!("CARGO_BIN_EXE_edgehead"))
+            .arg("--config")
+            .arg(config)
+            .arg("run")
+            .env_remove("RUST_LOG")
+            .stdout(Stdio::null())
+            .stderr(out)
+            .spawn()
+            .expect("start edgehead");
+        Self { child, log }
+    }
+
+    pub fn signal(&self, sig: &str) {
+        let ok = Command::new("kill")
+            .arg(format!("-{sig}"))
+            .arg(self.child.id().to_string())
+            .status()
+            .expect("kill")
+            .success();
+        assert!(ok, "kill -{sig} failed");
+    }
+
+    /// Wait for the process to exit, for at most `secs`; its exit code.
+    pub fn wait(&mut self, secs: u64) -> Option<i32> {
+        let deadline = Instant::now() + Duration::from_secs(secs);
+        loop {
+            if let Some(status) = self.child.try_wait().expect("try_wait") {
+                return status.code();
+            }
+            if Instant::now() > deadline {
+                panic!(
+                    "edgehead did not exit within {secs} s; log:\n{}",
+                    self.log_text()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+impl Drop for Process {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Run the binary to completion with `args`; (exit code, stdout, stderr).
+pub fn run_cli(args: &[&str]) -> (i32, String, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_edgehead"))
+        .args(args)
+        .env_remove("RUST_LOG")
+        .output()
+        .expect("run edgehead");
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}

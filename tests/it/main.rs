@@ -1,0 +1,6 @@
+//! Integration tests: one binary (tract makes every extra test binary a long link).
+//! They start real mosquitto brokers and the real daemon with the real backbone.
+
+mod backbone;
+mod daemon;
+mod harness;
