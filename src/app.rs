@@ -166,6 +166,7 @@ impl Daemon {
         let mut infer_task = tokio::spawn(inference.run());
 
         let stop_status = CancellationToken::new();
+        let status_source = state_rx.clone();
         let status = StatusReporter {
             publisher: publisher.clone(),
             slot: status_slot,
@@ -198,6 +199,19 @@ impl Daemon {
             source = ?settings.raw.source.kind,
             "edgehead running"
         );
+        // systemd (Type=notify): ready now; watchdog pings while inference progresses.
+        let _ = sd_notify::notify(&[
+            sd_notify::NotifyState::Ready,
+            sd_notify::NotifyState::Status("running"),
+        ]);
+        if let Some(period) = sd_notify::watchdog_enabled() {
+            tokio::spawn(watchdog(
+                period / 2,
+                stats.clone(),
+                status_source.clone(),
+                stop_status.clone(),
+            ));
+        }
 
         // Wait for the shutdown signal, or the first task to fail.
         tokio::pin!(shutdown);
@@ -235,6 +249,7 @@ impl Daemon {
             None => tracing::info!("shutting down"),
             Some(e) => tracing::error!(error = %e, "shutting down after a failure"),
         }
+        let _ = sd_notify::notify(&[sd_notify::NotifyState::Stopping]);
 
         // Stop in order: capture, inference, learning, status, then MQTT (offline, disconnect).
         let grace = settings.shutdown_grace();
@@ -285,6 +300,33 @@ impl Daemon {
         match failure {
             Some(e) => Err(e),
             None => Ok(()),
+        }
+    }
+}
+
+/// Ping systemd's watchdog every `every` while frames are being inferred, or while
+/// there is nothing to infer (camera reconnecting, source ended). A hung backbone or
+/// a stuck runtime stops the pings, and systemd restarts the daemon.
+async fn watchdog(
+    every: Duration,
+    stats: Arc<Stats>,
+    source: watch::Receiver<SourceState>,
+    stop: CancellationToken,
+) {
+    use std::sync::atomic::Ordering;
+    let mut tick = tokio::time::interval(every);
+    let mut last = stats.frames_inferred.load(Ordering::Relaxed);
+    loop {
+        tokio::select! {
+            _ = stop.cancelled() => break,
+            _ = tick.tick() => {
+                let now = stats.frames_inferred.load(Ordering::Relaxed);
+                let waiting = !matches!(*source.borrow(), SourceState::Running);
+                if now != last || waiting {
+                    let _ = sd_notify::notify(&[sd_notify::NotifyState::Watchdog]);
+                }
+                last = now;
+            }
         }
     }
 }

@@ -31,9 +31,9 @@
 pub mod app;
 pub mod backbone;
 pub mod backoff;
-
+pub mod bench;
 pub mod config;
-
+pub mod eval;
 pub mod head;
 pub mod learn;
 pub mod mqtt;

@@ -40,6 +40,52 @@ enum Command {
     Embed { images: Vec<PathBuf> },
     /// Classify images with the saved head in the state directory.
     Predict { images: Vec<PathBuf> },
+    /// k-shot accuracy of the heads on a folder laid out <split>/<class>/*.jpg.
+    Eval {
+        dataset: PathBuf,
+        #[arg(long, default_value = "train")]
+        train_split: String,
+        /// Default: `val` if present, else `test`.
+        #[arg(long)]
+        test_split: Option<String>,
+        /// Support samples per class: numbers and `all`.
+        #[arg(long, value_delimiter = ',', default_value = "1,5,10,all")]
+        shots: Vec<edgehead::eval::Shots>,
+        /// Random draws of the support set per k.
+        #[arg(long, default_value_t = 5)]
+        seeds: u64,
+        #[arg(long, value_delimiter = ',', default_value = "ncm,softmax")]
+        heads: Vec<String>,
+        /// Write the results as JSON here.
+        #[arg(long)]
+        json: Option<PathBuf>,
+        /// Write the embeddings here (for tools/compare_sklearn.py).
+        #[arg(long)]
+        save_embeddings: Option<PathBuf>,
+    },
+    /// Measure load time, per-frame latency, end-to-end throughput, training time, RSS.
+    Bench {
+        /// Thread counts for tract's matrix products, e.g. 1,2,4.
+        #[arg(long, value_delimiter = ',', default_value = "1")]
+        threads: Vec<usize>,
+        /// Backbone runs to time.
+        #[arg(long, default_value_t = 50)]
+        runs: usize,
+        /// Seconds of end-to-end pipeline on the synthetic source.
+        #[arg(long, default_value_t = 10.0)]
+        seconds: f64,
+        /// Synthetic frame size.
+        #[arg(long, default_value_t = 640)]
+        width: u32,
+        #[arg(long, default_value_t = 480)]
+        height: u32,
+        /// Capture rate of the synthetic source, like a camera's.
+        #[arg(long, default_value_t = 30.0)]
+        fps: f64,
+        /// Write the results as JSON here.
+        #[arg(long)]
+        json: Option<PathBuf>,
+    },
 }
 
 const EXIT_RUNTIME: u8 = 1;
@@ -103,6 +149,53 @@ fn main() -> ExitCode {
         Command::CheckConfig => check_config(&settings),
         Command::Embed { images } => embed(&settings, images),
         Command::Predict { images } => predict(&settings, images),
+        Command::Eval {
+            dataset,
+            train_split,
+            test_split,
+            shots,
+            seeds,
+            heads,
+            json,
+            save_embeddings,
+        } => eval(
+            &settings,
+            edgehead::eval::Options {
+                dataset: dataset.clone(),
+                train_split: train_split.clone(),
+                test_split: test_split.clone(),
+                shots: shots.clone(),
+                seeds: *seeds,
+                heads: Vec::new(),
+                l2: settings.raw.head.l2,
+                max_iterations: settings.raw.head.max_iterations,
+                save_embeddings: save_embeddings.clone(),
+            },
+            heads,
+            json.as_ref(),
+        ),
+        Command::Bench {
+            threads,
+            runs,
+            seconds,
+            width,
+            height,
+            fps,
+            json,
+        } => {
+            let o = edgehead::bench::Options {
+                backbone: settings.raw.backbone.clone(),
+                threads: threads.clone(),
+                runs: (*runs).max(1),
+                seconds: seconds.max(0.5),
+                width: (*width).clamp(16, 8192),
+                height: (*height).clamp(16, 8192),
+                fps: fps.clamp(0.0, 1000.0),
+            };
+            edgehead::bench::run(&o)
+                .map_err(anyhow::Error::from)
+                .and_then(|r| write_json(json.as_ref(), &r))
+        }
         Command::PrintConfig | Command::Devices => Ok(()),
     };
     match result {
@@ -259,6 +352,33 @@ fn embed(settings: &Settings, images: &[PathBuf]) -> anyhow::Result<()> {
         );
     }
     Ok(())
+}
+
+fn write_json(path: Option<&PathBuf>, value: &impl serde::Serialize) -> anyhow::Result<()> {
+    if let Some(p) = path {
+        let text = serde_json::to_string_pretty(value)?;
+        std::fs::write(p, text + "\n").with_context(|| format!("cannot write {}", p.display()))?;
+    }
+    Ok(())
+}
+
+fn eval(
+    settings: &Settings,
+    mut o: edgehead::eval::Options,
+    heads: &[String],
+    json: Option<&PathBuf>,
+) -> anyhow::Result<()> {
+    for h in heads {
+        o.heads.push(match h.as_str() {
+            "ncm" => config::HeadKind::Ncm,
+            "softmax" => config::HeadKind::Softmax,
+            other => anyhow::bail!("--heads: {other:?} is not ncm or softmax"),
+        });
+    }
+    let embedder = edgehead::app::load_backbone(settings)?;
+    let report = edgehead::eval::run(&embedder, &o)?;
+    println!("{}", serde_json::to_string_pretty(&report)?);
+    write_json(json, &report)
 }
 
 fn predict(settings: &Settings, images: &[PathBuf]) -> anyhow::Result<()> {

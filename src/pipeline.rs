@@ -143,6 +143,7 @@ pub fn build_prediction(
         embedding_norm: round4(norm(features)),
         backbone: backbone.to_string(),
         head: head.map(Head::id),
+        image: frame.name.clone(),
     }
 }
 

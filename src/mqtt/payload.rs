@@ -40,6 +40,9 @@ pub struct Prediction {
     pub backbone: String,
     /// `<kind>-v<version>` of the head, null when none is trained.
     pub head: Option<String>,
+    /// The file the frame came from (`files` source only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub image: Option<String>,
 }
 
 pub fn timestamp(t: SystemTime) -> String {
@@ -132,6 +135,7 @@ mod tests {
             embedding_norm: 3.0,
             backbone: "m@abc".into(),
             head: Some("ncm-v1".into()),
+            image: None,
         };
         let v = serde_json::to_value(&p).expect("json");
         assert_eq!(v["label"], "cat");

@@ -5,7 +5,6 @@
 
 use std::path::Path;
 
-use image::RgbImage;
 use nokhwa::pixel_format::RgbFormat;
 use nokhwa::utils::{
     ApiBackend, CameraFormat, CameraIndex, FrameFormat, RequestedFormat, RequestedFormatType,
@@ -13,7 +12,7 @@ use nokhwa::utils::{
 };
 
 use super::decode::{decode_frame, RawFormat};
-use super::{CaptureError, FrameSource};
+use super::{CaptureError, FrameSource, Shot};
 #[cfg(test)]
 use crate::config::CameraConfig;
 use crate::config::PixelFormat;
@@ -81,7 +80,7 @@ impl Camera {
 }
 
 impl FrameSource for Camera {
-    fn next_frame(&mut self) -> Result<Option<RgbImage>, CaptureError> {
+    fn next_frame(&mut self) -> Result<Option<Shot>, CaptureError> {
         loop {
             let buf = self
                 .cam
@@ -96,7 +95,7 @@ impl FrameSource for Camera {
             ) {
                 Ok(img) => {
                     self.bad_frames = 0;
-                    return Ok(Some(img));
+                    return Ok(Some(img.into()));
                 }
                 Err(e) => {
                     self.bad_frames += 1;

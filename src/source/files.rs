@@ -2,10 +2,8 @@
 
 use std::path::{Path, PathBuf};
 
-use image::RgbImage;
-
 use super::decode::decode_image;
-use super::{CaptureError, FrameSource};
+use super::{CaptureError, FrameSource, Shot};
 use crate::config::FilesConfig;
 
 /// Every image file a `source.files.path` names, sorted: a folder (searched
@@ -53,6 +51,8 @@ pub fn is_image(p: &Path) -> bool {
 
 pub struct Files {
     paths: Vec<PathBuf>,
+    /// Prefix stripped from paths to name frames.
+    root: PathBuf,
     next: usize,
     fps: f64,
     repeat: bool,
@@ -63,8 +63,15 @@ pub struct Files {
 
 impl Files {
     pub fn new(paths: Vec<PathBuf>, c: &FilesConfig, max_side: u32) -> Self {
+        let root = Path::new(&c.path);
+        let root = if root.is_dir() {
+            root.to_path_buf()
+        } else {
+            PathBuf::new()
+        };
         Self {
             paths,
+            root,
             next: 0,
             fps: c.fps,
             repeat: c.repeat,
@@ -75,7 +82,7 @@ impl Files {
 }
 
 impl FrameSource for Files {
-    fn next_frame(&mut self) -> Result<Option<RgbImage>, CaptureError> {
+    fn next_frame(&mut self) -> Result<Option<Shot>, CaptureError> {
         loop {
             if self.next >= self.paths.len() {
                 if !self.repeat {
@@ -92,9 +99,13 @@ impl FrameSource for Files {
                 .map_err(|e| e.to_string())
                 .and_then(|bytes| decode_image(&bytes, self.max_side).map_err(|e| e.to_string()));
             match decoded {
-                Ok(img) => {
+                Ok(image) => {
                     self.failures = 0;
-                    return Ok(Some(img));
+                    let name = path.strip_prefix(&self.root).unwrap_or(path);
+                    return Ok(Some(Shot {
+                        image,
+                        name: Some(name.to_string_lossy().into_owned()),
+                    }));
                 }
                 Err(error) => {
                     self.failures += 1;
@@ -112,6 +123,7 @@ impl FrameSource for Files {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use image::RgbImage;
 
     fn setup() -> tempfile::TempDir {
         let dir = tempfile::tempdir().expect("tempdir");
@@ -156,10 +168,13 @@ mod tests {
         };
         let mut once = Files::new(paths.clone(), &c, 4096);
         let mut n = 0;
-        while let Some(img) = once.next_frame().expect("frame") {
-            assert_eq!(img.dimensions(), (8, 8));
+        let mut names = Vec::new();
+        while let Some(shot) = once.next_frame().expect("frame") {
+            assert_eq!(shot.image.dimensions(), (8, 8));
+            names.push(shot.name.expect("files have names"));
             n += 1;
         }
+        assert!(names[1].ends_with("a.JPG"), "{names:?}");
         assert_eq!(n, 2, "two readable images, the broken one skipped");
         c.repeat = true;
         let mut looping = Files::new(paths, &c, 4096);

@@ -31,6 +31,21 @@ pub struct Frame {
     /// Monotonic capture time, for latency.
     pub captured: Instant,
     pub image: RgbImage,
+    /// Which file the frame came from (`files` source), relative to its folder.
+    pub name: Option<String>,
+}
+
+/// What a source yields: an image and, for files, its name.
+#[derive(Debug)]
+pub struct Shot {
+    pub image: RgbImage,
+    pub name: Option<String>,
+}
+
+impl From<RgbImage> for Shot {
+    fn from(image: RgbImage) -> Self {
+        Self { image, name: None }
+    }
 }
 
 /// The latest frame, shared between capture, inference and "label the current frame".
@@ -56,7 +71,7 @@ pub enum CaptureError {
 /// do not concern the source (one unreadable file) are logged and skipped by the
 /// source itself.
 pub trait FrameSource {
-    fn next_frame(&mut self) -> Result<Option<RgbImage>, CaptureError>;
+    fn next_frame(&mut self) -> Result<Option<Shot>, CaptureError>;
     /// Frames per second the loop should pace to; `None` when the source paces itself.
     fn fps(&self) -> Option<f64>;
 }
@@ -235,14 +250,15 @@ fn run(
             next_due = next_due.max(now) + Duration::from_secs_f64(1.0 / fps);
         }
         match src.next_frame() {
-            Ok(Some(image)) => {
+            Ok(Some(shot)) => {
                 seq += 1;
                 stats.frames_captured.fetch_add(1, Ordering::Relaxed);
                 frame_tx.send_replace(Some(Arc::new(Frame {
                     seq,
                     captured_at: SystemTime::now(),
                     captured: Instant::now(),
-                    image,
+                    image: shot.image,
+                    name: shot.name,
                 })));
             }
             Ok(None) => {
@@ -271,12 +287,12 @@ mod tests {
     }
 
     impl FrameSource for Flaky {
-        fn next_frame(&mut self) -> Result<Option<RgbImage>, CaptureError> {
+        fn next_frame(&mut self) -> Result<Option<Shot>, CaptureError> {
             if self.left == 0 {
                 return Err(CaptureError::Transient("unplugged".into()));
             }
             self.left -= 1;
-            Ok(Some(RgbImage::new(4, 4)))
+            Ok(Some(RgbImage::new(4, 4).into()))
         }
         fn fps(&self) -> Option<f64> {
             None

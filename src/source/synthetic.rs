@@ -2,7 +2,7 @@
 
 use image::RgbImage;
 
-use super::{CaptureError, FrameSource};
+use super::{CaptureError, FrameSource, Shot};
 use crate::config::SyntheticConfig;
 
 pub struct Synthetic {
@@ -36,9 +36,9 @@ pub fn pattern(width: u32, height: u32, n: u32) -> RgbImage {
 }
 
 impl FrameSource for Synthetic {
-    fn next_frame(&mut self) -> Result<Option<RgbImage>, CaptureError> {
+    fn next_frame(&mut self) -> Result<Option<Shot>, CaptureError> {
         self.n = self.n.wrapping_add(1);
-        Ok(Some(pattern(self.width, self.height, self.n)))
+        Ok(Some(pattern(self.width, self.height, self.n).into()))
     }
 
     fn fps(&self) -> Option<f64> {
@@ -57,8 +57,8 @@ mod tests {
             height: 16,
             fps: 0.0,
         });
-        let a = s.next_frame().expect("frame").expect("some");
-        let b = s.next_frame().expect("frame").expect("some");
+        let a = s.next_frame().expect("frame").expect("some").image;
+        let b = s.next_frame().expect("frame").expect("some").image;
         assert_eq!(a.dimensions(), (32, 16));
         assert_ne!(a, b);
     }

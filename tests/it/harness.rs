@@ -26,7 +26,6 @@ pub fn model() -> PathBuf {
 
 /// `../shared/data`, when present. Tests that need it skip with a message, unless
 /// `EDGEHEAD_REQUIRE_DATA=1` (CI), where its absence is a failure.
-#[allow(dead_code)] // used by the learning tests
 pub fn shared_data() -> Option<PathBuf> {
     let p = root().join("../shared/data");
     if p.join("hymenoptera").is_dir() {

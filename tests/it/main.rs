@@ -4,3 +4,4 @@
 mod backbone;
 mod daemon;
 mod harness;
+mod learning;

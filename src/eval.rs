@@ -1,0 +1,364 @@
+//! `edgehead eval`: k-shot accuracy of the heads on a labeled image folder
+//! (`<split>/<class>/*.jpg`), over several seeds, with training time and embedding
+//! throughput. The numbers in README come from here.
+
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use serde::Serialize;
+
+use crate::backbone::Embedder;
+use crate::config::{HeadKind, UnknownThreshold};
+use crate::head::{self, Sample, TrainParams};
+use crate::source::decode::decode_image;
+use crate::source::files::is_image;
+
+/// How many support samples per class.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(untagged)]
+pub enum Shots {
+    K(usize),
+    All,
+}
+
+impl std::str::FromStr for Shots {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "all" => Ok(Shots::All),
+            n => n
+                .parse::<usize>()
+                .ok()
+                .filter(|k| *k > 0)
+                .map(Shots::K)
+                .ok_or_else(|| format!("{n:?} is not a positive number or \"all\"")),
+        }
+    }
+}
+
+impl std::fmt::Display for Shots {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Shots::K(k) => write!(f, "{k}"),
+            Shots::All => write!(f, "all"),
+        }
+    }
+}
+
+pub struct Options {
+    pub dataset: PathBuf,
+    pub train_split: String,
+    /// `None`: `val`, else `test`.
+    pub test_split: Option<String>,
+    pub shots: Vec<Shots>,
+    pub seeds: u64,
+    pub heads: Vec<HeadKind>,
+    pub l2: f32,
+    pub max_iterations: usize,
+    /// Also write the embeddings (raw f32) and an index, for tools/compare_sklearn.py.
+    pub save_embeddings: Option<PathBuf>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum EvalError {
+    #[error("{0}")]
+    Dataset(String),
+    #[error("cannot write {0}: {1}")]
+    Write(PathBuf, std::io::Error),
+}
+
+/// One labeled image of the data set.
+#[derive(Debug, Clone, Serialize)]
+pub struct Item {
+    pub split: String,
+    pub class: String,
+    pub path: PathBuf,
+}
+
+/// `<root>/<split>/<class>/*`, sorted.
+pub fn list_split(root: &Path, split: &str) -> Result<Vec<Item>, EvalError> {
+    let dir = root.join(split);
+    let read = |d: &Path| {
+        std::fs::read_dir(d)
+            .map_err(|e| EvalError::Dataset(format!("cannot read {}: {e}", d.display())))
+    };
+    let mut items = Vec::new();
+    for class in read(&dir)? {
+        let class = class.map_err(|e| EvalError::Dataset(e.to_string()))?.path();
+        if !class.is_dir() {
+            continue;
+        }
+        let name = class
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        for f in read(&class)? {
+            let f = f.map_err(|e| EvalError::Dataset(e.to_string()))?.path();
+            if is_image(&f) {
+                items.push(Item {
+                    split: split.to_string(),
+                    class: name.clone(),
+                    path: f,
+                });
+            }
+        }
+    }
+    items.sort_by(|a, b| a.path.cmp(&b.path));
+    if items.is_empty() {
+        return Err(EvalError::Dataset(format!(
+            "no images under {}/<class>/",
+            dir.display()
+        )));
+    }
+    Ok(items)
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Row {
+    pub head: String,
+    pub shots: Shots,
+    pub runs: usize,
+    pub mean: f64,
+    pub std: f64,
+    pub min: f64,
+    pub max: f64,
+    pub train_ms: f64,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Report {
+    pub dataset: String,
+    pub backbone: String,
+    pub train_images: usize,
+    pub test_images: usize,
+    pub classes: Vec<String>,
+    pub skipped_images: usize,
+    /// Decode + preprocess + backbone, per image.
+    pub embed_images_per_s: f64,
+    pub rows: Vec<Row>,
+}
+
+fn embed_all(
+    embedder: &dyn Embedder,
+    items: &[Item],
+    max_side: u32,
+    skipped: &mut usize,
+) -> Vec<Option<Vec<f32>>> {
+    items
+        .iter()
+        .map(|it| {
+            let bytes = std::fs::read(&it.path).ok()?;
+            let img = match decode_image(&bytes, max_side) {
+                Ok(i) => i,
+                Err(e) => {
+                    eprintln!("skipping {}: {e}", it.path.display());
+                    *skipped += 1;
+                    return None;
+                }
+            };
+            embedder.embed(&img).ok().map(|e| e.features)
+        })
+        .collect()
+}
+
+fn stats(v: &[f64]) -> (f64, f64, f64, f64) {
+    let n = v.len().max(1) as f64;
+    let mean = v.iter().sum::<f64>() / n;
+    let std = (v.iter().map(|x| (x - mean).powi(2)).sum::<f64>() / n).sqrt();
+    let min = v.iter().copied().fold(f64::INFINITY, f64::min);
+    let max = v.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+    (mean, std, min, max)
+}
+
+pub fn run(embedder: &dyn Embedder, o: &Options) -> Result<Report, EvalError> {
+    let test_split = match &o.test_split {
+        Some(s) => s.clone(),
+        None if o.dataset.join("val").is_dir() => "val".into(),
+        None => "test".into(),
+    };
+    let train = list_split(&o.dataset, &o.train_split)?;
+    let test = list_split(&o.dataset, &test_split)?;
+    let classes: Vec<String> = {
+        let mut c: Vec<String> = train.iter().map(|i| i.class.clone()).collect();
+        c.dedup();
+        c
+    };
+    let index: BTreeMap<&str, usize> = classes
+        .iter()
+        .enumerate()
+        .map(|(i, c)| (c.as_str(), i))
+        .collect();
+    let mut skipped = 0;
+    let started = Instant::now();
+    let train_f = embed_all(embedder, &train, 16_384, &mut skipped);
+    let test_f = embed_all(embedder, &test, 16_384, &mut skipped);
+    let embed_rate = (train.len() + test.len()) as f64 / started.elapsed().as_secs_f64();
+    eprintln!(
+        "embedded {} images in {:.1} s ({embed_rate:.1}/s)",
+        train.len() + test.len(),
+        started.elapsed().as_secs_f64()
+    );
+    if let Some(dir) = &o.save_embeddings {
+        save_embeddings(dir, embedder.dim(), &[(&train, &train_f), (&test, &test_f)])?;
+    }
+
+    // Per class, the train samples that embedded.
+    let mut by_class: Vec<Vec<usize>> = vec![Vec::new(); classes.len()];
+    for (i, (it, f)) in train.iter().zip(&train_f).enumerate() {
+        if f.is_some() {
+            by_class[index[it.class.as_str()]].push(i);
+        }
+    }
+    let tests: Vec<(&[f32], usize)> = test
+        .iter()
+        .zip(&test_f)
+        .filter_map(|(it, f)| Some((f.as_deref()?, *index.get(it.class.as_str())?)))
+        .collect();
+
+    let mut rows = Vec::new();
+    for &kind in &o.heads {
+        let params = TrainParams {
+            kind,
+            auto_min_samples: 5,
+            l2: o.l2,
+            max_iterations: o.max_iterations,
+            unknown: UnknownThreshold::Off,
+        };
+        for &shots in &o.shots {
+            let runs = if shots == Shots::All { 1 } else { o.seeds };
+            let mut accs = Vec::new();
+            let mut train_ms = Vec::new();
+            for seed in 0..runs {
+                let mut rng = fastrand::Rng::with_seed(seed);
+                let mut picked = Vec::new();
+                for members in &by_class {
+                    let mut m = members.clone();
+                    rng.shuffle(&mut m);
+                    let k = match shots {
+                        Shots::K(k) => k.min(m.len()),
+                        Shots::All => m.len(),
+                    };
+                    picked.extend_from_slice(&m[..k]);
+                }
+                let samples: Vec<Sample> = picked
+                    .iter()
+                    .filter_map(|&i| {
+                        Some(Sample {
+                            features: train_f[i].as_deref()?,
+                            class: index[train[i].class.as_str()],
+                        })
+                    })
+                    .collect();
+                let t = Instant::now();
+                let h = head::train(&samples, &classes, embedder.id(), 1, &params)
+                    .map_err(|e| EvalError::Dataset(e.to_string()))?;
+                train_ms.push(t.elapsed().as_secs_f64() * 1000.0);
+                let correct = tests
+                    .iter()
+                    .filter(|(f, c)| {
+                        let s = h.predict(f);
+                        s.ranked
+                            .first()
+                            .is_some_and(|(i, _)| h.classes[*i] == classes[*c])
+                    })
+                    .count();
+                accs.push(correct as f64 / tests.len().max(1) as f64);
+            }
+            let (mean, std, min, max) = stats(&accs);
+            let row = Row {
+                head: format!("{kind:?}").to_lowercase(),
+                shots,
+                runs: accs.len(),
+                mean,
+                std,
+                min,
+                max,
+                train_ms: stats(&train_ms).0,
+            };
+            eprintln!(
+                "{:8} {:>4}-shot  accuracy {:.4} ± {:.4} (min {:.4}, max {:.4}, {} runs)  train {:.1} ms",
+                row.head, row.shots, row.mean, row.std, row.min, row.max, row.runs, row.train_ms
+            );
+            rows.push(row);
+        }
+    }
+    Ok(Report {
+        dataset: o.dataset.display().to_string(),
+        backbone: embedder.id().to_string(),
+        train_images: train.len(),
+        test_images: test.len(),
+        classes,
+        skipped_images: skipped,
+        embed_images_per_s: embed_rate,
+        rows,
+    })
+}
+
+/// `embeddings.f32` (N × dim, little-endian) and `embeddings.json` (dim, one entry
+/// per row: split, class, path).
+fn save_embeddings(
+    dir: &Path,
+    dim: usize,
+    parts: &[(&Vec<Item>, &Vec<Option<Vec<f32>>>)],
+) -> Result<(), EvalError> {
+    let w = |p: PathBuf, e| EvalError::Write(p, e);
+    std::fs::create_dir_all(dir).map_err(|e| w(dir.to_path_buf(), e))?;
+    let bin = dir.join("embeddings.f32");
+    let mut f =
+        std::io::BufWriter::new(std::fs::File::create(&bin).map_err(|e| w(bin.clone(), e))?);
+    let mut rows = Vec::new();
+    for (items, feats) in parts {
+        for (it, v) in items.iter().zip(feats.iter()) {
+            if let Some(v) = v {
+                for x in v {
+                    f.write_all(&x.to_le_bytes())
+                        .map_err(|e| w(bin.clone(), e))?;
+                }
+                rows.push(it.clone());
+            }
+        }
+    }
+    f.flush().map_err(|e| w(bin.clone(), e))?;
+    let index = serde_json::json!({ "dim": dim, "rows": rows });
+    let idx = dir.join("embeddings.json");
+    std::fs::write(&idx, index.to_string()).map_err(|e| w(idx, e))?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn shots_parse() {
+        assert_eq!("5".parse::<Shots>(), Ok(Shots::K(5)));
+        assert_eq!("all".parse::<Shots>(), Ok(Shots::All));
+        assert!("0".parse::<Shots>().is_err());
+        assert!("x".parse::<Shots>().is_err());
+    }
+
+    #[test]
+    fn lists_a_split_by_class_folder() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        for (c, n) in [("a", 2), ("b", 1)] {
+            let d = dir.path().join("train").join(c);
+            std::fs::create_dir_all(&d).expect("mkdir");
+            for i in 0..n {
+                std::fs::write(d.join(format!("{i}.jpg")), b"x").expect("write");
+            }
+            std::fs::write(d.join("notes.txt"), b"x").expect("write");
+        }
+        let items = list_split(dir.path(), "train").expect("list");
+        assert_eq!(items.len(), 3);
+        assert_eq!(items[2].class, "b");
+        assert!(list_split(dir.path(), "val").is_err());
+    }
+
+    #[test]
+    fn stats_of_a_sample() {
+        let (mean, std, min, max) = stats(&[1.0, 3.0]);
+        assert_eq!((mean, std, min, max), (2.0, 1.0, 1.0, 3.0));
+    }
+}

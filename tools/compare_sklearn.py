@@ -1,0 +1,73 @@
+#!/usr/bin/env python3
+"""scikit-learn's LogisticRegression on the embeddings edgehead computed, for comparison.
+
+    edgehead eval ../shared/data/clothing10 --save-embeddings /tmp/clothing10-emb
+    python3 tools/compare_sklearn.py /tmp/clothing10-emb
+
+Reads embeddings.f32 / embeddings.json written by `edgehead eval --save-embeddings`,
+trains LogisticRegression (scikit-learn defaults: L2, C=1.0, lbfgs; max_iter raised so
+it converges) on the train split, and prints the accuracy on the test split, on the
+raw embeddings and on edgehead's own feature transform (centred, L2-normalized), with
+the whole train split and k-shot over the same seeds as `edgehead eval` would draw
+(the draws differ: Python's RNG is not edgehead's).
+"""
+
+import argparse
+import json
+import os
+import sys
+import time
+
+import numpy as np
+from sklearn.linear_model import LogisticRegression
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("dir")
+    ap.add_argument("--train-split", default="train")
+    ap.add_argument("--test-split", default=None)
+    ap.add_argument("--shots", default="5,10,all")
+    ap.add_argument("--seeds", type=int, default=5)
+    args = ap.parse_args()
+    with open(os.path.join(args.dir, "embeddings.json")) as f:
+        index = json.load(f)
+    x = np.fromfile(os.path.join(args.dir, "embeddings.f32"), dtype="<f4").reshape(-1, index["dim"])
+    rows = index["rows"]
+    splits = sorted({r["split"] for r in rows})
+    test_split = args.test_split or ("val" if "val" in splits else "test")
+    classes = sorted({r["class"] for r in rows if r["split"] == args.train_split})
+    y = np.array([classes.index(r["class"]) for r in rows])
+    tr = np.array([r["split"] == args.train_split for r in rows])
+    te = np.array([r["split"] == test_split for r in rows])
+
+    def transform(train_x, other):
+        c = train_x.mean(axis=0)
+        n = lambda a: (a - c) / np.maximum(np.linalg.norm(a - c, axis=1, keepdims=True), 1e-12)
+        return n(train_x), n(other)
+
+    print(f"{len(classes)} classes, {tr.sum()} train, {te.sum()} {test_split}")
+    for shots in args.shots.split(","):
+        for name, tf in (("raw", None), ("centred+L2", transform)):
+            accs, times = [], []
+            for seed in range(1 if shots == "all" else args.seeds):
+                rng = np.random.default_rng(seed)
+                pick = []
+                for c in range(len(classes)):
+                    idx = np.flatnonzero(tr & (y == c))
+                    rng.shuffle(idx)
+                    pick.extend(idx if shots == "all" else idx[: int(shots)])
+                pick = np.array(pick)
+                a, b = x[pick], x[te]
+                if tf:
+                    a, b = tf(a, b)
+                t = time.perf_counter()
+                clf = LogisticRegression(max_iter=5000).fit(a, y[pick])
+                times.append((time.perf_counter() - t) * 1000)
+                accs.append(float((clf.predict(b) == y[te]).mean()))
+            print(f"sklearn LogisticRegression {name:11} {shots:>4}-shot: accuracy {np.mean(accs):.4f} ± {np.std(accs):.4f} ({len(accs)} runs), fit {np.mean(times):.0f} ms")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
