@@ -296,12 +296,15 @@ pub fn run(embedder: &dyn Embedder, o: &Options) -> Result<Report, EvalError> {
     })
 }
 
+/// Items and their embeddings (`None`: the image could not be read).
+type Embedded<'a> = (&'a [Item], &'a [Option<Vec<f32>>]);
+
 /// `embeddings.f32` (N × dim, little-endian) and `embeddings.json` (dim, one entry
 /// per row: split, class, path).
 fn save_embeddings(
     dir: &Path,
     dim: usize,
-    parts: &[(&Vec<Item>, &Vec<Option<Vec<f32>>>)],
+    parts: &[Embedded<'_>],
 ) -> Result<(), EvalError> {
     let w = |p: PathBuf, e| EvalError::Write(p, e);
     std::fs::create_dir_all(dir).map_err(|e| w(dir.to_path_buf(), e))?;
