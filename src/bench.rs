@@ -33,6 +33,8 @@ pub struct Options {
     pub height: u32,
     /// Capture rate of the synthetic source in the end-to-end run (a camera's rate).
     pub fps: f64,
+    /// Also print the time per operator kind of the optimized plan.
+    pub profile: bool,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -245,6 +247,12 @@ pub fn run(o: &Options) -> Result<Report, crate::backbone::EmbedError> {
             let x = e.embed(&frame)?;
             pre.push(x.preprocess.as_secs_f64() * 1000.0);
             inf.push(x.inference.as_secs_f64() * 1000.0);
+        }
+        if o.profile {
+            let input = e.preprocess().run(&frame);
+            for (op, nodes, ms) in e.profile(&input, o.runs.min(20))? {
+                println!("  profile: {ms:8.3} ms  {nodes:4} nodes  {op}");
+            }
         }
         let (fps, frames, dropped, lat, process_threads) = end_to_end(e.clone(), o);
         let r = ThreadResult {

@@ -212,6 +212,9 @@ pub struct BackboneConfig {
     pub output: String,
     /// Threads for tract's matrix products; 1 leaves the other cores to capture and MQTT.
     pub threads: usize,
+    /// tract model transforms applied before optimization, in order (`conv_nhwc`
+    /// runs convolutions channel-last, which speeds up depthwise convolutions).
+    pub transforms: Vec<String>,
 }
 
 impl Default for BackboneConfig {
@@ -227,6 +230,7 @@ impl Default for BackboneConfig {
             crop_fraction: 0.875,
             output: "features".into(),
             threads: 1,
+            transforms: vec!["conv_nhwc".into()],
         }
     }
 }

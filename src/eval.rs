@@ -16,8 +16,7 @@ use crate::source::decode::decode_image;
 use crate::source::files::is_image;
 
 /// How many support samples per class.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(untagged)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Shots {
     K(usize),
     All,
@@ -34,6 +33,15 @@ impl std::str::FromStr for Shots {
                 .filter(|k| *k > 0)
                 .map(Shots::K)
                 .ok_or_else(|| format!("{n:?} is not a positive number or \"all\"")),
+        }
+    }
+}
+
+impl Serialize for Shots {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        match self {
+            Shots::K(k) => s.serialize_u64(*k as u64),
+            Shots::All => s.serialize_str("all"),
         }
     }
 }
@@ -278,7 +286,7 @@ pub fn run(embedder: &dyn Embedder, o: &Options) -> Result<Report, EvalError> {
                 train_ms: stats(&train_ms).0,
             };
             eprintln!(
-                "{:8} {:>4}-shot  accuracy {:.4} ± {:.4} (min {:.4}, max {:.4}, {} runs)  train {:.1} ms",
+                "{:8} {:>4}-shot accuracy {:.4} ± {:.4} (min {:.4}, max {:.4}, {} runs)  train {:.1} ms",
                 row.head, row.shots, row.mean, row.std, row.min, row.max, row.runs, row.train_ms
             );
             rows.push(row);
@@ -301,11 +309,7 @@ type Embedded<'a> = (&'a [Item], &'a [Option<Vec<f32>>]);
 
 /// `embeddings.f32` (N × dim, little-endian) and `embeddings.json` (dim, one entry
 /// per row: split, class, path).
-fn save_embeddings(
-    dir: &Path,
-    dim: usize,
-    parts: &[Embedded<'_>],
-) -> Result<(), EvalError> {
+fn save_embeddings(dir: &Path, dim: usize, parts: &[Embedded<'_>]) -> Result<(), EvalError> {
     let w = |p: PathBuf, e| EvalError::Write(p, e);
     std::fs::create_dir_all(dir).map_err(|e| w(dir.to_path_buf(), e))?;
     let bin = dir.join("embeddings.f32");

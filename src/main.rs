@@ -82,6 +82,9 @@ enum Command {
         /// Capture rate of the synthetic source, like a camera's.
         #[arg(long, default_value_t = 30.0)]
         fps: f64,
+        /// Print the time spent per operator kind of the optimized plan.
+        #[arg(long)]
+        profile: bool,
         /// Write the results as JSON here.
         #[arg(long)]
         json: Option<PathBuf>,
@@ -181,6 +184,7 @@ fn main() -> ExitCode {
             width,
             height,
             fps,
+            profile,
             json,
         } => {
             let o = edgehead::bench::Options {
@@ -191,6 +195,7 @@ fn main() -> ExitCode {
                 width: (*width).clamp(16, 8192),
                 height: (*height).clamp(16, 8192),
                 fps: fps.clamp(0.0, 1000.0),
+                profile: *profile,
             };
             edgehead::bench::run(&o)
                 .map_err(anyhow::Error::from)

@@ -75,7 +75,19 @@ impl TractEmbedder {
         model
             .select_output_outlets(&[outlet])
             .map_err(|e| load_err(path, e))?;
-        let typed = model.into_optimized().map_err(|e| load_err(path, e))?;
+        let mut typed = model
+            .into_typed()
+            .and_then(|m| m.into_decluttered())
+            .map_err(|e| load_err(path, e))?;
+        for name in &config.transforms {
+            let transform = tract_onnx::tract_core::transform::get_transform(name)
+                .map_err(|e| load_err(path, e))?
+                .ok_or_else(|| load_err(path, format!("tract has no model transform {name:?}")))?;
+            transform
+                .transform(&mut typed)
+                .map_err(|e| load_err(path, format!("transform {name}: {e:#}")))?;
+        }
+        let typed = typed.into_optimized().map_err(|e| load_err(path, e))?;
         let out_fact = typed.output_fact(0).map_err(|e| load_err(path, e))?.clone();
         let dim = out_fact
             .shape
@@ -146,6 +158,49 @@ impl TractEmbedder {
 
     pub fn preprocess(&self) -> &Preprocess {
         &self.preprocess
+    }
+
+    /// Time every node of the optimized plan over `runs` runs on `input`; per
+    /// operator kind: (name, node count, total ms per run), most expensive first.
+    pub fn profile(
+        &self,
+        input: &[f32],
+        runs: usize,
+    ) -> Result<Vec<(String, usize, f64)>, EmbedError> {
+        use std::collections::HashMap;
+        let mut per_op: HashMap<String, (std::collections::HashSet<usize>, Duration)> =
+            HashMap::new();
+        let mut state = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        for _ in 0..runs.max(1) {
+            let tensor = tract_ndarray::Array4::from_shape_vec(self.shape, input.to_vec())
+                .map_err(|e| EmbedError::Run(e.to_string()))?
+                .into_tensor();
+            state
+                .run_plan_with_eval(
+                    tvec!(tensor.into_tvalue()),
+                    |ctx, op_state, node, inputs| {
+                        let t = Instant::now();
+                        let r = tract_onnx::tract_core::plan::eval(ctx, op_state, node, inputs);
+                        let e = per_op.entry(node.op().name().to_string()).or_default();
+                        e.0.insert(node.id);
+                        e.1 += t.elapsed();
+                        r
+                    },
+                )
+                .map_err(|e| EmbedError::Run(format!("{e:#}")))?;
+        }
+        let mut rows: Vec<(String, usize, f64)> = per_op
+            .into_iter()
+            .map(|(k, (nodes, d))| {
+                (
+                    k,
+                    nodes.len(),
+                    d.as_secs_f64() * 1000.0 / runs.max(1) as f64,
+                )
+            })
+            .collect();
+        rows.sort_by(|a, b| b.2.total_cmp(&a.2));
+        Ok(rows)
     }
 }
 

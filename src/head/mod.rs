@@ -30,8 +30,12 @@ pub struct Head {
     pub classes: Vec<String>,
     /// The backbone whose features this head was trained on.
     pub backbone: BackboneId,
-    /// Mean of the training features, subtracted before normalizing.
+    /// Mean of the training features, subtracted before anything else.
     pub center: Vec<f32>,
+    /// Mean distance of the training features from `center`: the softmax model reads
+    /// `(x - center) / scale`, so it keeps how far a frame lies from the centre.
+    #[serde(default = "one")]
+    pub scale: f32,
     /// L2-normalized class means of the centred, normalized features.
     pub means: Vec<Vec<f32>>,
     /// Softmax regression weights (classes × dim) and biases; empty for NCM.
@@ -198,6 +202,18 @@ pub fn train(
         .iter()
         .map(|s| normalize_centered(s.features, &center))
         .collect();
+    let scale = {
+        let total: f64 = samples
+            .iter()
+            .map(|s| distance(s.features, &center) as f64)
+            .sum();
+        let mean = (total / samples.len() as f64) as f32;
+        if mean > 0.0 && mean.is_finite() {
+            mean
+        } else {
+            1.0
+        }
+    };
     let n_classes = kept.len();
     let model = ncm::fit(&z, &labels, n_classes);
     let loo = ncm::leave_one_out(&z, &labels, &model);
@@ -217,7 +233,11 @@ pub fn train(
         HeadKind::Auto => ModelKind::Ncm,
     };
     let (weights, bias) = if kind == ModelKind::Softmax && n_classes >= 2 {
-        let fit = softmax::fit(&z, &labels, n_classes, params.l2, params.max_iterations);
+        let u: Vec<Vec<f32>> = samples
+            .iter()
+            .map(|s| scaled_centered(s.features, &center, scale))
+            .collect();
+        let fit = softmax::fit(&u, &labels, n_classes, params.l2, params.max_iterations);
         (fit.weights, fit.bias)
     } else {
         (Vec::new(), Vec::new())
@@ -239,6 +259,7 @@ pub fn train(
         classes: kept,
         backbone: backbone.clone(),
         center,
+        scale,
         means: model.means,
         weights,
         bias,
@@ -250,14 +271,14 @@ pub fn train(
             .map(|d| d.as_secs())
             .unwrap_or(0),
     };
-    let correct = z
+    let correct = samples
         .iter()
         .zip(&labels)
-        .filter(|(z, l)| head.scores_normalized(z).ranked.first().map(|r| r.0) == Some(**l))
+        .filter(|(s, l)| head.predict(s.features).ranked.first().map(|r| r.0) == Some(**l))
         .count();
     head.quality = loo.quality(
         &head.classes,
-        correct as f32 / z.len() as f32,
+        correct as f32 / samples.len() as f32,
         started.elapsed(),
     );
     Ok(head)
@@ -286,11 +307,15 @@ impl Head {
                 unknown: true,
             };
         }
-        self.scores_normalized(&normalize_centered(features, &self.center))
-    }
-
-    fn scores_normalized(&self, z: &[f32]) -> Scores {
-        let sims: Vec<f32> = self.means.iter().map(|m| dot(z, m)).collect();
+        let centered: Vec<f32> = features
+            .iter()
+            .zip(&self.center)
+            .map(|(a, c)| a - c)
+            .collect();
+        let norm = centered.iter().map(|x| x * x).sum::<f32>().sqrt();
+        // Cosine similarity to each class mean: dot with the normalized vector.
+        let inv = if norm > 0.0 { 1.0 / norm } else { 0.0 };
+        let sims: Vec<f32> = self.means.iter().map(|m| dot(&centered, m) * inv).collect();
         let similarity = sims.iter().copied().fold(f32::NEG_INFINITY, f32::max);
         let logits: Vec<f32> = match self.kind {
             ModelKind::Ncm => sims.iter().map(|s| s * self.temperature).collect(),
@@ -298,7 +323,7 @@ impl Head {
                 .weights
                 .iter()
                 .zip(&self.bias)
-                .map(|(w, b)| dot(z, w) + b)
+                .map(|(w, b)| dot(&centered, w) / self.scale + b)
                 .collect(),
         };
         let probs = softmax_of(&logits);
@@ -325,6 +350,24 @@ pub fn mean_of<'a>(vs: impl Iterator<Item = &'a [f32]>, dim: usize) -> Vec<f32> 
     acc.into_iter()
         .map(|a| (a / n.max(1) as f64) as f32)
         .collect()
+}
+
+fn one() -> f32 {
+    1.0
+}
+
+/// `|v - center|`.
+pub fn distance(v: &[f32], center: &[f32]) -> f32 {
+    v.iter()
+        .zip(center)
+        .map(|(a, c)| (a - c) * (a - c))
+        .sum::<f32>()
+        .sqrt()
+}
+
+/// `(v - center) / scale`.
+pub fn scaled_centered(v: &[f32], center: &[f32], scale: f32) -> Vec<f32> {
+    v.iter().zip(center).map(|(a, c)| (a - c) / scale).collect()
 }
 
 /// `(v - center) / |v - center|`; the zero vector stays zero.
