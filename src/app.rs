@@ -256,37 +256,30 @@ impl Daemon {
         let deadline = tokio::time::Instant::now() + grace;
         let stuck = |stuck| RunError::Stuck { grace, stuck };
         capture_stop.stop();
-        if !capture_finished
-            && tokio::time::timeout_at(deadline, &mut capture_done)
-                .await
-                .is_err()
-        {
-            return Err(failure.unwrap_or(stuck("capture")));
-        }
-        if !infer_finished
-            && tokio::time::timeout_at(deadline, &mut infer_task)
-                .await
-                .is_err()
-        {
-            return Err(failure.unwrap_or(stuck("inference")));
-        }
-        drain.cancel();
-        if !learn_task.is_finished()
-            && tokio::time::timeout_at(deadline, &mut learn_task)
-                .await
-                .is_err()
-        {
-            return Err(failure.unwrap_or(stuck("learn")));
-        }
-        stop_status.cancel();
-        let _ = tokio::time::timeout_at(deadline, &mut status_task).await;
-        finish.cancel();
-        if !mqtt_task.is_finished()
-            && tokio::time::timeout_at(deadline, &mut mqtt_task)
-                .await
-                .is_err()
-        {
-            return Err(failure.unwrap_or(stuck("mqtt")));
+        // Tasks that already ended (and were awaited in the loop above) are skipped.
+        let ordered = async {
+            if !capture_finished {
+                within(deadline, "capture", &mut capture_done).await?;
+            }
+            if !infer_finished && !infer_task.is_finished() {
+                within(deadline, "inference", &mut infer_task).await?;
+            }
+            drain.cancel();
+            if !learn_task.is_finished() {
+                within(deadline, "learn", &mut learn_task).await?;
+            }
+            stop_status.cancel();
+            if !status_task.is_finished() {
+                within(deadline, "status", &mut status_task).await?;
+            }
+            finish.cancel();
+            if !mqtt_task.is_finished() {
+                within(deadline, "mqtt", &mut mqtt_task).await?;
+            }
+            Ok(())
+        };
+        if let Err(stage) = ordered.await {
+            return Err(failure.unwrap_or(stuck(stage)));
         }
         let s = stats.snapshot();
         tracing::info!(
@@ -329,6 +322,18 @@ async fn watchdog(
             }
         }
     }
+}
+
+/// Wait for `fut` until `deadline`; `Err(name)` when it is still running then.
+async fn within<F: Future>(
+    deadline: tokio::time::Instant,
+    name: &'static str,
+    fut: F,
+) -> Result<(), &'static str> {
+    tokio::time::timeout_at(deadline, fut)
+        .await
+        .map(|_| ())
+        .map_err(|_| name)
 }
 
 fn join_why<T: std::fmt::Debug>(r: Result<T, tokio::task::JoinError>) -> String {

@@ -432,7 +432,7 @@ pub struct EmbeddedBrokerConfig {
 impl Default for EmbeddedBrokerConfig {
     fn default() -> Self {
         Self {
-            listen: "0.0.0.0:1883".into(),
+            listen: "127.0.0.1:1883".into(),
             max_connections: 32,
         }
     }

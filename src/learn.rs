@@ -19,7 +19,7 @@ use tokio::sync::mpsc;
 
 use crate::backbone::Embedder;
 use crate::config::LearnConfig;
-use crate::head::{self, Head, Sample, TrainParams, UNKNOWN};
+use crate::head::{self, Head, TrainParams, UNKNOWN};
 use crate::mqtt::payload::{response_error, response_ok};
 use crate::mqtt::{Publisher, Request};
 use crate::source::decode::decode_image;
@@ -551,18 +551,9 @@ impl Learner {
         }
         self.check_room(&label, 1)?;
         let max_side = self.config.max_image_side;
-        let side = self.config.thumbnail_side;
-        let embedder = self.embedder.clone();
-        let (prepared, features) = tokio::task::spawn_blocking(move || {
-            let img = decode_image(&bytes, max_side).map_err(|e| bad(e.to_string()))?;
-            let prepared = thumbnail(img, side)?;
-            let e = embedder
-                .embed(&prepared.image)
-                .map_err(|e| bad(e.to_string()))?;
-            Ok::<_, RequestError>((prepared, e.features))
-        })
-        .await
-        .map_err(|e| bad(format!("internal error: {e}")))??;
+        let (prepared, features) = self
+            .embed_sample(move || decode_image(&bytes, max_side).map_err(|e| bad(e.to_string())))
+            .await?;
         let id = self.store_sample(&label, Origin::Image, &prepared.jpeg, features)?;
         Ok(json!({
             "id": id,
@@ -570,6 +561,25 @@ impl Learner {
             "class_samples": self.class_count(&label),
             "retrain_in_ms": self.config.debounce_ms,
         }))
+    }
+
+    /// On the blocking pool: get the image, shrink it to the stored thumbnail and
+    /// embed that (the thumbnail is what a new backbone will re-embed).
+    async fn embed_sample(
+        &self,
+        image: impl FnOnce() -> Result<RgbImage, RequestError> + Send + 'static,
+    ) -> Result<(Prepared, Vec<f32>), RequestError> {
+        let side = self.config.thumbnail_side;
+        let embedder = self.embedder.clone();
+        tokio::task::spawn_blocking(move || {
+            let prepared = thumbnail(image()?, side)?;
+            let e = embedder
+                .embed(&prepared.image)
+                .map_err(|e| bad(e.to_string()))?;
+            Ok((prepared, e.features))
+        })
+        .await
+        .map_err(|e| bad(format!("internal error: {e}")))?
     }
 
     fn store_sample(
@@ -640,17 +650,7 @@ impl Learner {
                 return Err(bad("no frame from the source yet"));
             };
             last_seq = frame.seq;
-            let side = self.config.thumbnail_side;
-            let embedder = self.embedder.clone();
-            let (prepared, features) = tokio::task::spawn_blocking(move || {
-                let prepared = thumbnail(frame.image.clone(), side)?;
-                let e = embedder
-                    .embed(&prepared.image)
-                    .map_err(|e| bad(e.to_string()))?;
-                Ok::<_, RequestError>((prepared, e.features))
-            })
-            .await
-            .map_err(|e| bad(format!("internal error: {e}")))??;
+            let (prepared, features) = self.embed_sample(move || Ok(frame.image.clone())).await?;
             ids.push(self.store_sample(&label, Origin::Frame, &prepared.jpeg, features)?);
         }
         Ok(json!({
@@ -706,14 +706,7 @@ impl Learner {
         let backbone = self.embedder.id().clone();
         let params = self.params.clone();
         let trained = tokio::task::spawn_blocking(move || {
-            let samples: Vec<Sample> = data
-                .iter()
-                .map(|(f, c)| Sample {
-                    features: f,
-                    class: *c,
-                })
-                .collect();
-            head::train(&samples, &classes, &backbone, version, &params)
+            head::train(&head::samples(&data), &classes, &backbone, version, &params)
         })
         .await;
         let head = match trained {

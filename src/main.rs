@@ -85,6 +85,10 @@ enum Command {
         /// Print the time spent per operator kind of the optimized plan.
         #[arg(long)]
         profile: bool,
+        /// Also time teaching: labeled sample over MQTT to the first prediction
+        /// that knows its label (runs the daemon in-process on these images).
+        #[arg(long)]
+        teach: Option<PathBuf>,
         /// Write the results as JSON here.
         #[arg(long)]
         json: Option<PathBuf>,
@@ -98,8 +102,9 @@ fn init_logging(settings: Option<&Settings>) {
     let (format, level) = settings
         .map(|s| (s.raw.log.format, s.raw.log.level.clone()))
         .unwrap_or((LogFormat::Text, "info".into()));
-    // rumqttd logs every connection at info: keep it to warnings unless asked.
-    let filter = std::env::var("RUST_LOG").unwrap_or_else(|_| format!("rumqttd=warn,{level}"));
+    // The embedded broker (rumqttd) logs routine disconnects as errors: silent unless
+    // asked for (log.level = "info,rumqttd=info"). Its failure to run is still caught.
+    let filter = std::env::var("RUST_LOG").unwrap_or_else(|_| format!("rumqttd=off,{level}"));
     let filter = tracing_subscriber::EnvFilter::try_new(&filter)
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     let builder = tracing_subscriber::fmt()
@@ -185,6 +190,7 @@ fn main() -> ExitCode {
             height,
             fps,
             profile,
+            teach,
             json,
         } => {
             let o = edgehead::bench::Options {
@@ -197,9 +203,7 @@ fn main() -> ExitCode {
                 fps: fps.clamp(0.0, 1000.0),
                 profile: *profile,
             };
-            edgehead::bench::run(&o)
-                .map_err(anyhow::Error::from)
-                .and_then(|r| write_json(json.as_ref(), &r))
+            bench(&settings, &o, teach.as_ref(), json.as_ref())
         }
         Command::PrintConfig | Command::Devices => Ok(()),
     };
@@ -357,6 +361,38 @@ fn embed(settings: &Settings, images: &[PathBuf]) -> anyhow::Result<()> {
         );
     }
     Ok(())
+}
+
+fn bench(
+    settings: &Settings,
+    o: &edgehead::bench::Options,
+    teach: Option<&PathBuf>,
+    json: Option<&PathBuf>,
+) -> anyhow::Result<()> {
+    let report = edgehead::bench::run(o)?;
+    let teach = match teach {
+        Some(images) => {
+            let t = edgehead::bench::teach_latency(settings.raw.clone(), images, 5)?;
+            let list = |v: &[f64]| {
+                v.iter()
+                    .map(|x| format!("{x:.0}"))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            };
+            println!(
+                "teaching over MQTT (debounce {} ms): sample to response {} ms; sample to first prediction with the new class {} ms",
+                t.debounce_ms,
+                list(&t.response_ms),
+                list(&t.first_prediction_ms)
+            );
+            Some(t)
+        }
+        None => None,
+    };
+    write_json(
+        json,
+        &serde_json::json!({ "bench": report, "teach": teach }),
+    )
 }
 
 fn write_json(path: Option<&PathBuf>, value: &impl serde::Serialize) -> anyhow::Result<()> {

@@ -141,6 +141,16 @@ pub struct Sample<'a> {
     pub class: usize,
 }
 
+/// Borrow `(features, class)` pairs as training samples.
+pub fn samples(data: &[(Vec<f32>, usize)]) -> Vec<Sample<'_>> {
+    data.iter()
+        .map(|(features, class)| Sample {
+            features,
+            class: *class,
+        })
+        .collect()
+}
+
 /// A prediction for one feature vector.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Scores {

@@ -270,7 +270,7 @@ impl Connection {
                 "MQTT queue full right after connecting; some announcements were dropped"
             );
         }
-        tracing::info!(client_id = %p.topics.base, "MQTT connected");
+        tracing::info!(topics = %p.topics.base, "MQTT connected");
     }
 
     fn on_publish(&self, topic: &str, payload: Bytes) {

@@ -76,12 +76,8 @@ async fn sigkill_leaves_offline_through_the_last_will() {
     })
     .await;
     // Retained: a client that subscribes afterwards reads offline too.
-    let mut late = Client::connect(broker.port, &[&format!("{BASE}/availability")]).await;
-    let m = late
-        .wait_for(&format!("{BASE}/availability"), 10, |_| true)
-        .await;
+    let m = Client::retained(broker.port, &format!("{BASE}/availability")).await;
     assert_eq!(m.text(), "offline");
-    assert!(m.retain);
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -100,10 +96,7 @@ async fn sigterm_publishes_offline_and_exits_zero() {
         m.text() == "offline"
     })
     .await;
-    let mut late = Client::connect(broker.port, &[&format!("{BASE}/availability")]).await;
-    let m = late
-        .wait_for(&format!("{BASE}/availability"), 10, |_| true)
-        .await;
+    let m = Client::retained(broker.port, &format!("{BASE}/availability")).await;
     assert_eq!(m.text(), "offline");
     let log = daemon.log_text();
     assert!(
@@ -132,11 +125,8 @@ async fn the_daemon_survives_a_broker_restart_and_resumes_publishing() {
     })
     .await;
     // ... and retained, for whoever subscribes later.
-    let mut late = Client::connect(broker.port, &[&format!("{BASE}/availability")]).await;
-    let m = late
-        .wait_for(&format!("{BASE}/availability"), 10, |_| true)
-        .await;
-    assert!(m.retain && m.text() == "online");
+    let m = Client::retained(broker.port, &format!("{BASE}/availability")).await;
+    assert_eq!(m.text(), "online");
     let first = sub
         .wait_for(&format!("{BASE}/prediction"), 30, |_| true)
         .await

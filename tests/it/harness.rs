@@ -236,6 +236,14 @@ impl Client {
         }
     }
 
+    /// What a client subscribing now reads first on `topic`: the retained message.
+    pub async fn retained(port: u16, topic: &str) -> Msg {
+        let mut late = Self::connect(port, &[topic]).await;
+        let m = late.wait_for(topic, 10, |_| true).await;
+        assert!(m.retain, "{topic}: {} is not retained", m.text());
+        m
+    }
+
     pub async fn publish(&self, topic: &str, payload: impl Into<Vec<u8>>) {
         self.client
             .publish(topic, QoS::AtLeastOnce, false, payload)

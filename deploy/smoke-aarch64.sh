@@ -1,0 +1,70 @@
+#!/usr/bin/env bash
+# Smoke test of the cross-built arm64 binary under qemu-user (Debian's
+# qemu-user-static, CPU model of a Raspberry Pi 4 by default):
+#   1. --version
+#   2. check-config on the shipped configs (config/ and deploy/, with the model path
+#      and state_dir pointed at this checkout)
+#   3. embed the fixture images and compare the features with the x86-64 build's
+#      (cosine >= 0.9999 for every image)
+#   4. a short run of the daemon (files source, embedded broker on a free port)
+#      until predictions arrive, then SIGTERM: exit code 0.
+#
+#   deploy/smoke-aarch64.sh [ARM64_BINARY] [X86_64_BINARY]
+set -euo pipefail
+cd "$(dirname "$0")/.."
+arm=${1:-target/aarch64-unknown-linux-gnu/release/edgehead}
+x86=${2:-target/release/edgehead}
+tools/need-packages.sh qemu-user-static mosquitto-clients
+export QEMU_CPU=${QEMU_CPU:-cortex-a72}
+run_arm() { qemu-aarch64-static -L /usr/aarch64-linux-gnu "$arm" "$@"; }
+tmp=$(mktemp -d)
+trap 'rm -rf "$tmp"' EXIT
+export EDGEHEAD__STATE_DIR="$tmp/state"
+
+echo "== version"
+run_arm --version
+
+echo "== check-config"
+run_arm --config config/edgehead.toml check-config
+EDGEHEAD__BACKBONE__MODEL=models/efficientnet-lite0-features-int8w.onnx \
+    run_arm --config deploy/edgehead.toml check-config
+
+echo "== features: arm64 (qemu $QEMU_CPU) against x86-64"
+images=(tests/fixtures/images/*.jpg)
+run_arm --config config/edgehead.toml embed "${images[@]}" > "$tmp/arm.jsonl"
+"$x86" --config config/edgehead.toml embed "${images[@]}" > "$tmp/x86.jsonl"
+python3 - "$tmp/arm.jsonl" "$tmp/x86.jsonl" <<'PY'
+import json, math, sys
+arm = [json.loads(l) for l in open(sys.argv[1])]
+x86 = [json.loads(l) for l in open(sys.argv[2])]
+assert len(arm) == len(x86) > 0, "no embeddings"
+worst = 1.0
+for a, b in zip(arm, x86):
+    fa, fb = a["features"], b["features"]
+    dot = sum(x * y for x, y in zip(fa, fb))
+    cos = dot / (math.sqrt(sum(x * x for x in fa)) * math.sqrt(sum(y * y for y in fb)))
+    diff = max(abs(x - y) for x, y in zip(fa, fb))
+    worst = min(worst, cos)
+    print(f"{a['image']}: cosine {cos:.6f}, max |diff| {diff:.5f}, arm64 {a['inference_ms']:.0f} ms under qemu, x86-64 {b['inference_ms']:.1f} ms")
+if worst < 0.9999:
+    sys.exit(f"features differ: worst cosine {worst}")
+PY
+
+echo "== short daemon run under qemu"
+port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+EDGEHEAD__DEVICE_ID=smoke EDGEHEAD__MQTT__EMBEDDED_BROKER__LISTEN="127.0.0.1:$port" \
+    qemu-aarch64-static -L /usr/aarch64-linux-gnu "$arm" --config config/edgehead.toml run > "$tmp/daemon.log" 2>&1 &
+pid=$!
+for _ in $(seq 1 300); do
+    (echo > "/dev/tcp/127.0.0.1/$port") 2>/dev/null && break
+    kill -0 "$pid" 2>/dev/null || { cat "$tmp/daemon.log"; echo "daemon exited early"; exit 1; }
+    sleep 0.5
+done
+mosquitto_sub -h 127.0.0.1 -p "$port" -t edgehead/smoke/prediction -C 2 -W 300 > "$tmp/predictions"
+head -c 300 "$tmp/predictions"; echo
+kill -TERM "$pid"
+code=0
+wait "$pid" || code=$?
+tail -3 "$tmp/daemon.log"
+[ "$code" = 0 ] || { echo "daemon exited with $code after SIGTERM"; exit 1; }
+echo "arm64 smoke test passed"

@@ -1,0 +1,37 @@
+#!/usr/bin/env python3
+"""Cosine similarity between two embedding dumps of the same images (two backbones,
+e.g. the shipped int8-weight model against the float one).
+
+    edgehead eval DATA --save-embeddings /tmp/a            # shipped model
+    EDGEHEAD__BACKBONE__MODEL=/tmp/float.onnx edgehead eval DATA --save-embeddings /tmp/b
+    python3 tools/compare_embeddings.py /tmp/a /tmp/b
+"""
+
+import json
+import os
+import sys
+
+import numpy as np
+
+
+def load(d):
+    with open(os.path.join(d, "embeddings.json")) as f:
+        index = json.load(f)
+    x = np.fromfile(os.path.join(d, "embeddings.f32"), dtype="<f4").reshape(-1, index["dim"])
+    return [r["path"] for r in index["rows"]], x
+
+
+def main():
+    pa, a = load(sys.argv[1])
+    pb, b = load(sys.argv[2])
+    rows = {p: i for i, p in enumerate(pb)}
+    common = [(i, rows[p]) for i, p in enumerate(pa) if p in rows]
+    ia, ib = zip(*common)
+    a, b = a[list(ia)], b[list(ib)]
+    cos = (a * b).sum(1) / (np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1))
+    print(f"{len(cos)} images: cosine mean {cos.mean():.5f}, min {cos.min():.5f}, "
+          f"1st percentile {np.percentile(cos, 1):.5f}")
+
+
+if __name__ == "__main__":
+    main()
