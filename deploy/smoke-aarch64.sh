@@ -18,7 +18,12 @@ tools/need-packages.sh qemu-user-static mosquitto-clients
 export QEMU_CPU=${QEMU_CPU:-cortex-a72}
 run_arm() { qemu-aarch64-static -L /usr/aarch64-linux-gnu "$arm" "$@"; }
 tmp=$(mktemp -d)
-trap 'rm -rf "$tmp"' EXIT
+pid=""
+cleanup() {
+    [ -n "$pid" ] && kill -KILL "$pid" 2>/dev/null
+    rm -rf "$tmp"
+}
+trap cleanup EXIT
 export EDGEHEAD__STATE_DIR="$tmp/state"
 
 echo "== version"
@@ -66,5 +71,6 @@ kill -TERM "$pid"
 code=0
 wait "$pid" || code=$?
 tail -3 "$tmp/daemon.log"
+pid=""
 [ "$code" = 0 ] || { echo "daemon exited with $code after SIGTERM"; exit 1; }
 echo "arm64 smoke test passed"

@@ -254,3 +254,49 @@ fn check_and_print_config_on_the_shipped_config() {
         "{text}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn predictions_flow_over_tls_and_a_wrong_ca_is_refused() {
+    let broker = Mosquitto::start_tls();
+    let tls = broker.tls.as_ref().expect("tls listener");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let tls_config = |ca: &std::path::Path| {
+        format!(
+            "\n[mqtt.tls]\nenabled = true\nca_file = \"{}\"\n",
+            ca.display()
+        )
+    };
+    let config = config_file(dir.path(), tls.port, &tls_config(&tls.ca));
+    let mut sub = Client::connect(broker.port, &[&format!("{BASE}/#")]).await;
+    let mut daemon = Process::start(&config);
+    sub.wait_for(&format!("{BASE}/availability"), 60, |m| {
+        m.text() == "online"
+    })
+    .await;
+    sub.wait_for(&format!("{BASE}/prediction"), 30, |_| true)
+        .await;
+    daemon.signal("TERM");
+    assert_eq!(daemon.wait(15), Some(0), "{}", daemon.log_text());
+
+    // A CA that did not sign the broker's certificate: the daemon refuses the
+    // broker, says why, retries, and stays up.
+    let other = tempfile::tempdir().expect("tempdir");
+    let (wrong_ca, _, _) = crate::harness::make_certificates(other.path(), "other");
+    let dir2 = tempfile::tempdir().expect("tempdir");
+    let config = config_file(dir2.path(), tls.port, &tls_config(&wrong_ca));
+    let mut daemon = Process::start(&config);
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while !daemon.log_text().contains("MQTT connect failed") {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no connect failure logged:\n{}",
+            daemon.log_text()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert!(
+        daemon.child.try_wait().expect("try_wait").is_none(),
+        "daemon exited"
+    );
+    assert!(!daemon.log_text().contains("MQTT connected"));
+}

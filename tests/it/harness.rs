@@ -63,8 +63,107 @@ fn wait_listening(port: u16, timeout: Duration) -> bool {
 /// A mosquitto process on 127.0.0.1, killed on drop.
 pub struct Mosquitto {
     pub port: u16,
+    /// A TLS listener, when started with [`Mosquitto::start_tls`].
+    pub tls: Option<TlsFiles>,
     dir: tempfile::TempDir,
     child: Option<Child>,
+}
+
+/// A CA and a server certificate for 127.0.0.1/localhost, made with openssl.
+pub struct TlsFiles {
+    pub port: u16,
+    pub ca: PathBuf,
+    pub cert: PathBuf,
+    pub key: PathBuf,
+}
+
+fn openssl(dir: &Path, args: &[&str]) {
+    let out = Command::new("openssl")
+        .args(args)
+        .current_dir(dir)
+        .output()
+        .expect("openssl");
+    assert!(
+        out.status.success(),
+        "openssl {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// Make a CA and a server certificate signed by it, in `dir`.
+pub fn make_certificates(dir: &Path, name: &str) -> (PathBuf, PathBuf, PathBuf) {
+    let (ca_key, ca, key, csr, cert) = (
+        format!("{name}-ca.key"),
+        format!("{name}-ca.crt"),
+        format!("{name}.key"),
+        format!("{name}.csr"),
+        format!("{name}.crt"),
+    );
+    openssl(
+        dir,
+        &[
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-days",
+            "2",
+            "-subj",
+            "/CN=edgehead test CA",
+            "-keyout",
+            &ca_key,
+            "-out",
+            &ca,
+        ],
+    );
+    openssl(
+        dir,
+        &[
+            "req",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-subj",
+            "/CN=localhost",
+            "-keyout",
+            &key,
+            "-out",
+            &csr,
+        ],
+    );
+    std::fs::write(
+        dir.join("san.ext"),
+        "subjectAltName=DNS:localhost,IP:127.0.0.1\n",
+    )
+    .expect("write san");
+    openssl(
+        dir,
+        &[
+            "x509",
+            "-req",
+            "-in",
+            &csr,
+            "-CA",
+            &ca,
+            "-CAkey",
+            &ca_key,
+            "-CAcreateserial",
+            "-days",
+            "2",
+            "-extfile",
+            "san.ext",
+            "-out",
+            &cert,
+        ],
+    );
+    // mosquitto started as root drops to its own user, which must read these
+    // throwaway test files.
+    use std::os::unix::fs::PermissionsExt;
+    for (p, mode) in [(dir.to_path_buf(), 0o755), (dir.join(&key), 0o644)] {
+        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(mode)).expect("chmod");
+    }
+    (dir.join(ca), dir.join(cert), dir.join(key))
 }
 
 impl Mosquitto {
@@ -75,7 +174,27 @@ impl Mosquitto {
         );
         let mut m = Self {
             port: free_port(),
+            tls: None,
             dir: tempfile::tempdir().expect("tempdir"),
+            child: None,
+        };
+        m.spawn();
+        m
+    }
+
+    /// A broker with a plain listener (`port`, for test clients) and a TLS one.
+    pub fn start_tls() -> Self {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (ca, cert, key) = make_certificates(dir.path(), "server");
+        let mut m = Self {
+            port: free_port(),
+            tls: Some(TlsFiles {
+                port: free_port(),
+                ca,
+                cert,
+                key,
+            }),
+            dir,
             child: None,
         };
         m.spawn();
@@ -84,28 +203,36 @@ impl Mosquitto {
 
     fn spawn(&mut self) {
         let conf = self.dir.path().join("mosquitto.conf");
-        std::fs::write(
-            &conf,
-            format!(
-                "listener {} 127.0.0.1\nallow_anonymous true\npersistence false\nlog_dest file {}\n",
-                self.port,
-                self.dir.path().join("mosquitto.log").display()
-            ),
-        )
-        .expect("write mosquitto.conf");
+        let mut text = format!(
+            "per_listener_settings false\nallow_anonymous true\npersistence false\nlog_dest stderr\nlistener {} 127.0.0.1\n",
+            self.port,
+        );
+        if let Some(t) = &self.tls {
+            text += &format!(
+                "listener {} 127.0.0.1\ncafile {}\ncertfile {}\nkeyfile {}\n",
+                t.port,
+                t.ca.display(),
+                t.cert.display(),
+                t.key.display()
+            );
+        }
+        std::fs::write(&conf, text).expect("write mosquitto.conf");
+        let stderr = std::fs::File::create(self.dir.path().join("mosquitto.log")).expect("log");
         let child = Command::new(MOSQUITTO)
             .arg("-c")
             .arg(&conf)
             .stdout(Stdio::null())
-            .stderr(Stdio::null())
+            .stderr(stderr)
             .spawn()
             .expect("start mosquitto");
         self.child = Some(child);
-        assert!(
-            wait_listening(self.port, Duration::from_secs(10)),
-            "mosquitto did not listen on {}",
-            self.port
-        );
+        for port in std::iter::once(self.port).chain(self.tls.as_ref().map(|t| t.port)) {
+            assert!(
+                wait_listening(port, Duration::from_secs(10)),
+                "mosquitto did not listen on {port}: {}",
+                std::fs::read_to_string(self.dir.path().join("mosquitto.log")).unwrap_or_default() + &std::fs::read_to_string(self.dir.path().join("mosquitto.conf")).unwrap_or_default()
+            );
+        }
     }
 
     pub fn stop(&mut self) {
