@@ -60,6 +60,10 @@ pub struct Daemon {
     store_report: OpenReport,
     opener: source::Opener,
     broker: Option<broker::EmbeddedBroker>,
+    stats: Arc<Stats>,
+    publisher: Publisher,
+    connection: mqtt::Connection,
+    requests_rx: mpsc::Receiver<mqtt::Request>,
 }
 
 /// Load the backbone described by the settings (seconds: the model is optimized).
@@ -99,6 +103,16 @@ impl Daemon {
             )?),
             None => None,
         };
+        // The MQTT client is built here so that TLS files that cannot be read are a
+        // start-up error; it connects once the daemon runs.
+        let stats = Arc::new(Stats::default());
+        let (requests_tx, requests_rx) = mpsc::channel(settings.raw.learn.queue);
+        let (publisher, connection) = mqtt::connect(
+            &settings,
+            broker.as_ref().map(|b| b.connect_addr),
+            requests_tx,
+            stats.clone(),
+        )?;
         Ok(Self {
             settings,
             embedder,
@@ -106,6 +120,10 @@ impl Daemon {
             store_report,
             opener,
             broker,
+            stats,
+            publisher,
+            connection,
+            requests_rx,
         })
     }
 
@@ -118,25 +136,16 @@ impl Daemon {
             store_report,
             opener,
             broker,
+            stats,
+            publisher,
+            connection,
+            requests_rx,
         } = self;
         let started = Instant::now();
-        let stats = Arc::new(Stats::default());
         let (frame_tx, frame_rx) = watch::channel(None);
         let (state_tx, state_rx) = watch::channel(SourceState::Starting);
-        let (requests_tx, requests_rx) = mpsc::channel(settings.raw.learn.queue);
         let head: Arc<ArcSwapOption<Head>> = Arc::new(ArcSwapOption::empty());
         let embedder_dyn: Arc<dyn Embedder> = embedder.clone();
-
-        let (publisher, connection) = mqtt::connect(
-            &settings,
-            broker.as_ref().map(|b| b.connect_addr),
-            requests_tx,
-            stats.clone(),
-        )
-        .map_err(|e| RunError::TaskFailed {
-            task: "mqtt",
-            why: e.to_string(),
-        })?;
         let status_slot = connection.status_slot();
         let drain = CancellationToken::new();
         let finish = CancellationToken::new();
