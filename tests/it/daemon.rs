@@ -300,3 +300,58 @@ async fn predictions_flow_over_tls_and_a_wrong_ca_is_refused() {
     );
     assert!(!daemon.log_text().contains("MQTT connected"));
 }
+
+#[cfg(feature = "camera")]
+#[tokio::test(flavor = "multi_thread")]
+async fn a_missing_camera_is_retried_and_reported_while_the_daemon_stays_up() {
+    let broker = Mosquitto::start();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = config_file(
+        dir.path(),
+        broker.port,
+        "\n[source.camera]\ndevice = \"/dev/video-not-plugged-in\"\nreconnect_min_ms = 100\nreconnect_max_ms = 400\n",
+    );
+    let text = std::fs::read_to_string(&config)
+        .expect("read")
+        .replace("kind = \"files\"", "kind = \"camera\"");
+    std::fs::write(&config, text).expect("write");
+    let mut sub = Client::connect(broker.port, &[&format!("{BASE}/#")]).await;
+    let mut daemon = Process::start(&config);
+    sub.wait_for(&format!("{BASE}/availability"), 60, |m| {
+        m.text() == "online"
+    })
+    .await;
+    let status = sub
+        .wait_for(&format!("{BASE}/status"), 30, |m| {
+            m.json()["source"]["state"] == "reconnecting"
+        })
+        .await
+        .json();
+    let error = status["source"]["error"].as_str().expect("error text");
+    assert!(error.contains("video-not-plugged-in"), "{status}");
+    assert!(status["source"]["retry_in_ms"].as_u64().expect("retry") <= 400);
+    // Requests are still served while the camera is away.
+    let reply = sub.request(BASE, "classes", serde_json::json!({})).await;
+    assert_eq!(reply["status"], "ok");
+    daemon.signal("TERM");
+    assert_eq!(daemon.wait(15), Some(0), "{}", daemon.log_text());
+}
+
+#[test]
+fn an_embedded_broker_address_in_use_is_a_startup_error() {
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let port = taken.local_addr().expect("addr").port();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = config_file(dir.path(), 1, "");
+    let text = std::fs::read_to_string(&config)
+        .expect("read")
+        .replace("host = \"127.0.0.1\"", "host = \"\"")
+        + &format!("\n[mqtt.embedded_broker]\nlisten = \"127.0.0.1:{port}\"\n");
+    std::fs::write(&config, text).expect("write");
+    let (code, _, stderr) = run_cli(&["--config", config.to_str().expect("utf8"), "run"]);
+    assert_eq!(code, 2, "{stderr}");
+    assert!(
+        stderr.contains("cannot listen") && stderr.contains("mqtt.host"),
+        "{stderr}"
+    );
+}

@@ -230,7 +230,9 @@ impl Mosquitto {
             assert!(
                 wait_listening(port, Duration::from_secs(10)),
                 "mosquitto did not listen on {port}: {}",
-                std::fs::read_to_string(self.dir.path().join("mosquitto.log")).unwrap_or_default() + &std::fs::read_to_string(self.dir.path().join("mosquitto.conf")).unwrap_or_default()
+                std::fs::read_to_string(self.dir.path().join("mosquitto.log")).unwrap_or_default()
+                    + &std::fs::read_to_string(self.dir.path().join("mosquitto.conf"))
+                        .unwrap_or_default()
             );
         }
     }
