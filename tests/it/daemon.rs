@@ -355,3 +355,37 @@ fn an_embedded_broker_address_in_use_is_a_startup_error() {
         "{stderr}"
     );
 }
+
+#[test]
+fn the_packaged_config_differs_from_the_demo_one_only_where_a_board_needs_it() {
+    use edgehead::config::{load, RawConfig, SourceKind, Sources};
+    let read = |p: &str| {
+        load(&Sources {
+            file: Some(crate::harness::root().join(p)),
+            env: Some(Default::default()),
+        })
+        .unwrap_or_else(|e| panic!("{p}: {e}"))
+    };
+    let demo = read("config/edgehead.toml");
+    let board = read("deploy/edgehead.toml");
+    // The demo file spells out the built-in defaults.
+    assert_eq!(demo, RawConfig::default());
+    assert_eq!(board.source.kind, SourceKind::Camera);
+    assert_eq!(
+        board.state_dir,
+        std::path::PathBuf::from("/var/lib/edgehead")
+    );
+    assert!(board
+        .backbone
+        .model
+        .starts_with("/usr/share/edgehead/models"));
+    let mut aligned = board.clone();
+    aligned.source.kind = demo.source.kind;
+    aligned.state_dir = demo.state_dir.clone();
+    aligned.backbone.model = demo.backbone.model.clone();
+    aligned.source.files.path = demo.source.files.path.clone();
+    assert_eq!(
+        aligned, demo,
+        "deploy/edgehead.toml drifted from config/edgehead.toml"
+    );
+}
