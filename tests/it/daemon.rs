@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use crate::harness::{config_file, free_port, run_cli, Client, Mosquitto, Process};
+use crate::harness::{assert_exit_2, config_file, free_port, run_cli, Client, Mosquitto, Process};
 
 const BASE: &str = "edgehead/it";
 
@@ -193,22 +193,14 @@ fn a_bad_config_names_every_bad_key_and_exits_2() {
         "[mqtt]\nprot = 1883\n[source]\nkind = \"files\"\n[predictions]\ntop_k = 0\n",
     )
     .expect("write");
-    let (code, _, stderr) = run_cli(&["--config", path.to_str().expect("utf8"), "check-config"]);
-    assert_eq!(code, 2, "{stderr}");
-    assert!(
-        stderr.contains("mqtt.prot") && stderr.contains("unknown key"),
-        "{stderr}"
-    );
+    assert_exit_2(&path, "check-config", &["mqtt.prot", "unknown key"]);
     std::fs::write(&path, "[mqtt]\nport = \"eighteen\"\n").expect("write");
-    let (code, _, stderr) = run_cli(&["--config", path.to_str().expect("utf8"), "run"]);
-    assert_eq!(code, 2);
-    assert!(stderr.contains("mqtt.port"), "{stderr}");
+    assert_exit_2(&path, "run", &["mqtt.port"]);
     std::fs::write(&path, "[predictions]\ntop_k = 0\n[backbone]\nstd = [1.0]\n").expect("write");
-    let (code, _, stderr) = run_cli(&["--config", path.to_str().expect("utf8"), "check-config"]);
-    assert_eq!(code, 2);
-    assert!(
-        stderr.contains("predictions.top_k") && stderr.contains("backbone.std"),
-        "{stderr}"
+    assert_exit_2(
+        &path,
+        "check-config",
+        &["predictions.top_k", "backbone.std"],
     );
 }
 
@@ -223,12 +215,7 @@ fn a_model_that_does_not_load_is_a_startup_error() {
         &junk.display().to_string(),
     );
     std::fs::write(&path, text).expect("write");
-    let (code, _, stderr) = run_cli(&["--config", path.to_str().expect("utf8"), "run"]);
-    assert_eq!(code, 2, "{stderr}");
-    assert!(
-        stderr.contains("cannot load model") && stderr.contains("junk.onnx"),
-        "{stderr}"
-    );
+    assert_exit_2(&path, "run", &["cannot load model", "junk.onnx"]);
 }
 
 #[test]
@@ -348,12 +335,7 @@ fn an_embedded_broker_address_in_use_is_a_startup_error() {
         .replace("host = \"127.0.0.1\"", "host = \"\"")
         + &format!("\n[mqtt.embedded_broker]\nlisten = \"127.0.0.1:{port}\"\n");
     std::fs::write(&config, text).expect("write");
-    let (code, _, stderr) = run_cli(&["--config", config.to_str().expect("utf8"), "run"]);
-    assert_eq!(code, 2, "{stderr}");
-    assert!(
-        stderr.contains("cannot listen") && stderr.contains("mqtt.host"),
-        "{stderr}"
-    );
+    assert_exit_2(&config, "run", &["cannot listen", "mqtt.host"]);
 }
 
 #[test]

@@ -496,6 +496,17 @@ impl Drop for Process {
 }
 
 /// Run the binary to completion with `args`; (exit code, stdout, stderr).
+/// Run `edgehead --config CONFIG COMMAND`, expect exit code 2 and an error
+/// message on stderr that contains every one of `needles`.
+pub fn assert_exit_2(config: &Path, command: &str, needles: &[&str]) {
+    let (code, _, stderr) = run_cli(&["--config", config.to_str().expect("utf8"), command]);
+    assert_eq!(code, 2, "{stderr}");
+    assert!(
+        needles.iter().all(|n| stderr.contains(n)),
+        "expected {needles:?} in: {stderr}"
+    );
+}
+
 pub fn run_cli(args: &[&str]) -> (i32, String, String) {
     let out = Command::new(env!("CARGO_BIN_EXE_edgehead"))
         .args(args)
