@@ -221,6 +221,9 @@ impl Learner {
     /// Called before the daemon starts inference.
     pub fn restore_head(&mut self, report: &OpenReport) {
         match self.store.load_head() {
+            Ok(Some(h)) if h.format != crate::head::FORMAT => {
+                tracing::info!(head = %h.id(), format = h.format, "the saved head was trained by another edgehead version; it will be retrained");
+            }
             Ok(Some(h)) if h.backbone == *self.embedder.id() => {
                 tracing::info!(head = %h.id(), classes = h.classes.len(), "restored the saved head");
                 self.head.store(Some(Arc::new(h)));

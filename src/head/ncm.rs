@@ -1,13 +1,16 @@
-//! Nearest class mean on centred, L2-normalized features: instant to train, usable
-//! from one sample per class, and cheap to cross-validate exactly (leave-one-out).
+//! Nearest class mean on L2-normalized features (cosine similarity): instant to
+//! train, usable from one sample per class, and cheap to cross-validate exactly
+//! (leave-one-out).
 
 use std::time::Duration;
 
 use super::{dot, normalize, ClassQuality, Confusion, Quality};
 
 /// Cosine similarities are multiplied by this before the softmax that turns them
-/// into probabilities: a difference of 0.1 in similarity is a factor e² in odds.
-pub const TEMPERATURE: f32 = 20.0;
+/// into probabilities: a difference of 0.1 in similarity is a factor e³ in odds
+/// (about the lowest test log-loss on hymenoptera and clothing10 from 5
+/// samples per class up).
+pub const TEMPERATURE: f32 = 30.0;
 
 /// Samples a class should have before the advice stops asking for more.
 pub const ENOUGH_SAMPLES: usize = 5;
