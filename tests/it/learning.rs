@@ -325,6 +325,7 @@ async fn bad_requests_are_refused_and_leave_the_store_alone() {
     assert_eq!(r["data"]["class_samples"], 3);
 
     // A flood with a queue of one: the excess is answered "busy" at once, nothing is lost silently.
+    let mark = c.seen.len();
     for i in 0..20 {
         c.publish(
             &format!("{BASE}/request/head"),
@@ -351,6 +352,17 @@ async fn bad_requests_are_refused_and_leave_the_store_alone() {
         }
     }
     assert!(busy > 0, "a queue of one never reported busy");
+    // Every sample of the flood is answered too (stored or busy); only then is the
+    // queue free for the requests below.
+    let add_response = format!("{BASE}/response/add_sample");
+    while c.seen[mark..]
+        .iter()
+        .filter(|m| m.topic == add_response)
+        .count()
+        < 20
+    {
+        c.wait_for(&add_response, 60, |_| true).await;
+    }
 
     // Merge, rename and delete work, and the head follows.
     let r = c
