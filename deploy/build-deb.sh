@@ -3,6 +3,7 @@
 #
 #   deploy/build-deb.sh amd64 target/dist/edgehead
 #   deploy/build-deb.sh arm64 target/aarch64-unknown-linux-gnu/dist/edgehead
+#   deploy/build-deb.sh armhf target/armv7-unknown-linux-gnueabihf/dist/edgehead
 #
 # The package carries the binary (/usr/bin/edgehead), the default model
 # (/usr/share/edgehead/models), the configuration as a conffile
@@ -11,8 +12,8 @@
 # Output: target/deb/edgehead_<version>_<arch>.deb
 set -euo pipefail
 cd "$(dirname "$0")/.."
-arch=${1:?usage: build-deb.sh <amd64|arm64> <binary>}
-bin=${2:?usage: build-deb.sh <amd64|arm64> <binary>}
+arch=${1:?usage: build-deb.sh <amd64|arm64|armhf> <binary>}
+bin=${2:?usage: build-deb.sh <amd64|arm64|armhf> <binary>}
 version=$(sed -n 's/^version = "\(.*\)"/\1/p' Cargo.toml | head -1)
 root=target/deb/edgehead_${version}_${arch}
 rm -rf "$root"

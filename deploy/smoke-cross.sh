@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Smoke test of the cross-built arm64 binary under qemu-user (Debian's
-# qemu-user-static, CPU model of a Raspberry Pi 4 by default):
+# Smoke test of a cross-built ARM binary under qemu-user (Debian's
+# qemu-user-static; CPU model of a Raspberry Pi 4 for arm64, of a Pi 2 for armhf,
+# by default; QEMU_CPU overrides):
 #   1. --version
 #   2. check-config on the shipped configs (config/ and deploy/, with the model path
 #      and state_dir pointed at this checkout)
@@ -9,14 +10,16 @@
 #   4. a short run of the daemon (files source, embedded broker on a free port)
 #      until predictions arrive, then SIGTERM: exit code 0.
 #
-#   deploy/smoke-aarch64.sh [ARM64_BINARY] [X86_64_BINARY]
+#   deploy/smoke-cross.sh [arm64|armhf] [ARM_BINARY] [X86_64_BINARY]
 set -euo pipefail
 cd "$(dirname "$0")/.."
-arm=${1:-target/aarch64-unknown-linux-gnu/release/edgehead}
-x86=${2:-target/release/edgehead}
+arch=${1:-arm64}
+source deploy/cross.sh
+arm=${2:-target/$target/release/edgehead}
+x86=${3:-target/release/edgehead}
 tools/need-packages.sh qemu-user-static mosquitto-clients
-export QEMU_CPU=${QEMU_CPU:-cortex-a72}
-run_arm() { qemu-aarch64-static -L /usr/aarch64-linux-gnu "$arm" "$@"; }
+export QEMU_CPU=${QEMU_CPU:-$cpu}
+run_arm() { "$qemu" -L "/usr/$gnu" "$arm" "$@"; }
 tmp=$(mktemp -d)
 pid=""
 cleanup() {
@@ -34,11 +37,11 @@ run_arm --config config/edgehead.toml check-config
 EDGEHEAD__BACKBONE__MODEL=models/efficientnet-lite0-features-int8w.onnx \
     run_arm --config deploy/edgehead.toml check-config
 
-echo "== features: arm64 (qemu $QEMU_CPU) against x86-64"
+echo "== features: $arch (qemu $QEMU_CPU) against x86-64"
 images=(tests/fixtures/images/*.jpg)
 run_arm --config config/edgehead.toml embed "${images[@]}" > "$tmp/arm.jsonl"
 "$x86" --config config/edgehead.toml embed "${images[@]}" > "$tmp/x86.jsonl"
-python3 - "$tmp/arm.jsonl" "$tmp/x86.jsonl" <<'PY'
+python3 - "$tmp/arm.jsonl" "$tmp/x86.jsonl" "$arch" <<'PY'
 import json, math, sys
 arm = [json.loads(l) for l in open(sys.argv[1])]
 x86 = [json.loads(l) for l in open(sys.argv[2])]
@@ -50,7 +53,7 @@ for a, b in zip(arm, x86):
     cos = dot / (math.sqrt(sum(x * x for x in fa)) * math.sqrt(sum(y * y for y in fb)))
     diff = max(abs(x - y) for x, y in zip(fa, fb))
     worst = min(worst, cos)
-    print(f"{a['image']}: cosine {cos:.6f}, max |diff| {diff:.5f}, arm64 {a['inference_ms']:.0f} ms under qemu, x86-64 {b['inference_ms']:.1f} ms")
+    print(f"{a['image']}: cosine {cos:.6f}, max |diff| {diff:.5f}, {sys.argv[3]} {a['inference_ms']:.0f} ms under qemu, x86-64 {b['inference_ms']:.1f} ms")
 if worst < 0.9999:
     sys.exit(f"features differ: worst cosine {worst}")
 PY
@@ -58,7 +61,7 @@ PY
 echo "== short daemon run under qemu"
 port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
 EDGEHEAD__DEVICE_ID=smoke EDGEHEAD__MQTT__EMBEDDED_BROKER__LISTEN="127.0.0.1:$port" \
-    qemu-aarch64-static -L /usr/aarch64-linux-gnu "$arm" --config config/edgehead.toml run > "$tmp/daemon.log" 2>&1 &
+    "$qemu" -L "/usr/$gnu" "$arm" --config config/edgehead.toml run > "$tmp/daemon.log" 2>&1 &
 pid=$!
 for _ in $(seq 1 300); do
     (echo > "/dev/tcp/127.0.0.1/$port") 2>/dev/null && break
@@ -73,4 +76,4 @@ wait "$pid" || code=$?
 tail -3 "$tmp/daemon.log"
 pid=""
 [ "$code" = 0 ] || { echo "daemon exited with $code after SIGTERM"; exit 1; }
-echo "arm64 smoke test passed"
+echo "$arch smoke test passed"
