@@ -23,7 +23,7 @@ pub struct Model {
     pub means: Vec<Vec<f32>>,
 }
 
-/// Class means of `z` (already centred and normalized).
+/// Class means of `z` (already L2-normalized).
 pub fn fit(z: &[Vec<f32>], labels: &[usize], classes: usize) -> Model {
     let dim = z.first().map(|v| v.len()).unwrap_or(0);
     let mut sums = vec![vec![0f32; dim]; classes];

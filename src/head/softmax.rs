@@ -1,5 +1,5 @@
 //! Multinomial logistic regression with an L2 penalty, fitted with L-BFGS on the
-//! cached (centred, normalized) embeddings. Written here rather than taken from a
+//! cached embeddings (centred, scaled). Written here rather than taken from a
 //! crate: it is ~150 lines, needs only the matrix products tract already brings
 //! (ndarray), and trains 1,000 samples × 1,280 features × 10 classes in well under a
 //! second.
