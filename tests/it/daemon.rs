@@ -3,7 +3,10 @@
 
 use std::time::Duration;
 
-use crate::harness::{assert_exit_2, config_file, free_port, run_cli, Client, Mosquitto, Process};
+use crate::harness::{
+    assert_exit_2, config_file, edit_config, free_port, run_cli, use_embedded_broker, Client,
+    Mosquitto, Process,
+};
 
 const BASE: &str = "edgehead/it";
 
@@ -89,9 +92,7 @@ async fn sigterm_publishes_offline_and_exits_zero() {
     let mut daemon = Process::start(&config);
     sub.wait_for(&format!("{BASE}/prediction"), 60, |_| true)
         .await;
-    daemon.signal("TERM");
-    let code = daemon.wait(15);
-    assert_eq!(code, Some(0), "log:\n{}", daemon.log_text());
+    daemon.terminate(15);
     sub.wait_for(&format!("{BASE}/availability"), 10, |m| {
         m.text() == "offline"
     })
@@ -150,12 +151,7 @@ async fn the_embedded_broker_serves_outside_clients() {
     let port = free_port();
     let dir = tempfile::tempdir().expect("tempdir");
     let config = config_file(dir.path(), 1, "");
-    // Switch the test config to the embedded broker on a free port.
-    let text = std::fs::read_to_string(&config)
-        .expect("read")
-        .replace("host = \"127.0.0.1\"", "host = \"\"")
-        + &format!("\n[mqtt.embedded_broker]\nlisten = \"127.0.0.1:{port}\"\n");
-    std::fs::write(&config, text).expect("write");
+    use_embedded_broker(&config, port);
     let mut daemon = Process::start(&config);
     let mut sub = loop {
         // The broker comes up with the daemon; retry until it accepts us.
@@ -180,8 +176,7 @@ async fn the_embedded_broker_serves_outside_clients() {
     assert!(p["seq"].as_u64().is_some());
     let reply = sub.request(BASE, "head", serde_json::json!({})).await;
     assert_eq!(reply["status"], "ok");
-    daemon.signal("TERM");
-    assert_eq!(daemon.wait(15), Some(0), "{}", daemon.log_text());
+    daemon.terminate(15);
 }
 
 #[test]
@@ -210,11 +205,12 @@ fn a_model_that_does_not_load_is_a_startup_error() {
     let path = config_file(dir.path(), 1883, "");
     let junk = dir.path().join("junk.onnx");
     std::fs::write(&junk, b"this is not a protobuf").expect("write");
-    let text = std::fs::read_to_string(&path).expect("read").replace(
-        &crate::harness::model().display().to_string(),
-        &junk.display().to_string(),
-    );
-    std::fs::write(&path, text).expect("write");
+    edit_config(&path, |t| {
+        t.replace(
+            &crate::harness::model().display().to_string(),
+            &junk.display().to_string(),
+        )
+    });
     assert_exit_2(&path, "run", &["cannot load model", "junk.onnx"]);
 }
 
@@ -262,8 +258,7 @@ async fn predictions_flow_over_tls_and_a_wrong_ca_is_refused() {
     .await;
     sub.wait_for(&format!("{BASE}/prediction"), 30, |_| true)
         .await;
-    daemon.signal("TERM");
-    assert_eq!(daemon.wait(15), Some(0), "{}", daemon.log_text());
+    daemon.terminate(15);
 
     // A CA that did not sign the broker's certificate: the daemon refuses the
     // broker, says why, retries, and stays up.
@@ -298,10 +293,9 @@ async fn a_missing_camera_is_retried_and_reported_while_the_daemon_stays_up() {
         broker.port,
         "\n[source.camera]\ndevice = \"/dev/video-not-plugged-in\"\nreconnect_min_ms = 100\nreconnect_max_ms = 400\n",
     );
-    let text = std::fs::read_to_string(&config)
-        .expect("read")
-        .replace("kind = \"files\"", "kind = \"camera\"");
-    std::fs::write(&config, text).expect("write");
+    edit_config(&config, |t| {
+        t.replace("kind = \"files\"", "kind = \"camera\"")
+    });
     let mut sub = Client::connect(broker.port, &[&format!("{BASE}/#")]).await;
     let mut daemon = Process::start(&config);
     sub.wait_for(&format!("{BASE}/availability"), 60, |m| {
@@ -320,8 +314,7 @@ async fn a_missing_camera_is_retried_and_reported_while_the_daemon_stays_up() {
     // Requests are still served while the camera is away.
     let reply = sub.request(BASE, "classes", serde_json::json!({})).await;
     assert_eq!(reply["status"], "ok");
-    daemon.signal("TERM");
-    assert_eq!(daemon.wait(15), Some(0), "{}", daemon.log_text());
+    daemon.terminate(15);
 }
 
 #[test]
@@ -330,11 +323,7 @@ fn an_embedded_broker_address_in_use_is_a_startup_error() {
     let port = taken.local_addr().expect("addr").port();
     let dir = tempfile::tempdir().expect("tempdir");
     let config = config_file(dir.path(), 1, "");
-    let text = std::fs::read_to_string(&config)
-        .expect("read")
-        .replace("host = \"127.0.0.1\"", "host = \"\"")
-        + &format!("\n[mqtt.embedded_broker]\nlisten = \"127.0.0.1:{port}\"\n");
-    std::fs::write(&config, text).expect("write");
+    use_embedded_broker(&config, port);
     assert_exit_2(&config, "run", &["cannot listen", "mqtt.host"]);
 }
 

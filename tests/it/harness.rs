@@ -395,6 +395,20 @@ impl Client {
     }
 }
 
+/// Rewrite the configuration file at `path` with `edit`.
+pub fn edit_config(path: &Path, edit: impl FnOnce(String) -> String) {
+    let text = std::fs::read_to_string(path).expect("read config");
+    std::fs::write(path, edit(text)).expect("write config");
+}
+
+/// Switch a configuration from `config_file` to the embedded broker on `port`.
+pub fn use_embedded_broker(path: &Path, port: u16) {
+    edit_config(path, |t| {
+        t.replace("host = \"127.0.0.1\"", "host = \"\"")
+            + &format!("\n[mqtt.embedded_broker]\nlisten = \"127.0.0.1:{port}\"\n")
+    });
+}
+
 /// Write a daemon configuration for tests; `extra` is appended TOML.
 pub fn config_file(dir: &Path, port: u16, extra: &str) -> PathBuf {
     let path = dir.join("edgehead.toml");
@@ -483,6 +497,12 @@ impl Process {
         }
     }
 
+    /// SIGTERM, then expect exit code 0 within `secs`.
+    pub fn terminate(&mut self, secs: u64) {
+        self.signal("TERM");
+        assert_eq!(self.wait(secs), Some(0), "log:\n{}", self.log_text());
+    }
+
     pub fn log_text(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
@@ -495,7 +515,6 @@ impl Drop for Process {
     }
 }
 
-/// Run the binary to completion with `args`; (exit code, stdout, stderr).
 /// Run `edgehead --config CONFIG COMMAND`, expect exit code 2 and an error
 /// message on stderr that contains every one of `needles`.
 pub fn assert_exit_2(config: &Path, command: &str, needles: &[&str]) {
@@ -507,6 +526,7 @@ pub fn assert_exit_2(config: &Path, command: &str, needles: &[&str]) {
     );
 }
 
+/// Run the binary to completion with `args`; (exit code, stdout, stderr).
 pub fn run_cli(args: &[&str]) -> (i32, String, String) {
     let out = Command::new(env!("CARGO_BIN_EXE_edgehead"))
         .args(args)

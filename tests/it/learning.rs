@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use base64::Engine;
 use serde_json::json;
 
-use crate::harness::{config_file, fixtures, shared_data, Client, Mosquitto, Process};
+use crate::harness::{config_file, edit_config, fixtures, shared_data, Client, Mosquitto, Process};
 
 const BASE: &str = "edgehead/it";
 
@@ -46,11 +46,12 @@ async fn labeled_samples_teach_the_head_and_survive_a_restart() {
         .expect("copy");
     }
     let config = config_file(dir.path(), broker.port, "");
-    let text = std::fs::read_to_string(&config).expect("read").replace(
-        &fixtures().display().to_string(),
-        &held_out.display().to_string(),
-    );
-    std::fs::write(&config, text).expect("write");
+    edit_config(&config, |t| {
+        t.replace(
+            &fixtures().display().to_string(),
+            &held_out.display().to_string(),
+        )
+    });
 
     let mut daemon = Process::start(&config);
     let mut sub = Client::connect(broker.port, &[&format!("{BASE}/#")]).await;
@@ -137,8 +138,7 @@ async fn labeled_samples_teach_the_head_and_survive_a_restart() {
     );
 
     // Restart: the head and the samples survive, and predictions use the head at once.
-    daemon.signal("TERM");
-    assert_eq!(daemon.wait(20), Some(0), "{}", daemon.log_text());
+    daemon.terminate(20);
     let mut daemon = Process::start(&config);
     let mut sub = Client::connect(broker.port, &[&format!("{BASE}/#")]).await;
     let first = sub
@@ -155,8 +155,7 @@ async fn labeled_samples_teach_the_head_and_survive_a_restart() {
 
     // A head saved by an older edgehead (no `format` field) is not used: it is
     // retrained from the stored samples at start-up, under the next version.
-    daemon.signal("TERM");
-    assert_eq!(daemon.wait(20), Some(0), "{}", daemon.log_text());
+    daemon.terminate(20);
     let head_file = dir.path().join("state/head.json");
     let mut saved: serde_json::Value =
         serde_json::from_slice(&std::fs::read(&head_file).expect("read head")).expect("json");
