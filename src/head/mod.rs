@@ -400,13 +400,6 @@ pub fn scaled_centered(v: &[f32], center: &[f32], scale: f32) -> Vec<f32> {
     v.iter().zip(center).map(|(a, c)| (a - c) / scale).collect()
 }
 
-/// `(v - center) / |v - center|`; the zero vector stays zero.
-pub fn normalize_centered(v: &[f32], center: &[f32]) -> Vec<f32> {
-    let mut z: Vec<f32> = v.iter().zip(center).map(|(a, c)| a - c).collect();
-    normalize(&mut z);
-    z
-}
-
 pub fn normalize(z: &mut [f32]) {
     let n = z.iter().map(|x| x * x).sum::<f32>().sqrt();
     if n > 0.0 {
@@ -491,6 +484,13 @@ pub(crate) mod tests {
             max_iterations: 200,
             unknown: UnknownThreshold::Auto,
         }
+    }
+
+    /// `(v - center) / |v - center|`; the zero vector stays zero.
+    pub fn normalize_centered(v: &[f32], center: &[f32]) -> Vec<f32> {
+        let mut z: Vec<f32> = v.iter().zip(center).map(|(a, c)| a - c).collect();
+        normalize(&mut z);
+        z
     }
 
     /// `xs[i]` labelled `ys[i]`.

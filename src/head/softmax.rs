@@ -167,7 +167,7 @@ pub fn fit(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::head::{normalize_centered, tests::clusters};
+    use crate::head::tests::{clusters, normalize_centered};
 
     #[test]
     fn gradient_matches_finite_differences() {
