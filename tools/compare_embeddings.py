@@ -7,18 +7,16 @@ e.g. the shipped int8-weight model against the float one).
     python3 tools/compare_embeddings.py /tmp/a /tmp/b
 """
 
-import json
-import os
 import sys
 
 import numpy as np
 
+from embeddings import read
+
 
 def load(d):
-    with open(os.path.join(d, "embeddings.json")) as f:
-        index = json.load(f)
-    x = np.fromfile(os.path.join(d, "embeddings.f32"), dtype="<f4").reshape(-1, index["dim"])
-    return [r["path"] for r in index["rows"]], x
+    rows, x = read(d)
+    return [r["path"] for r in rows], x
 
 
 def main():

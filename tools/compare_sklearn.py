@@ -13,13 +13,13 @@ the whole train split and k-shot over the same seeds as `edgehead eval` would dr
 """
 
 import argparse
-import json
-import os
 import sys
 import time
 
 import numpy as np
 from sklearn.linear_model import LogisticRegression
+
+from embeddings import Labelled
 
 
 def main():
@@ -30,34 +30,20 @@ def main():
     ap.add_argument("--shots", default="5,10,all")
     ap.add_argument("--seeds", type=int, default=5)
     args = ap.parse_args()
-    with open(os.path.join(args.dir, "embeddings.json")) as f:
-        index = json.load(f)
-    x = np.fromfile(os.path.join(args.dir, "embeddings.f32"), dtype="<f4").reshape(-1, index["dim"])
-    rows = index["rows"]
-    splits = sorted({r["split"] for r in rows})
-    test_split = args.test_split or ("val" if "val" in splits else "test")
-    classes = sorted({r["class"] for r in rows if r["split"] == args.train_split})
-    y = np.array([classes.index(r["class"]) for r in rows])
-    tr = np.array([r["split"] == args.train_split for r in rows])
-    te = np.array([r["split"] == test_split for r in rows])
+    data = Labelled(args.dir, args.train_split, args.test_split)
+    x, y, tr, te = data.x, data.y, data.train, data.test
 
     def transform(train_x, other):
         c = train_x.mean(axis=0)
         n = lambda a: (a - c) / np.maximum(np.linalg.norm(a - c, axis=1, keepdims=True), 1e-12)
         return n(train_x), n(other)
 
-    print(f"{len(classes)} classes, {tr.sum()} train, {te.sum()} {test_split}")
+    print(f"{len(data.classes)} classes, {tr.sum()} train, {te.sum()} {data.test_split}")
     for shots in args.shots.split(","):
         for name, tf in (("raw", None), ("centred+L2", transform)):
             accs, times = [], []
             for seed in range(1 if shots == "all" else args.seeds):
-                rng = np.random.default_rng(seed)
-                pick = []
-                for c in range(len(classes)):
-                    idx = np.flatnonzero(tr & (y == c))
-                    rng.shuffle(idx)
-                    pick.extend(idx if shots == "all" else idx[: int(shots)])
-                pick = np.array(pick)
+                pick = data.draw(shots, seed)
                 a, b = x[pick], x[te]
                 if tf:
                     a, b = tf(a, b)

@@ -18,24 +18,10 @@ telling the two data sets apart, which needs no threshold.
 """
 
 import argparse
-import json
-import os
 
 import numpy as np
 
-
-def load(d):
-    with open(os.path.join(d, "embeddings.json")) as f:
-        index = json.load(f)
-    x = np.fromfile(os.path.join(d, "embeddings.f32"), dtype="<f4").reshape(-1, index["dim"])
-    rows = index["rows"]
-    splits = {r["split"] for r in rows}
-    test = "val" if "val" in splits else "test"
-    classes = sorted({r["class"] for r in rows})
-    y = np.array([classes.index(r["class"]) for r in rows])
-    tr = np.array([r["split"] == "train" for r in rows])
-    te = np.array([r["split"] == test for r in rows])
-    return x, y, tr, te, len(classes)
+from embeddings import Labelled
 
 
 def unit(a):
@@ -62,20 +48,16 @@ def main():
     ap.add_argument("other", help="embeddings of images that belong to none of its classes")
     ap.add_argument("--seeds", type=int, default=10)
     args = ap.parse_args()
-    x, y, tr, te, k = load(args.known)
-    ox, _, _, ote, _ = load(args.other)
-    other = ox[ote]
+    known = Labelled(args.known)
+    x, y, te, k = known.x, known.y, known.test, len(known.classes)
+    other_set = Labelled(args.other)
+    other = other_set.x[other_set.test]
     print(f"{k} classes; {te.sum()} known test images, {len(other)} others")
     print("shots  features   accuracy  known->unknown  other->unknown  AUROC")
     for shots in ["1", "2", "5", "10", "all"]:
         results = {"L2": [], "centred": []}
         for seed in range(1 if shots == "all" else args.seeds):
-            rng = np.random.default_rng(seed)
-            pick = []
-            for c in range(k):
-                idx = np.flatnonzero(tr & (y == c))
-                rng.shuffle(idx)
-                pick.extend(idx if shots == "all" else idx[: int(shots)])
+            pick = known.draw(shots, seed)
             xs, ys = x[pick], y[pick]
             for name, center in (("L2", np.zeros(x.shape[1])), ("centred", xs.mean(0))):
                 z = unit(xs - center)
