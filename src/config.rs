@@ -294,6 +294,13 @@ pub struct LearnConfig {
     /// Largest accepted sample image, in bytes (encoded) and pixels per side (decoded).
     pub max_image_bytes: usize,
     pub max_image_side: u32,
+    /// Memory one decoded image may take, in MiB: width × height × bytes per pixel
+    /// of what the decoder holds. JPEGs above it are decoded at 1/2, 1/4 or 1/8 size
+    /// (DCT scaling); other images above it are refused. 64 MiB fits a 512 MB board.
+    pub decode_budget_mib: u32,
+    /// How long a request's `transaction` is remembered: a repeat within this window
+    /// gets the first answer again instead of being carried out twice.
+    pub idempotency_window_secs: u64,
     /// Side of the thumbnail kept for each sample, used to re-embed after a backbone change.
     pub thumbnail_side: u32,
     /// Requests waiting for the learning task; when full, requests are answered `busy`.
@@ -308,6 +315,8 @@ impl Default for LearnConfig {
             max_samples: 5000,
             max_image_bytes: 8 << 20,
             max_image_side: 8192,
+            decode_budget_mib: 64,
+            idempotency_window_secs: 600,
             thumbnail_side: 320,
             queue: 16,
         }
@@ -796,6 +805,13 @@ pub fn validate(raw: RawConfig) -> Result<Settings, ConfigError> {
     c.range("learn.max_samples", l.max_samples, 1, 1_000_000);
     c.range("learn.max_image_bytes", l.max_image_bytes, 1024, 256 << 20);
     c.range("learn.max_image_side", l.max_image_side, 16, 65_535);
+    c.range("learn.decode_budget_mib", l.decode_budget_mib, 1, 4096);
+    c.range(
+        "learn.idempotency_window_secs",
+        l.idempotency_window_secs,
+        0,
+        86_400,
+    );
     c.range("learn.thumbnail_side", l.thumbnail_side, 32, 4096);
     c.range("learn.queue", l.queue, 1, 10_000);
 

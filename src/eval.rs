@@ -12,7 +12,7 @@ use serde::Serialize;
 use crate::backbone::Embedder;
 use crate::config::{HeadKind, UnknownThreshold};
 use crate::head::{self, Sample, TrainParams};
-use crate::source::decode::decode_image;
+use crate::source::decode::{decode_image, ImageLimits};
 use crate::source::files::is_image;
 
 /// How many support samples per class.
@@ -148,17 +148,24 @@ pub struct Report {
     pub rows: Vec<Row>,
 }
 
+/// Data set images may be larger than the daemon accepts as samples: sides up to
+/// 16384, and the default decode budget (large JPEGs are decoded at a reduced size).
+const EVAL_LIMITS: ImageLimits = ImageLimits {
+    max_side: 16_384,
+    budget_bytes: 64 << 20,
+};
+
 fn embed_all(
     embedder: &dyn Embedder,
     items: &[Item],
-    max_side: u32,
+    limits: &ImageLimits,
     skipped: &mut usize,
 ) -> Vec<Option<Vec<f32>>> {
     items
         .iter()
         .map(|it| {
             let bytes = std::fs::read(&it.path).ok()?;
-            let img = match decode_image(&bytes, max_side) {
+            let img = match decode_image(&bytes, limits) {
                 Ok(i) => i,
                 Err(e) => {
                     eprintln!("skipping {}: {e}", it.path.display());
@@ -200,8 +207,8 @@ pub fn run(embedder: &dyn Embedder, o: &Options) -> Result<Report, EvalError> {
         .collect();
     let mut skipped = 0;
     let started = Instant::now();
-    let train_f = embed_all(embedder, &train, 16_384, &mut skipped);
-    let test_f = embed_all(embedder, &test, 16_384, &mut skipped);
+    let train_f = embed_all(embedder, &train, &EVAL_LIMITS, &mut skipped);
+    let test_f = embed_all(embedder, &test, &EVAL_LIMITS, &mut skipped);
     let embed_rate = (train.len() + test.len()) as f64 / started.elapsed().as_secs_f64();
     eprintln!(
         "embedded {} images in {:.1} s ({embed_rate:.1}/s)",

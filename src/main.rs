@@ -339,16 +339,17 @@ fn devices() -> ExitCode {
     }
 }
 
-fn read_image(path: &PathBuf, max_side: u32) -> anyhow::Result<image::RgbImage> {
+fn read_image(path: &PathBuf, learn: &config::LearnConfig) -> anyhow::Result<image::RgbImage> {
     let bytes = std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
-    edgehead::source::decode::decode_image(&bytes, max_side)
+    let limits = edgehead::source::decode::ImageLimits::from_config(learn);
+    edgehead::source::decode::decode_image(&bytes, &limits)
         .with_context(|| path.display().to_string())
 }
 
 fn embed(settings: &Settings, images: &[PathBuf]) -> anyhow::Result<()> {
     let embedder = edgehead::app::load_backbone(settings)?;
     for path in images {
-        let img = read_image(path, settings.raw.learn.max_image_side)?;
+        let img = read_image(path, &settings.raw.learn)?;
         let e = embedder.embed(&img)?;
         println!(
             "{}",
@@ -437,7 +438,7 @@ fn predict(settings: &Settings, images: &[PathBuf]) -> anyhow::Result<()> {
         );
     }
     for path in images {
-        let img = read_image(path, settings.raw.learn.max_image_side)?;
+        let img = read_image(path, &settings.raw.learn)?;
         let e = embedder.embed(&img)?;
         let s = head.predict(&e.features);
         let top: Vec<_> = s

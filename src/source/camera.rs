@@ -1,7 +1,9 @@
 //! The V4L2 camera source (nokhwa), and decoding of raw camera buffers.
 //!
-//! MJPEG is decoded with the `image` crate rather than nokhwa's mozjpeg decoder,
-//! which panics on corrupt data; a corrupt frame here is an error that skips one frame.
+//! Frames are decoded by [`super::decode::decode_frame`] rather than nokhwa's mozjpeg
+//! decoder, which panics on corrupt data: MJPEG with the strict JPEG path (the
+//! Huffman tables webcams leave out are added), raw formats with their line stride.
+//! A corrupt frame here is an error that skips one frame.
 
 use std::path::Path;
 
@@ -11,7 +13,7 @@ use nokhwa::utils::{
     Resolution,
 };
 
-use super::decode::{decode_frame, RawFormat};
+use super::decode::{decode_frame, ImageLimits, RawFormat};
 use super::{CaptureError, FrameSource, Shot};
 #[cfg(test)]
 use crate::config::CameraConfig;
@@ -20,12 +22,16 @@ use crate::config::PixelFormat;
 /// Frames in a row that may fail to decode before the camera counts as broken.
 const MAX_BAD_FRAMES: u32 = 30;
 
+/// A streaming V4L2 camera; the stream stops when it is dropped.
 pub struct Camera {
     cam: nokhwa::Camera,
     bad_frames: u32,
+    limits: ImageLimits,
 }
 
 /// `0`, `/dev/video0` or a symlink to it (`/dev/v4l/by-id/...`) → the V4L2 index.
+/// A path that does not resolve is transient (the camera may be plugged in later);
+/// one that resolves to something other than `/dev/videoN` is fatal.
 pub fn device_index(device: &str) -> Result<u32, CaptureError> {
     let device = device.trim();
     if let Ok(i) = device.parse::<u32>() {
@@ -54,6 +60,10 @@ fn frame_format(f: PixelFormat) -> FrameFormat {
 }
 
 impl Camera {
+    /// Open `c.device` and start streaming the format closest to the configured one.
+    /// Frames are decoded with the default [`ImageLimits`] until
+    /// [`Camera::with_limits`] sets others. Errors are transient (the device may
+    /// appear later) unless the device is not a video device.
     pub fn open(c: &crate::config::CameraConfig) -> Result<Self, CaptureError> {
         let index = device_index(&c.device)?;
         let wanted = CameraFormat::new(
@@ -75,8 +85,43 @@ impl Camera {
             format = %got,
             "camera streaming"
         );
-        Ok(Self { cam, bad_frames: 0 })
+        Ok(Self {
+            cam,
+            bad_frames: 0,
+            limits: ImageLimits::default(),
+        })
     }
+
+    /// Decode frames with these limits (`ImageLimits::from_config(&config.learn)`).
+    pub fn with_limits(mut self, limits: ImageLimits) -> Self {
+        self.limits = limits;
+        self
+    }
+}
+
+/// Bytes per line of a raw frame buffer, inferred from its length.
+///
+/// V4L2 reports the line stride (`bytesperline`) of raw formats, and some drivers pad
+/// each line beyond `width × bytes per pixel`, but nokhwa does not pass it on. The
+/// buffer it hands over is the whole V4L2 buffer, normally `bytesperline × lines`
+/// (`lines` = height, or height × 3/2 for NV12), so: if the length is a multiple of
+/// the number of lines and each share holds at least one line of pixels, that share
+/// is the stride. Otherwise (a length that is not a multiple, e.g. rounded up by the
+/// driver) lines are taken as packed. `None` for MJPEG, which has no lines.
+fn infer_stride(len: usize, width: u32, height: u32, format: RawFormat) -> Option<usize> {
+    let (w, h) = (width as usize, height as usize);
+    let (line, lines) = match format {
+        RawFormat::Mjpeg => return None,
+        RawFormat::Yuyv => (w * 2, h),
+        RawFormat::Nv12 => (w, h + h / 2),
+        RawFormat::Gray => (w, h),
+        RawFormat::Rgb | RawFormat::Bgr => (w * 3, h),
+    };
+    if lines == 0 || !len.is_multiple_of(lines) {
+        return None;
+    }
+    let stride = len / lines;
+    (stride >= line).then_some(stride)
 }
 
 impl FrameSource for Camera {
@@ -87,11 +132,16 @@ impl FrameSource for Camera {
                 .frame()
                 .map_err(|e| CaptureError::Transient(format!("camera read failed: {e}")))?;
             let res = buf.resolution();
+            let format = raw_format(buf.source_frame_format());
+            let bytes = buf.buffer();
+            let stride = infer_stride(bytes.len(), res.width(), res.height(), format);
             match decode_frame(
-                buf.buffer(),
+                bytes,
                 res.width(),
                 res.height(),
-                raw_format(buf.source_frame_format()),
+                stride,
+                format,
+                &self.limits,
             ) {
                 Ok(img) => {
                     self.bad_frames = 0;
@@ -135,8 +185,11 @@ impl Drop for Camera {
 /// One video device as `edgehead devices` lists it.
 #[derive(Debug, Clone)]
 pub struct DeviceInfo {
+    /// The N of `/dev/videoN`.
     pub index: u32,
+    /// The driver's name for the device.
     pub name: String,
+    /// Where it is (bus, path), as nokhwa reports it.
     pub description: String,
     /// The formats it offers (`640x480@30 MJPEG`), or why it is not a capture device.
     pub formats: Result<Vec<String>, String>,
@@ -198,6 +251,49 @@ mod tests {
             device_index("/dev/null"),
             Err(CaptureError::Fatal(_))
         ));
+    }
+
+    #[test]
+    fn strides_are_inferred_from_whole_lines_only() {
+        // 640x480 YUYV packed, and padded to 1344 bytes per line.
+        assert_eq!(
+            infer_stride(640 * 2 * 480, 640, 480, RawFormat::Yuyv),
+            Some(1280)
+        );
+        assert_eq!(
+            infer_stride(1344 * 480, 640, 480, RawFormat::Yuyv),
+            Some(1344)
+        );
+        // Not a whole number of lines: packed.
+        assert_eq!(
+            infer_stride(1280 * 480 + 100, 640, 480, RawFormat::Yuyv),
+            None
+        );
+        // Shorter than one line each: packed (decode_frame then reports the length).
+        assert_eq!(infer_stride(480 * 10, 640, 480, RawFormat::Yuyv), None);
+        // NV12: luma and half-height chroma lines share the stride.
+        assert_eq!(
+            infer_stride(704 * 720, 640, 480, RawFormat::Nv12),
+            Some(704)
+        );
+        assert_eq!(infer_stride(100, 640, 480, RawFormat::Mjpeg), None);
+        assert_eq!(infer_stride(0, 640, 0, RawFormat::Gray), None);
+    }
+
+    #[test]
+    fn a_padded_yuyv_frame_decodes_like_the_packed_one() {
+        let (w, h, pad) = (8u32, 4u32, 16usize);
+        let packed: Vec<u8> = (0..w * h * 2).map(|i| (i * 7 % 251) as u8).collect();
+        let padded: Vec<u8> = packed
+            .chunks(w as usize * 2)
+            .flat_map(|l| l.iter().copied().chain(std::iter::repeat_n(0xFF, pad)))
+            .collect();
+        let limits = ImageLimits::default();
+        let decode = |buf: &[u8]| {
+            let stride = infer_stride(buf.len(), w, h, RawFormat::Yuyv);
+            decode_frame(buf, w, h, stride, RawFormat::Yuyv, &limits).expect("decode")
+        };
+        assert_eq!(decode(&padded), decode(&packed));
     }
 
     #[test]

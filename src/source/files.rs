@@ -2,7 +2,7 @@
 
 use std::path::{Path, PathBuf};
 
-use super::decode::decode_image;
+use super::decode::{decode_image, ImageLimits};
 use super::{CaptureError, FrameSource, Shot};
 use crate::config::FilesConfig;
 
@@ -49,6 +49,8 @@ pub fn is_image(p: &Path) -> bool {
         .unwrap_or(false)
 }
 
+/// The `files` source: decodes one image per frame, in path order, skipping (and
+/// logging) the ones that cannot be decoded.
 pub struct Files {
     paths: Vec<PathBuf>,
     /// Prefix stripped from paths to name frames.
@@ -56,12 +58,14 @@ pub struct Files {
     next: usize,
     fps: f64,
     repeat: bool,
-    max_side: u32,
+    limits: ImageLimits,
     /// Consecutive unreadable files; a whole pass of them means nothing is usable.
     failures: usize,
 }
 
 impl Files {
+    /// Replay `paths`, refusing images with a side above `max_side`; the decode
+    /// budget is the default one until [`Files::with_limits`] sets both.
     pub fn new(paths: Vec<PathBuf>, c: &FilesConfig, max_side: u32) -> Self {
         let root = Path::new(&c.path);
         let root = if root.is_dir() {
@@ -75,9 +79,18 @@ impl Files {
             next: 0,
             fps: c.fps,
             repeat: c.repeat,
-            max_side,
+            limits: ImageLimits {
+                max_side,
+                ..ImageLimits::default()
+            },
             failures: 0,
         }
+    }
+
+    /// Decode with these limits (`ImageLimits::from_config(&config.learn)`).
+    pub fn with_limits(mut self, limits: ImageLimits) -> Self {
+        self.limits = limits;
+        self
     }
 }
 
@@ -97,7 +110,7 @@ impl FrameSource for Files {
             self.next += 1;
             let decoded = std::fs::read(path)
                 .map_err(|e| e.to_string())
-                .and_then(|bytes| decode_image(&bytes, self.max_side).map_err(|e| e.to_string()));
+                .and_then(|bytes| decode_image(&bytes, &self.limits).map_err(|e| e.to_string()));
             match decoded {
                 Ok(image) => {
                     self.failures = 0;
@@ -195,5 +208,32 @@ mod tests {
         };
         let mut s = Files::new(paths, &c, 4096);
         assert!(matches!(s.next_frame(), Err(CaptureError::Fatal(_))));
+    }
+
+    #[test]
+    fn the_decode_limits_apply() {
+        let dir = setup();
+        let paths = list(dir.path().to_str().expect("utf8")).expect("list");
+        let c = FilesConfig {
+            path: String::new(),
+            fps: 0.0,
+            repeat: false,
+        };
+        // 8x8 RGB is 192 bytes: a 100-byte budget refuses the PNG, and the JPEG is
+        // decoded at half size.
+        let tiny = ImageLimits {
+            max_side: 4096,
+            budget_bytes: 100,
+        };
+        let mut s = Files::new(paths.clone(), &c, 4096).with_limits(tiny);
+        let shot = s.next_frame().expect("frame").expect("the JPEG");
+        assert!(shot.name.expect("name").ends_with("a.JPG"));
+        assert_eq!(shot.image.dimensions(), (4, 4));
+        assert!(s.next_frame().expect("end").is_none());
+        let mut s = Files::new(paths, &c, 7);
+        assert!(
+            s.next_frame().expect("end").is_none(),
+            "8x8 is above 7 pixels per side"
+        );
     }
 }
