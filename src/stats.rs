@@ -1,6 +1,6 @@
 //! Counters shared by the tasks, read by the periodic summary and the status topic.
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use serde::Serialize;
 
@@ -20,6 +20,9 @@ pub struct Stats {
     pub requests: AtomicU64,
     pub requests_failed: AtomicU64,
     pub mqtt_connects: AtomicU64,
+    /// The state directory's file system was full at the last write (or at start):
+    /// samples cannot be added until space is freed. Shown on the status topic.
+    pub disk_full: AtomicBool,
 }
 
 /// A copy of the counters at one moment.

@@ -33,6 +33,11 @@ const MANIFEST: &str = "samples.json";
 const SAMPLES: &str = "samples";
 const HEAD: &str = "head.json";
 const LOCK: &str = "lock";
+const WRITE_TEST: &str = ".write-test";
+/// Space held back for the manifest: released when a delete finds the disk full,
+/// so deleting always works, and taken again once there is room.
+const RESERVE: &str = "reserve";
+const RESERVE_BYTES: usize = 2 << 20;
 /// First bytes of an embedding file.
 const EMB_MAGIC: &[u8; 8] = b"EHEMB001";
 
@@ -66,13 +71,30 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), StoreError> {
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_default();
     let tmp = dir.join(format!(".{name}.tmp"));
-    {
-        let mut f = File::create(&tmp).map_err(io(&tmp))?;
-        f.write_all(bytes).map_err(io(&tmp))?;
-        f.sync_all().map_err(io(&tmp))?;
+    let written = File::create(&tmp)
+        .and_then(|mut f| {
+            f.write_all(bytes)?;
+            f.sync_all()
+        })
+        .map_err(io(&tmp))
+        .and_then(|()| fs::rename(&tmp, path).map_err(io(path)));
+    if let Err(e) = written {
+        // A full disk or a failed rename must not leave the temporary file behind.
+        let _ = fs::remove_file(&tmp);
+        return Err(e);
     }
-    fs::rename(&tmp, path).map_err(io(path))?;
     sync_dir(dir)
+}
+
+/// Whether an error is "no space left on device" (ENOSPC) or "quota exceeded".
+pub fn is_disk_full(e: &StoreError) -> bool {
+    match e {
+        StoreError::Io { source, .. } => {
+            matches!(source.raw_os_error(), Some(28) | Some(122))
+                || source.kind() == std::io::ErrorKind::StorageFull
+        }
+        _ => false,
+    }
 }
 
 fn sync_dir(dir: &Path) -> Result<(), StoreError> {
@@ -96,12 +118,21 @@ pub struct SampleMeta {
     /// Seconds since the Unix epoch.
     pub added_at: u64,
     pub origin: Origin,
+    /// SHA-256 (hex) of the image bytes as they were sent (`add_sample`), so the
+    /// same image added to the same class again is recognised. Absent for frames
+    /// and for samples stored by older versions.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sha256: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 struct Manifest {
     format: u32,
     next_id: u64,
+    /// The last head version handed out; kept through `reset`, so head ids
+    /// (`softmax-v4`) are never reused in one state directory.
+    #[serde(default)]
+    head_version: u64,
     samples: Vec<SampleMeta>,
 }
 
@@ -110,6 +141,7 @@ impl Default for Manifest {
         Self {
             format: FORMAT,
             next_id: 1,
+            head_version: 0,
             samples: Vec::new(),
         }
     }
@@ -125,7 +157,13 @@ pub struct OpenReport {
     pub missing_thumbnails: Vec<u64>,
     /// Files no sample names (a crash between writing them and the manifest), removed.
     pub removed_orphans: usize,
+    /// Samples the manifest names whose files are both gone (a crash while they
+    /// were being deleted): dropped from the manifest.
+    pub dropped_missing: Vec<u64>,
     pub head_version: Option<u64>,
+    /// The file system has no room left: the daemon starts, predicts and can
+    /// delete, but cannot add samples until space is freed.
+    pub disk_full: bool,
 }
 
 /// The open store. One per state directory (an OS lock enforces it).
@@ -192,14 +230,31 @@ impl Store {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Manifest::default(),
             Err(e) => return Err(io(&manifest_path)(e)),
         };
-        let store = Self {
+        let mut store = Self {
             dir: dir.to_path_buf(),
             manifest,
             _lock: lock,
         };
-        // Writable? Find out now rather than at the first sample.
-        write_atomic(&dir.join(".write-test"), b"ok")?;
-        fs::remove_file(dir.join(".write-test")).map_err(io(dir))?;
+        // Temporary files of writes a crash interrupted (`.samples.json.tmp`,
+        // `.head.json.tmp`, the write test) are never valid data.
+        for entry in fs::read_dir(dir).map_err(io(dir))? {
+            let path = entry.map_err(io(dir))?.path();
+            let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("");
+            if name.starts_with('.')
+                && (name.ends_with(".tmp") || name == WRITE_TEST)
+                && path.is_file()
+            {
+                fs::remove_file(&path).map_err(io(&path))?;
+            }
+        }
+        // Writable? Find out now rather than at the first sample. A full disk is
+        // not a reason to stay down: predictions and deletes still work.
+        let mut disk_full = false;
+        match write_atomic(&dir.join(WRITE_TEST), b"ok") {
+            Ok(()) => fs::remove_file(dir.join(WRITE_TEST)).map_err(io(dir))?,
+            Err(e) if is_disk_full(&e) => disk_full = true,
+            Err(e) => return Err(e),
+        }
 
         let known: std::collections::HashSet<u64> =
             store.manifest.samples.iter().map(|s| s.id).collect();
@@ -214,6 +269,27 @@ impl Store {
                 removed_orphans += 1;
             }
         }
+        // A delete removes a sample's files before the manifest stops naming it;
+        // a crash in between leaves names without files, which are dropped here.
+        let dropped_missing: Vec<u64> = store
+            .manifest
+            .samples
+            .iter()
+            .filter(|s| {
+                !store.thumbnail_path(s.id).exists() && !store.embedding_path(s.id).exists()
+            })
+            .map(|s| s.id)
+            .collect();
+        if !dropped_missing.is_empty() {
+            let gone = dropped_missing.clone();
+            let result = store.update(|m| m.samples.retain(|s| !gone.contains(&s.id)));
+            if let Err(e) = result {
+                // Not fatal: the entries are dropped in memory and on the next write.
+                tracing::warn!(error = %e, "cannot rewrite the manifest without samples whose files are gone");
+                store.manifest.samples.retain(|s| !gone.contains(&s.id));
+            }
+        }
+        store.ensure_reserve();
         let missing_thumbnails = store
             .manifest
             .samples
@@ -227,7 +303,9 @@ impl Store {
             classes: store.classes().len(),
             missing_thumbnails,
             removed_orphans,
+            dropped_missing,
             head_version,
+            disk_full,
         };
         Ok((store, report))
     }
@@ -297,7 +375,8 @@ impl Store {
     }
 
     /// Add a sample: its thumbnail (JPEG) and embedding are written first, then the
-    /// manifest that names them.
+    /// manifest that names them. On any failure (a full disk) nothing of it stays.
+    /// `sha256` is the digest of the image as sent, for [`Store::find_image`].
     pub fn add(
         &mut self,
         label: &str,
@@ -305,27 +384,46 @@ impl Store {
         thumbnail_jpeg: &[u8],
         backbone: &BackboneId,
         features: &[f32],
+        sha256: Option<String>,
     ) -> Result<SampleMeta, StoreError> {
         let id = self.manifest.next_id;
-        write_atomic(&self.thumbnail_path(id), thumbnail_jpeg)?;
-        self.save_embedding(id, backbone, features)?;
         let meta = SampleMeta {
             id,
             label: label.to_string(),
             added_at: now_secs(),
             origin,
+            sha256,
         };
         let m = meta.clone();
-        let result = self.update(|man| {
-            man.next_id = id + 1;
-            man.samples.push(m);
-        });
+        let result = write_atomic(&self.thumbnail_path(id), thumbnail_jpeg)
+            .and_then(|()| self.save_embedding(id, backbone, features))
+            .and_then(|()| {
+                self.update(|man| {
+                    man.next_id = id + 1;
+                    man.samples.push(m);
+                })
+            });
         if let Err(e) = result {
-            let _ = fs::remove_file(self.thumbnail_path(id));
-            let _ = fs::remove_file(self.embedding_path(id));
+            self.remove_files(&[id]);
             return Err(e);
         }
         Ok(meta)
+    }
+
+    /// The sample of class `label` whose image had this SHA-256, if any.
+    pub fn find_image(&self, label: &str, sha256: &str) -> Option<&SampleMeta> {
+        self.manifest
+            .samples
+            .iter()
+            .find(|s| s.label == label && s.sha256.as_deref() == Some(sha256))
+    }
+
+    /// The next head version: above every version this directory has handed out,
+    /// including heads deleted by `reset`. Recorded in the manifest when the head is
+    /// saved ([`Store::save_head`]).
+    pub fn next_head_version(&self) -> u64 {
+        let saved = self.load_head().ok().flatten().map(|h| h.version);
+        self.manifest.head_version.max(saved.unwrap_or(0)) + 1
     }
 
     fn remove_files(&self, ids: &[u64]) {
@@ -333,9 +431,25 @@ impl Store {
             let _ = fs::remove_file(self.thumbnail_path(*id));
             let _ = fs::remove_file(self.embedding_path(*id));
         }
+        let _ = sync_dir(&self.dir.join(SAMPLES));
+    }
+
+    /// Create the reserve file if it is missing and there is room for it.
+    fn ensure_reserve(&self) {
+        let p = self.dir.join(RESERVE);
+        if fs::metadata(&p).is_ok_and(|m| m.len() == RESERVE_BYTES as u64) {
+            return;
+        }
+        if let Err(e) = write_atomic(&p, &vec![0u8; RESERVE_BYTES]) {
+            tracing::debug!(error = %e, "no room for the reserve file yet");
+        }
     }
 
     /// Remove the samples for which `pick` is true; returns their ids.
+    ///
+    /// Works on a full disk: the samples' files go first (a crash then leaves
+    /// manifest entries without files, which [`Store::open`] drops), and if the
+    /// smaller manifest still finds no room, the reserve file is given up for it.
     fn remove_where(&mut self, pick: impl Fn(&SampleMeta) -> bool) -> Result<Vec<u64>, StoreError> {
         let ids: Vec<u64> = self
             .manifest
@@ -347,8 +461,20 @@ impl Store {
         if ids.is_empty() {
             return Ok(ids);
         }
-        self.update(|m| m.samples.retain(|s| !pick(s)))?;
         self.remove_files(&ids);
+        self.manifest.samples.retain(|s| !pick(s));
+        let mut saved = self.save_manifest();
+        if saved.as_ref().is_err_and(is_disk_full) {
+            let _ = fs::remove_file(self.dir.join(RESERVE));
+            saved = self.save_manifest();
+        }
+        match saved {
+            Ok(()) => self.ensure_reserve(),
+            // The files are gone either way; the next start drops their names.
+            Err(e) => {
+                tracing::warn!(error = %e, "samples deleted, but the manifest could not be rewritten; it is corrected at the next start")
+            }
+        }
         Ok(ids)
     }
 
@@ -400,7 +526,7 @@ impl Store {
         let header = 8 + 64 + 4;
         if bytes.len() < header
             || &bytes[..8] != EMB_MAGIC
-            || bytes[8..72] != *backbone.sha256.as_bytes()
+            || bytes[8..72] != *backbone.features.as_bytes()
         {
             return None;
         }
@@ -424,7 +550,7 @@ impl Store {
         let mut bytes = Vec::with_capacity(76 + features.len() * 4);
         bytes.extend_from_slice(EMB_MAGIC);
         let mut sha = [b'0'; 64];
-        for (d, s) in sha.iter_mut().zip(backbone.sha256.as_bytes()) {
+        for (d, s) in sha.iter_mut().zip(backbone.features.as_bytes()) {
             *d = *s;
         }
         bytes.extend_from_slice(&sha);
@@ -435,12 +561,18 @@ impl Store {
         write_atomic(&self.embedding_path(id), &bytes)
     }
 
-    pub fn save_head(&self, head: &Head) -> Result<(), StoreError> {
+    /// Save the head and record its version as handed out.
+    pub fn save_head(&mut self, head: &Head) -> Result<(), StoreError> {
         let bytes = serde_json::to_vec(head).map_err(|e| StoreError::Corrupt {
             path: self.dir.join(HEAD),
             why: e.to_string(),
         })?;
-        write_atomic(&self.dir.join(HEAD), &bytes)
+        write_atomic(&self.dir.join(HEAD), &bytes)?;
+        if head.version > self.manifest.head_version {
+            let v = head.version;
+            self.update(|m| m.head_version = v)?;
+        }
+        Ok(())
     }
 
     /// The saved head; `Ok(None)` when there is none. A damaged head file is an
@@ -476,10 +608,7 @@ mod tests {
     use super::*;
 
     fn bb(c: char) -> BackboneId {
-        BackboneId {
-            name: "m".into(),
-            sha256: c.to_string().repeat(64),
-        }
+        BackboneId::new("m".into(), c.to_string().repeat(64), "")
     }
 
     #[test]
@@ -488,11 +617,11 @@ mod tests {
         {
             let (mut s, report) = Store::open(dir.path()).expect("open");
             assert_eq!(report.samples, 0);
-            s.add("cat", Origin::Image, b"jpeg1", &bb('a'), &[1.0, 2.0])
+            s.add("cat", Origin::Image, b"jpeg1", &bb('a'), &[1.0, 2.0], None)
                 .expect("add");
-            s.add("dog", Origin::Frame, b"jpeg2", &bb('a'), &[3.0, 4.0])
+            s.add("dog", Origin::Frame, b"jpeg2", &bb('a'), &[3.0, 4.0], None)
                 .expect("add");
-            s.add("cat", Origin::Image, b"jpeg3", &bb('a'), &[5.0, 6.0])
+            s.add("cat", Origin::Image, b"jpeg3", &bb('a'), &[5.0, 6.0], None)
                 .expect("add");
         }
         let (s, report) = Store::open(dir.path()).expect("reopen");
@@ -523,7 +652,7 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         let (mut s, _) = Store::open(dir.path()).expect("open");
         for l in ["a", "b", "a", "c"] {
-            s.add(l, Origin::Image, b"x", &bb('a'), &[0.0])
+            s.add(l, Origin::Image, b"x", &bb('a'), &[0.0], None)
                 .expect("add");
         }
         assert_eq!(s.relabel("a", "z").expect("rename"), 2);
@@ -540,7 +669,7 @@ mod tests {
         assert!(s.is_empty());
         // Ids are never reused.
         let m = s
-            .add("d", Origin::Image, b"x", &bb('a'), &[0.0])
+            .add("d", Origin::Image, b"x", &bb('a'), &[0.0], None)
             .expect("add");
         assert_eq!(m.id, 5);
     }
@@ -550,7 +679,7 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         {
             let (mut s, _) = Store::open(dir.path()).expect("open");
-            s.add("a", Origin::Image, b"x", &bb('a'), &[0.0])
+            s.add("a", Origin::Image, b"x", &bb('a'), &[0.0], None)
                 .expect("add");
         }
         // As if the daemon died after writing sample 2's files but before the manifest.
@@ -588,7 +717,7 @@ mod tests {
     fn damaged_embedding_files_are_ignored() {
         let dir = tempfile::tempdir().expect("tempdir");
         let (mut s, _) = Store::open(dir.path()).expect("open");
-        s.add("a", Origin::Image, b"x", &bb('a'), &[1.0, 2.0])
+        s.add("a", Origin::Image, b"x", &bb('a'), &[1.0, 2.0], None)
             .expect("add");
         let p = s.embedding_path(1);
         let mut bytes = fs::read(&p).expect("read");
@@ -609,5 +738,165 @@ mod tests {
             .map(|e| e.expect("entry").file_name())
             .collect();
         assert_eq!(names.len(), 1);
+    }
+
+    #[test]
+    fn leftover_temporary_files_at_the_top_are_removed_on_open() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        drop(Store::open(dir.path()).expect("open"));
+        for name in [".samples.json.tmp", ".head.json.tmp", ".write-test"] {
+            fs::write(dir.path().join(name), b"half").expect("write");
+        }
+        fs::write(dir.path().join("notes.txt"), b"user file").expect("write");
+        let _s = Store::open(dir.path()).expect("reopen");
+        for name in [".samples.json.tmp", ".head.json.tmp", ".write-test"] {
+            assert!(!dir.path().join(name).exists(), "{name} left behind");
+        }
+        assert!(
+            dir.path().join("notes.txt").exists(),
+            "a file edgehead did not write was removed"
+        );
+    }
+
+    #[test]
+    fn head_versions_are_never_reused_even_after_a_reset() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (mut s, _) = Store::open(dir.path()).expect("open");
+        assert_eq!(s.next_head_version(), 1);
+        let mut h = crate::head::tests::tiny_head(&bb('a'));
+        h.version = 4;
+        s.save_head(&h).expect("save");
+        assert_eq!(s.next_head_version(), 5);
+        s.reset().expect("reset");
+        assert_eq!(
+            s.next_head_version(),
+            5,
+            "reset forgot the versions handed out"
+        );
+        drop(s);
+        let (s, _) = Store::open(dir.path()).expect("reopen");
+        assert_eq!(s.next_head_version(), 5);
+    }
+
+    #[test]
+    fn names_left_without_files_by_an_interrupted_delete_are_dropped() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        {
+            let (mut s, _) = Store::open(dir.path()).expect("open");
+            for l in ["a", "b"] {
+                s.add(l, Origin::Image, b"x", &bb('a'), &[0.0], None)
+                    .expect("add");
+            }
+            // As if killed after removing sample 1's files, before the manifest.
+            s.remove_files(&[1]);
+        }
+        let (s, report) = Store::open(dir.path()).expect("reopen");
+        assert_eq!(report.dropped_missing, vec![1]);
+        assert_eq!(
+            s.samples().iter().map(|m| m.id).collect::<Vec<_>>(),
+            vec![2]
+        );
+    }
+
+    #[test]
+    fn the_same_image_is_found_in_its_class_only() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (mut s, _) = Store::open(dir.path()).expect("open");
+        s.add(
+            "a",
+            Origin::Image,
+            b"x",
+            &bb('a'),
+            &[0.0],
+            Some("f00d".into()),
+        )
+        .expect("add");
+        assert_eq!(s.find_image("a", "f00d").map(|m| m.id), Some(1));
+        assert!(s.find_image("b", "f00d").is_none());
+        assert!(s.find_image("a", "beef").is_none());
+    }
+
+    /// A real full disk: a 4 MiB tmpfs (needs root, as CI runs).
+    struct Tmpfs(tempfile::TempDir);
+
+    impl Tmpfs {
+        fn mount() -> Option<Self> {
+            let dir = tempfile::tempdir().expect("tempdir");
+            let ok = std::process::Command::new("mount")
+                .args(["-t", "tmpfs", "-o", "size=4m", "tmpfs"])
+                .arg(dir.path())
+                .status()
+                .is_ok_and(|s| s.success());
+            ok.then_some(Self(dir))
+        }
+
+        /// Fill the file system up with a file named `fill`.
+        fn fill(&self) {
+            let mut f = File::create(self.0.path().join("fill")).expect("create");
+            let chunk = vec![1u8; 64 << 10];
+            while f.write_all(&chunk).is_ok() {}
+            let _ = f.sync_all();
+            // Whatever single blocks are left.
+            let mut g = File::create(self.0.path().join("fill2")).expect("create");
+            while g.write_all(&[1u8; 512]).is_ok() {}
+        }
+    }
+
+    impl Drop for Tmpfs {
+        fn drop(&mut self) {
+            let _ = std::process::Command::new("umount")
+                .arg(self.0.path())
+                .status();
+        }
+    }
+
+    #[test]
+    fn on_a_full_disk_adding_fails_cleanly_deleting_works_and_the_store_opens() {
+        let Some(fs_) = Tmpfs::mount() else {
+            assert!(
+                std::env::var_os("CI").is_none(),
+                "CI runs as root and must be able to mount a tmpfs"
+            );
+            eprintln!("skipped: mounting a tmpfs needs root");
+            return;
+        };
+        let state = fs_.0.path().join("state");
+        let jpeg = vec![7u8; 20_000];
+        {
+            let (mut s, report) = Store::open(&state).expect("open");
+            assert!(!report.disk_full);
+            for l in ["a", "a", "b", "c"] {
+                s.add(l, Origin::Image, &jpeg, &bb('a'), &[0.5; 1280], None)
+                    .expect("add");
+            }
+            fs_.fill();
+            let before = s.samples().to_vec();
+            let err = s
+                .add("a", Origin::Image, &jpeg, &bb('a'), &[0.5; 1280], None)
+                .expect_err("the disk is full");
+            assert!(is_disk_full(&err), "{err}");
+            assert_eq!(s.samples(), &before[..], "a failed add changed the store");
+            let names: Vec<String> = fs::read_dir(state.join(SAMPLES))
+                .expect("ls")
+                .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
+                .collect();
+            assert_eq!(
+                names.len(),
+                8,
+                "files of the failed add left behind: {names:?}"
+            );
+            assert!(s.remove(1).expect("remove on a full disk"));
+            assert_eq!(s.delete_class("b").expect("delete on a full disk"), 1);
+            assert_eq!(s.len(), 2);
+        }
+        // Full again, and the daemon's store still opens, saying so.
+        fs_.fill();
+        let (s, report) = Store::open(&state).expect("open on a full disk");
+        assert!(report.disk_full);
+        assert_eq!(s.len(), 2);
+        assert_eq!(
+            s.samples().iter().map(|m| m.id).collect::<Vec<_>>(),
+            vec![2, 4]
+        );
     }
 }

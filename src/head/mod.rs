@@ -470,10 +470,20 @@ pub(crate) mod tests {
     }
 
     pub fn backbone() -> BackboneId {
-        BackboneId {
-            name: "test".into(),
-            sha256: "0".repeat(64),
-        }
+        BackboneId::new("test".into(), "0".repeat(64), "")
+    }
+
+    /// A two-class head on 2-d features, for store tests.
+    pub fn tiny_head(b: &BackboneId) -> Head {
+        let data = vec![(vec![1.0, 0.0], 0), (vec![0.0, 1.0], 1)];
+        train(
+            &samples(&data),
+            &["a".to_string(), "b".to_string()],
+            b,
+            1,
+            &params(HeadKind::Ncm),
+        )
+        .expect("train")
     }
 
     fn params(kind: HeadKind) -> TrainParams {
