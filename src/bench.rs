@@ -139,6 +139,7 @@ fn end_to_end(e: Arc<TractEmbedder>, o: &Options) -> (f64, u64, u64, f64, u64) {
     let st = stats.clone();
     let elapsed = runtime.block_on(async move {
         let (frame_tx, frame_rx) = watch::channel(None);
+        let demand = Arc::new(source::Demand::default());
         let (state_tx, _state_rx) = watch::channel(SourceState::Starting);
         let inference = Inference {
             frames: frame_rx,
@@ -147,6 +148,7 @@ fn end_to_end(e: Arc<TractEmbedder>, o: &Options) -> (f64, u64, u64, f64, u64) {
             sink: CountingSink { bytes: 0 },
             stats: st.clone(),
             options: PredictionConfig::default(),
+            demand: demand.clone(),
         };
         let task = tokio::spawn(inference.run());
         let started = Instant::now();
@@ -156,6 +158,7 @@ fn end_to_end(e: Arc<TractEmbedder>, o: &Options) -> (f64, u64, u64, f64, u64) {
             frame_tx,
             state_tx,
             st.clone(),
+            demand,
         ) {
             Ok(c) => c,
             Err(_) => return (0.0, 0),
@@ -201,10 +204,7 @@ fn training_times() -> (f64, f64) {
         .collect();
     let samples = head::samples(&data);
     let classes: Vec<String> = (0..10).map(|i| format!("c{i}")).collect();
-    let id = crate::backbone::BackboneId {
-        name: "bench".into(),
-        sha256: "0".repeat(64),
-    };
+    let id = crate::backbone::BackboneId::new("bench".into(), "0".repeat(64), "");
     let time = |kind| {
         let params = TrainParams {
             kind,

@@ -15,13 +15,38 @@ use serde::{Deserialize, Serialize};
 pub use self::tract::TractEmbedder;
 pub use preprocess::Preprocess;
 
-/// Names a backbone model exactly: embeddings are only comparable between equal ids.
+/// Names the features a backbone produces exactly: embeddings (and heads trained
+/// on them) are only comparable between equal ids.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct BackboneId {
     /// The model file's stem, for people.
     pub name: String,
-    /// SHA-256 of the model file, hex: the identity.
+    /// SHA-256 of the model file, hex.
     pub sha256: String,
+    /// SHA-256 (hex) over the model's digest and every setting that changes the
+    /// features: input size, layout, mean, std, resize policy, crop fraction, output
+    /// and model transforms. The identity stored with every embedding; empty in
+    /// heads saved before it existed (they never match, so they are retrained).
+    #[serde(default)]
+    pub features: String,
+}
+
+impl BackboneId {
+    /// The id of `model_sha256` run with the given feature-changing settings
+    /// (`settings` is a canonical text of them, see [`Preprocess::identity`]).
+    pub fn new(name: String, model_sha256: String, settings: &str) -> Self {
+        use sha2::{Digest, Sha256};
+        let mut h = Sha256::new();
+        h.update(model_sha256.as_bytes());
+        h.update(b"\n");
+        h.update(settings.as_bytes());
+        let features = format!("{:x}", h.finalize());
+        Self {
+            name,
+            sha256: model_sha256,
+            features,
+        }
+    }
 }
 
 impl fmt::Display for BackboneId {
@@ -30,7 +55,7 @@ impl fmt::Display for BackboneId {
             f,
             "{}@{}",
             self.name,
-            &self.sha256[..12.min(self.sha256.len())]
+            &self.features[..12.min(self.features.len())]
         )
     }
 }

@@ -38,6 +38,22 @@ impl Preprocess {
         }
     }
 
+    /// A canonical text of every field, for the backbone's feature identity
+    /// ([`super::BackboneId`]): two preprocessings give the same text exactly when
+    /// they compute the same input tensor.
+    pub fn identity(&self) -> String {
+        format!(
+            "input={}x{} layout={:?} mean={:?} std={:?} resize={:?} crop={:?}",
+            self.width,
+            self.height,
+            self.layout,
+            self.mean,
+            self.std,
+            self.resize,
+            self.crop_fraction
+        )
+    }
+
     /// The input tensor's shape, batch of one.
     pub fn shape(&self) -> [usize; 4] {
         let (w, h) = (self.width as usize, self.height as usize);

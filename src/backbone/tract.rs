@@ -120,7 +120,16 @@ impl TractEmbedder {
             .map_err(|e| load_err(path, e))?;
         let state = State::new(&plan).map_err(|e| load_err(path, e))?;
         Ok(Self {
-            id: BackboneId { name, sha256 },
+            id: BackboneId::new(
+                name,
+                sha256,
+                &format!(
+                    "{}\noutput={}\ntransforms={:?}",
+                    preprocess.identity(),
+                    config.output,
+                    config.transforms
+                ),
+            ),
             dim,
             preprocess,
             shape,

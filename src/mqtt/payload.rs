@@ -36,7 +36,8 @@ pub struct Prediction {
     pub inference_ms: f64,
     /// L2 norm of the feature vector: a cheap sign of life without a head.
     pub embedding_norm: f32,
-    /// `<model file stem>@<sha256 prefix>` of the backbone.
+    /// `<model file stem>@<feature identity prefix>` of the backbone (model and
+    /// preprocessing).
     pub backbone: String,
     /// `<kind>-v<version>` of the head, null when none is trained.
     pub head: Option<String>,
