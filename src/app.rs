@@ -92,8 +92,12 @@ impl Daemon {
             orphans_removed = store_report.removed_orphans,
             missing_thumbnails = store_report.missing_thumbnails.len(),
             head_version = store_report.head_version.unwrap_or(0),
+            dropped_without_files = store_report.dropped_missing.len(),
             "sample store opened"
         );
+        if store_report.disk_full {
+            tracing::warn!(dir = %settings.state_dir().display(), "the state directory's disk is full: edgehead runs and predicts, deleting works, but no sample can be added until space is freed");
+        }
         let opener = source::opener(&settings.raw)?;
         let broker = match settings.embedded_broker {
             Some(addr) => Some(broker::start(
@@ -106,6 +110,9 @@ impl Daemon {
         // The MQTT client is built here so that TLS files that cannot be read are a
         // start-up error; it connects once the daemon runs.
         let stats = Arc::new(Stats::default());
+        stats
+            .disk_full
+            .store(store_report.disk_full, std::sync::atomic::Ordering::Relaxed);
         let (requests_tx, requests_rx) = mpsc::channel(settings.raw.learn.queue);
         let (publisher, connection) = mqtt::connect(
             &settings,
@@ -143,10 +150,10 @@ impl Daemon {
         } = self;
         let started = Instant::now();
         let (frame_tx, frame_rx) = watch::channel(None);
+        let demand = Arc::new(source::Demand::default());
         let (state_tx, state_rx) = watch::channel(SourceState::Starting);
         let head: Arc<ArcSwapOption<Head>> = Arc::new(ArcSwapOption::empty());
         let embedder_dyn: Arc<dyn Embedder> = embedder.clone();
-        let status_slot = connection.status_slot();
         let drain = CancellationToken::new();
         let finish = CancellationToken::new();
         let mut mqtt_task = tokio::spawn(connection.run(drain.clone(), finish.clone()));
@@ -171,6 +178,7 @@ impl Daemon {
             sink: publisher.clone(),
             stats: stats.clone(),
             options: settings.raw.predictions.clone(),
+            demand: demand.clone(),
         };
         let mut infer_task = tokio::spawn(inference.run());
 
@@ -178,7 +186,6 @@ impl Daemon {
         let status_source = state_rx.clone();
         let status = StatusReporter {
             publisher: publisher.clone(),
-            slot: status_slot,
             stats: stats.clone(),
             head: head.clone(),
             backbone: embedder.id().to_string(),
@@ -195,6 +202,7 @@ impl Daemon {
             frame_tx,
             state_tx,
             stats.clone(),
+            demand,
         )
         .map_err(|e| RunError::TaskFailed {
             task: "capture",
@@ -356,7 +364,6 @@ fn join_why<T: std::fmt::Debug>(r: Result<T, tokio::task::JoinError>) -> String 
 /// Publishes the retained status and logs the periodic summary.
 struct StatusReporter {
     publisher: Publisher,
-    slot: Arc<std::sync::Mutex<Option<serde_json::Value>>>,
     stats: Arc<Stats>,
     head: Arc<ArcSwapOption<Head>>,
     backbone: String,
@@ -377,16 +384,13 @@ impl StatusReporter {
             "classes": head.as_ref().map(|h| h.classes.clone()).unwrap_or_default(),
             "uptime_s": self.started.elapsed().as_secs(),
             "stats": self.stats.snapshot(),
+            "disk_full": self.stats.disk_full.load(std::sync::atomic::Ordering::Relaxed),
             "rss_kib": stats::rss_kib(),
         })
     }
 
     fn publish(&self) {
-        let status = self.status();
-        if let Ok(mut slot) = self.slot.lock() {
-            *slot = Some(status.clone());
-        }
-        self.publisher.try_publish_status(&status);
+        self.publisher.try_publish_status(&self.status());
     }
 
     async fn run(mut self, stop: CancellationToken) {

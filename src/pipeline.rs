@@ -12,7 +12,7 @@ use crate::config::{PredictionConfig, PublishMode};
 use crate::head::{Head, UNKNOWN};
 use crate::mqtt::payload::{timestamp, Prediction, Score};
 use crate::mqtt::Publisher;
-use crate::source::{Frame, FrameRx};
+use crate::source::{Demand, Frame, FrameRx};
 use crate::stats::Stats;
 
 /// Where predictions go: MQTT in the daemon, a vector in tests and `eval`.
@@ -162,6 +162,8 @@ pub struct Inference<S> {
     pub sink: S,
     pub stats: Arc<Stats>,
     pub options: PredictionConfig,
+    /// Told of every frame taken, so on-demand sources make the next one.
+    pub demand: Arc<Demand>,
 }
 
 impl<S: PredictionSink> Inference<S> {
@@ -175,6 +177,7 @@ impl<S: PredictionSink> Inference<S> {
             let Some(frame) = self.frames.borrow_and_update().clone() else {
                 continue;
             };
+            self.demand.taken(frame.seq);
             if last_seq > 0 && frame.seq > last_seq + 1 {
                 self.stats
                     .frames_dropped

@@ -3,7 +3,14 @@
 //!
 //! Requests arrive from the MQTT task through a bounded channel. Each is validated
 //! before anything is stored; every failure is answered on the response topic and
-//! leaves the store as it was.
+//! leaves the store as it was. Changing requests are idempotent ([`replies`]): a
+//! repeated `transaction`, or a QoS 1 redelivery, gets the first answer again; the
+//! same image added to the same class again is not stored twice. `label_frame`
+//! collects its frames in a task of its own, so short requests are answered while
+//! it waits between frames.
+
+pub mod labels;
+pub mod replies;
 
 use std::collections::HashMap;
 use std::io::Cursor;
@@ -15,16 +22,30 @@ use base64::Engine;
 use image::RgbImage;
 use serde::Deserialize;
 use serde_json::{json, Value};
+use sha2::{Digest, Sha256};
 use tokio::sync::mpsc;
 
 use crate::backbone::Embedder;
 use crate::config::LearnConfig;
-use crate::head::{self, Head, TrainParams, UNKNOWN};
+use crate::head::{self, Head, TrainParams};
 use crate::mqtt::payload::{response_error, response_ok};
 use crate::mqtt::{Publisher, Request};
-use crate::source::decode::decode_image;
-use crate::source::FrameRx;
+use crate::source::decode::{decode_image, ImageLimits};
+use crate::source::{Frame, FrameRx};
 use crate::store::{OpenReport, Origin, Store};
+use replies::{Replies, Seen};
+
+/// Operations that change the store or the head: idempotent by transaction.
+pub const CHANGING_OPS: &[&str] = &[
+    "add_sample",
+    "label_frame",
+    "remove_sample",
+    "rename_class",
+    "merge_class",
+    "delete_class",
+    "reset",
+    "retrain",
+];
 
 /// Operations understood on `<base>/request/<op>`.
 pub const OPS: &[&str] = &[
@@ -52,39 +73,8 @@ const FRAME_WAIT: Duration = Duration::from_secs(5);
 #[error("{0}")]
 pub struct RequestError(pub String);
 
-fn bad(msg: impl Into<String>) -> RequestError {
+pub(crate) fn bad(msg: impl Into<String>) -> RequestError {
     RequestError(msg.into())
-}
-
-/// A label must be usable as a Home Assistant state and safe anywhere: 1 to 64
-/// letters, digits, spaces, `-`, `_` or `.`; no leading dot or surrounding spaces;
-/// not the reserved `unknown`.
-pub fn check_label(label: &str) -> Result<&str, RequestError> {
-    if label.is_empty() {
-        return Err(bad("the label is empty"));
-    }
-    if label.chars().count() > 64 {
-        return Err(bad("the label is longer than 64 characters"));
-    }
-    if label.trim() != label || label.starts_with('.') {
-        return Err(bad(
-            "the label must not start with a dot or start or end with a space",
-        ));
-    }
-    if let Some(c) = label
-        .chars()
-        .find(|c| !(c.is_alphanumeric() || matches!(c, ' ' | '-' | '_' | '.')))
-    {
-        return Err(bad(format!(
-            "the label contains {c:?}; use letters, digits, spaces, - _ and ."
-        )));
-    }
-    if label.eq_ignore_ascii_case(UNKNOWN) {
-        return Err(bad(
-            "\"unknown\" is reserved for frames that match no class",
-        ));
-    }
-    Ok(label)
 }
 
 #[derive(Debug, Deserialize)]
@@ -189,6 +179,23 @@ pub struct Learner {
     /// Embeddings of the stored samples for the current backbone, by sample id.
     embeddings: HashMap<u64, Vec<f32>>,
     retrain_at: Option<tokio::time::Instant>,
+    /// Answers to recent changing requests, for repeats.
+    replies: Replies,
+    /// The `label_frame` request collecting frames now, if any.
+    collecting: Option<Collecting>,
+}
+
+/// A `label_frame` in progress: its frames arrive one by one from a collector task,
+/// each is embedded and stored as it comes, and the answer goes out at the end.
+struct Collecting {
+    op: String,
+    transaction: Option<Value>,
+    key: String,
+    label: String,
+    want: u32,
+    ids: Vec<u64>,
+    frames_rx: mpsc::Receiver<Result<Arc<Frame>, RequestError>>,
+    task: tokio::task::JoinHandle<()>,
 }
 
 impl Learner {
@@ -211,10 +218,16 @@ impl Learner {
             frames,
             publisher,
             params,
-            config,
             embeddings: HashMap::new(),
             retrain_at: None,
+            replies: Replies::new(Duration::from_secs(config.idempotency_window_secs)),
+            collecting: None,
+            config,
         }
+    }
+
+    fn limits(&self) -> ImageLimits {
+        ImageLimits::from_config(&self.config)
     }
 
     /// Load the saved head if it fits the backbone, so predictions use it at once.
@@ -271,9 +284,9 @@ impl Learner {
                 }
             };
             let embedder = self.embedder.clone();
-            let max_side = self.config.max_image_side;
+            let limits = self.limits();
             let result = tokio::task::spawn_blocking(move || {
-                let img = decode_image(&thumb, max_side).map_err(|e| e.to_string())?;
+                let img = decode_image(&thumb, &limits).map_err(|e| e.to_string())?;
                 embedder.embed(&img).map_err(|e| e.to_string())
             })
             .await;
@@ -312,16 +325,37 @@ impl Learner {
         self.publish_head();
         loop {
             let deadline = self.retrain_at;
+            let collecting = self.collecting.is_some();
             tokio::select! {
                 request = self.requests_rx.recv() => match request {
                     Some(r) => self.handle(r).await,
                     None => break,
                 },
+                frame = async {
+                    match self.collecting.as_mut() {
+                        Some(c) => c.frames_rx.recv().await,
+                        None => std::future::pending().await,
+                    }
+                }, if collecting => self.collected(frame).await,
                 _ = async { tokio::time::sleep_until(deadline.unwrap_or_else(tokio::time::Instant::now)).await }, if deadline.is_some() => {
                     self.retrain_at = None;
                     self.retrain().await;
                 }
             }
+        }
+        if let Some(c) = self.collecting.take() {
+            c.task.abort();
+            let (op, transaction, key) = (c.op.clone(), c.transaction.clone(), c.key.clone());
+            let answer = response_error(
+                &format!(
+                    "shutting down; stored {} of {} frames: {:?}",
+                    c.ids.len(),
+                    c.want,
+                    c.ids
+                ),
+                transaction.as_ref(),
+            );
+            self.answer(&op, &key, &answer);
         }
         if self.retrain_at.is_some() {
             self.retrain().await;
@@ -330,37 +364,94 @@ impl Learner {
 
     async fn handle(&mut self, r: Request) {
         let transaction = r.transaction();
-        let result = self.dispatch(&r).await;
+        let changing = CHANGING_OPS.contains(&r.op.as_str());
+        let topic = match &r.arg {
+            Some(a) => format!("{}/{a}", r.op),
+            None => r.op.clone(),
+        };
+        let key = replies::key(&r.op, transaction.as_ref(), &topic, &r.payload);
+        if changing && (transaction.is_some() || r.dup) {
+            match self.replies.check(&key, std::time::Instant::now()) {
+                Seen::New => {}
+                Seen::Pending => {
+                    tracing::info!(op = %r.op, dup = r.dup, "repeated request is still being carried out; its answer follows");
+                    return;
+                }
+                Seen::Answered(first) => {
+                    tracing::info!(op = %r.op, dup = r.dup, "repeated request: answering with the first answer");
+                    self.publisher.try_respond(&r.op, &first);
+                    return;
+                }
+            }
+        }
+        let result = self.dispatch(&r, &key).await;
         let reply = match result {
-            Ok(data) => response_ok(data, transaction.as_ref()),
+            Ok(None) => return, // answered when the frames are in (label_frame)
+            Ok(Some(data)) => response_ok(data, transaction.as_ref()),
             Err(e) => {
                 self.publisher.stats_request_failed();
                 tracing::info!(op = %r.op, error = %e, "request refused");
                 response_error(&e.0, transaction.as_ref())
             }
         };
-        self.publisher.try_respond(&r.op, &reply);
+        if changing {
+            self.answer(&r.op, &key, &reply);
+        } else {
+            self.publisher.try_respond(&r.op, &reply);
+        }
     }
 
-    async fn dispatch(&mut self, r: &Request) -> Result<Value, RequestError> {
-        match r.op.as_str() {
-            "add_sample" => self.add_sample(r).await,
-            "label_frame" => self.label_frame(r).await,
+    /// Publish the answer to a changing request and remember it for repeats.
+    fn answer(&mut self, op: &str, key: &str, reply: &Value) {
+        self.replies.finish(key, reply, std::time::Instant::now());
+        self.publisher.try_respond(op, reply);
+    }
+
+    /// The class `label` names: normalized, and spelled like the existing class it
+    /// matches without regard to case.
+    fn class_name(&self, label: &str) -> Result<String, RequestError> {
+        let label = labels::normalize(label)?;
+        let classes = self.store.classes();
+        Ok(
+            labels::existing(&label, classes.iter().map(|c| c.0.as_str()))
+                .map(str::to_string)
+                .unwrap_or(label),
+        )
+    }
+
+    /// The existing class `label` names (any case, any normalization form).
+    fn find_class(&self, label: &str) -> Result<String, RequestError> {
+        let wanted: String = unicode_normalization::UnicodeNormalization::nfc(label).collect();
+        let classes = self.store.classes();
+        labels::existing(&wanted, classes.iter().map(|c| c.0.as_str()))
+            .map(str::to_string)
+            .ok_or_else(|| bad(format!("there is no class \"{label}\"")))
+    }
+
+    /// Carry out one request. `Ok(None)`: the answer is sent later (`label_frame`).
+    async fn dispatch(&mut self, r: &Request, key: &str) -> Result<Option<Value>, RequestError> {
+        let data = match r.op.as_str() {
+            "add_sample" => self.add_sample(r).await?,
+            "label_frame" => return self.label_frame(r, key).map(|()| None),
             "classes" => {
                 only_fields(&body(&r.payload)?, &[])?;
-                Ok(self.classes_json())
+                self.classes_json()
             }
             "samples" => {
                 let b = body(&r.payload)?;
                 only_fields(&b, &["label"])?;
-                let label = b.get("label").and_then(Value::as_str);
+                let label = match b.get("label") {
+                    None | Some(Value::Null) => None,
+                    Some(Value::String(l)) => Some(self.find_class(l)?),
+                    Some(_) => return Err(bad("\"label\" must be a string")),
+                };
                 let list: Vec<_> = self
                     .store
                     .samples()
                     .iter()
-                    .filter(|s| label.is_none_or(|l| s.label == l))
+                    .filter(|s| label.as_ref().is_none_or(|l| s.label == *l))
                     .collect();
-                Ok(json!({ "samples": list }))
+                json!({ "samples": list })
             }
             "remove_sample" => {
                 let b = body(&r.payload)?;
@@ -374,44 +465,51 @@ impl Learner {
                 }
                 self.embeddings.remove(&id);
                 self.schedule_retrain();
-                Ok(json!({ "removed": id, "classes": self.classes_json()["classes"] }))
+                json!({ "removed": id, "classes": self.classes_json()["classes"] })
             }
             "rename_class" | "merge_class" => {
                 let merge = r.op == "merge_class";
                 let b = body(&r.payload)?;
                 let to_key = if merge { "into" } else { "to" };
                 only_fields(&b, &["from", to_key])?;
-                let from = field(&b, "from")?;
-                let to = check_label(field(&b, to_key)?)?;
+                let from = self.find_class(field(&b, "from")?)?;
+                let to = labels::normalize(field(&b, to_key)?)?;
                 let classes = self.store.classes();
-                if !classes.iter().any(|c| c.0 == from) {
-                    return Err(bad(format!("there is no class \"{from}\"")));
-                }
-                let exists = classes.iter().any(|c| c.0 == to);
-                if merge && !exists {
-                    return Err(bad(format!(
-                        "there is no class \"{to}\" to merge into; use rename_class"
-                    )));
-                }
-                if !merge && exists {
-                    return Err(bad(format!(
-                        "class \"{to}\" exists; use merge_class to merge"
-                    )));
-                }
+                // The class `to` names, other than `from` itself (a rename may only
+                // change the spelling: cat → Cat).
+                let target = labels::existing(
+                    &to,
+                    classes.iter().map(|c| c.0.as_str()).filter(|c| *c != from),
+                )
+                .map(str::to_string);
                 if from == to {
                     return Err(bad("from and to are the same class"));
                 }
+                let to = match (merge, target) {
+                    (true, Some(t)) => t,
+                    (true, None) => {
+                        return Err(bad(format!(
+                            "there is no class \"{to}\" to merge into; use rename_class"
+                        )))
+                    }
+                    (false, Some(t)) => {
+                        return Err(bad(format!(
+                            "class \"{t}\" exists; use merge_class to merge"
+                        )))
+                    }
+                    (false, None) => to,
+                };
                 let n = self
                     .store
-                    .relabel(from, to)
+                    .relabel(&from, &to)
                     .map_err(|e| bad(e.to_string()))?;
                 self.schedule_retrain();
-                Ok(json!({ "moved": n, "classes": self.classes_json()["classes"] }))
+                json!({ "moved": n, "classes": self.classes_json()["classes"] })
             }
             "delete_class" => {
                 let b = body(&r.payload)?;
                 only_fields(&b, &["label"])?;
-                let label = field(&b, "label")?;
+                let label = self.find_class(field(&b, "label")?)?;
                 let before: Vec<u64> = self
                     .store
                     .samples()
@@ -419,18 +517,15 @@ impl Learner {
                     .filter(|s| s.label == label)
                     .map(|s| s.id)
                     .collect();
-                if before.is_empty() {
-                    return Err(bad(format!("there is no class \"{label}\"")));
-                }
                 let n = self
                     .store
-                    .delete_class(label)
+                    .delete_class(&label)
                     .map_err(|e| bad(e.to_string()))?;
                 before.iter().for_each(|id| {
                     self.embeddings.remove(id);
                 });
                 self.schedule_retrain();
-                Ok(json!({ "deleted": n, "classes": self.classes_json()["classes"] }))
+                json!({ "deleted": n, "classes": self.classes_json()["classes"] })
             }
             "reset" => {
                 let b = body(&r.payload)?;
@@ -440,28 +535,34 @@ impl Learner {
                         "reset deletes every sample and the head: send {\"confirm\": true}",
                     ));
                 }
+                if self.collecting.is_some() {
+                    return Err(bad("busy: a label_frame request is collecting frames"));
+                }
                 let n = self.store.reset().map_err(|e| bad(e.to_string()))?;
                 self.embeddings.clear();
                 self.retrain_at = None;
                 self.head.store(None);
                 self.publish_head();
-                Ok(json!({ "deleted": n }))
+                json!({ "deleted": n })
             }
             "retrain" => {
                 only_fields(&body(&r.payload)?, &[])?;
                 self.retrain_at = None;
                 self.retrain().await;
-                Ok(self.head_json())
+                self.head_json()
             }
             "head" => {
                 only_fields(&body(&r.payload)?, &[])?;
-                Ok(self.head_json())
+                self.head_json()
             }
-            other => Err(bad(format!(
-                "unknown operation \"{other}\"; known: {}",
-                OPS.join(", ")
-            ))),
-        }
+            other => {
+                return Err(bad(format!(
+                    "unknown operation \"{other}\"; known: {}",
+                    OPS.join(", ")
+                )))
+            }
+        };
+        Ok(Some(data))
     }
 
     fn classes_json(&self) -> Value {
@@ -542,7 +643,7 @@ impl Learner {
                 .ok_or_else(|| bad("no label: publish the image to add_sample/<label>"))?;
             (label, r.payload.to_vec())
         };
-        let label = check_label(&label)?.to_string();
+        let label = self.class_name(&label)?;
         if bytes.len() > max_bytes {
             return Err(bad(format!(
                 "the image is {} bytes, the limit (learn.max_image_bytes) is {max_bytes}",
@@ -552,12 +653,27 @@ impl Learner {
         if bytes.is_empty() {
             return Err(bad("the image is empty"));
         }
+        let sha256 = format!("{:x}", Sha256::digest(&bytes));
+        if let Some(existing) = self.store.find_image(&label, &sha256) {
+            return Ok(json!({
+                "id": existing.id,
+                "label": label,
+                "class_samples": self.class_count(&label),
+                "duplicate": true,
+            }));
+        }
         self.check_room(&label, 1)?;
-        let max_side = self.config.max_image_side;
+        let limits = self.limits();
         let (prepared, features) = self
-            .embed_sample(move || decode_image(&bytes, max_side).map_err(|e| bad(e.to_string())))
+            .embed_sample(move || decode_image(&bytes, &limits).map_err(|e| bad(e.to_string())))
             .await?;
-        let id = self.store_sample(&label, Origin::Image, &prepared.jpeg, features)?;
+        let id = self.store_sample(
+            &label,
+            Origin::Image,
+            &prepared.jpeg,
+            features,
+            Some(sha256),
+        )?;
         Ok(json!({
             "id": id,
             "label": label,
@@ -591,11 +707,20 @@ impl Learner {
         origin: Origin,
         jpeg: &[u8],
         features: Vec<f32>,
+        sha256: Option<String>,
     ) -> Result<u64, RequestError> {
         let meta = self
             .store
-            .add(label, origin, jpeg, self.embedder.id(), &features)
-            .map_err(|e| bad(format!("cannot store the sample: {e}")))?;
+            .add(label, origin, jpeg, self.embedder.id(), &features, sha256)
+            .map_err(|e| {
+                if crate::store::is_disk_full(&e) {
+                    self.publisher.set_disk_full(true);
+                    bad(format!("the disk is full: cannot store the sample ({e}); delete samples or free space"))
+                } else {
+                    bad(format!("cannot store the sample: {e}"))
+                }
+            })?;
+        self.publisher.set_disk_full(false);
         self.embeddings.insert(meta.id, features);
         self.schedule_retrain();
         Ok(meta.id)
@@ -609,7 +734,9 @@ impl Learner {
             .count()
     }
 
-    async fn label_frame(&mut self, r: &Request) -> Result<Value, RequestError> {
+    /// Validate a `label_frame` request and start collecting its frames; the
+    /// answer is sent by [`Learner::collected`] once the last frame is stored.
+    fn label_frame(&mut self, r: &Request, key: &str) -> Result<(), RequestError> {
         let req: LabelFrame = if r.payload.iter().all(|b| b.is_ascii_whitespace()) {
             LabelFrame {
                 label: None,
@@ -624,7 +751,7 @@ impl Learner {
         let label = req.label.or_else(|| r.arg.clone()).ok_or_else(|| {
             bad("no label: put it in the topic (label_frame/<label>) or in \"label\"")
         })?;
-        let label = check_label(&label)?.to_string();
+        let label = self.class_name(&label)?;
         if req.count == 0 || req.count > MAX_FRAMES {
             return Err(bad(format!("count must be 1 to {MAX_FRAMES}")));
         }
@@ -633,35 +760,99 @@ impl Learner {
                 "interval_ms must be at most {MAX_INTERVAL_MS}"
             )));
         }
-        self.check_room(&label, req.count as usize)?;
-        let mut ids = Vec::new();
-        let mut last_seq = 0;
-        for i in 0..req.count {
-            if i > 0 {
-                tokio::time::sleep(Duration::from_millis(req.interval_ms)).await;
-            }
-            let frame = tokio::time::timeout(
-                FRAME_WAIT,
-                self.frames
-                    .wait_for(|f| f.as_ref().is_some_and(|f| f.seq > last_seq)),
-            )
-            .await
-            .map_err(|_| bad("no new frame from the source within 5 s"))?
-            .map_err(|_| bad("the frame source has stopped"))?
-            .clone();
-            let Some(frame) = frame else {
-                return Err(bad("no frame from the source yet"));
-            };
-            last_seq = frame.seq;
-            let (prepared, features) = self.embed_sample(move || Ok(frame.image.clone())).await?;
-            ids.push(self.store_sample(&label, Origin::Frame, &prepared.jpeg, features)?);
+        if self.collecting.is_some() {
+            return Err(bad(
+                "busy: another label_frame request is collecting frames; try again when it is answered",
+            ));
         }
-        Ok(json!({
-            "ids": ids,
-            "label": label,
-            "class_samples": self.class_count(&label),
-            "retrain_in_ms": self.config.debounce_ms,
-        }))
+        self.check_room(&label, req.count as usize)?;
+        // One frame in flight: the collector waits until the learner has taken it,
+        // so memory stays at one frame whatever `count` is.
+        let (frames_tx, frames_rx) = mpsc::channel(1);
+        let task = tokio::spawn(collect_frames(
+            self.frames.clone(),
+            req.count,
+            Duration::from_millis(req.interval_ms),
+            frames_tx,
+        ));
+        self.replies.start(key, std::time::Instant::now());
+        self.collecting = Some(Collecting {
+            op: r.op.clone(),
+            transaction: r.transaction(),
+            key: key.to_string(),
+            label,
+            want: req.count,
+            ids: Vec::new(),
+            frames_rx,
+            task,
+        });
+        Ok(())
+    }
+
+    /// One frame (or the end, or an error) from the `label_frame` collector.
+    async fn collected(&mut self, frame: Option<Result<Arc<Frame>, RequestError>>) {
+        let Some(c) = self.collecting.as_ref() else {
+            return;
+        };
+        let label = c.label.clone();
+        let outcome = match frame {
+            Some(Ok(frame)) => {
+                let stored = match self.check_room(&label, 1) {
+                    Ok(()) => match self.embed_sample(move || Ok(frame.image.clone())).await {
+                        Ok((prepared, features)) => {
+                            self.store_sample(&label, Origin::Frame, &prepared.jpeg, features, None)
+                        }
+                        Err(e) => Err(e),
+                    },
+                    Err(e) => Err(e),
+                };
+                match stored {
+                    Ok(id) => {
+                        let c = self.collecting.as_mut().expect("checked above");
+                        c.ids.push(id);
+                        if c.ids.len() < c.want as usize {
+                            return;
+                        }
+                        Ok(())
+                    }
+                    Err(e) => Err(e),
+                }
+            }
+            Some(Err(e)) => Err(e),
+            None => Err(bad("the frame collector stopped")),
+        };
+        let Some(c) = self.collecting.take() else {
+            return;
+        };
+        c.task.abort();
+        let reply = match outcome {
+            Ok(()) => response_ok(
+                json!({
+                    "ids": c.ids,
+                    "label": c.label,
+                    "class_samples": self.class_count(&c.label),
+                    "retrain_in_ms": self.config.debounce_ms,
+                }),
+                c.transaction.as_ref(),
+            ),
+            Err(e) => {
+                self.publisher.stats_request_failed();
+                tracing::info!(op = %c.op, error = %e, stored = c.ids.len(), "label_frame ended early");
+                let msg = if c.ids.is_empty() {
+                    e.0
+                } else {
+                    format!(
+                        "{}; {} of {} frames were stored: {:?}",
+                        e.0,
+                        c.ids.len(),
+                        c.want,
+                        c.ids
+                    )
+                };
+                response_error(&msg, c.transaction.as_ref())
+            }
+        };
+        self.answer(&c.op, &c.key, &reply);
     }
 
     /// Train a head on every stored sample, save it and swap it in.
@@ -691,21 +882,14 @@ impl Learner {
             }
             return;
         }
+        // Versions only grow in a state directory, across restarts and resets.
         let version = self
             .head
             .load()
             .as_ref()
-            .map(|h| h.version)
+            .map(|h| h.version + 1)
             .unwrap_or(0)
-            .max(
-                self.store
-                    .load_head()
-                    .ok()
-                    .flatten()
-                    .map(|h| h.version)
-                    .unwrap_or(0),
-            )
-            + 1;
+            .max(self.store.next_head_version());
         let backbone = self.embedder.id().clone();
         let params = self.params.clone();
         let trained = tokio::task::spawn_blocking(move || {
@@ -739,31 +923,44 @@ impl Learner {
     }
 }
 
+/// Take `count` new frames from the source, `interval` apart, and hand each to the
+/// learner; ends early with the error when no new frame comes within 5 s.
+async fn collect_frames(
+    mut frames: FrameRx,
+    count: u32,
+    interval: Duration,
+    frames_tx: mpsc::Sender<Result<Arc<Frame>, RequestError>>,
+) {
+    let mut last_seq = frames.borrow().as_ref().map(|f| f.seq).unwrap_or(0);
+    // The first frame may be the current one, if there is one.
+    last_seq = last_seq.saturating_sub(1);
+    for i in 0..count {
+        if i > 0 {
+            tokio::time::sleep(interval).await;
+        }
+        let frame = match tokio::time::timeout(
+            FRAME_WAIT,
+            frames.wait_for(|f| f.as_ref().is_some_and(|f| f.seq > last_seq)),
+        )
+        .await
+        {
+            Err(_) => Err(bad("no new frame from the source within 5 s")),
+            Ok(Err(_)) => Err(bad("the frame source has stopped")),
+            Ok(Ok(f)) => f.clone().ok_or_else(|| bad("no frame from the source yet")),
+        };
+        let failed = frame.is_err();
+        if let Ok(f) = &frame {
+            last_seq = f.seq;
+        }
+        if frames_tx.send(frame).await.is_err() || failed {
+            return;
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn labels_are_checked() {
-        for ok in ["cat", "Katze 2", "über-dog", "a.b_c", "猫"] {
-            assert_eq!(check_label(ok), Ok(ok));
-        }
-        for bad in [
-            "",
-            " cat",
-            "cat ",
-            "../etc",
-            "a/b",
-            "x+y",
-            "#",
-            ".hidden",
-            "Unknown",
-            "tab\there",
-            &"x".repeat(65),
-        ] {
-            assert!(check_label(bad).is_err(), "{bad:?} accepted");
-        }
-    }
 
     #[test]
     fn request_bodies_are_json_objects_with_known_fields() {

@@ -3,15 +3,26 @@
 //!
 //! The event loop task only polls: it never awaits anything but `poll()` and its
 //! own backoff. After every CONNACK it re-subscribes and re-announces (`online`,
-//! Home Assistant discovery); requests are handed to the learning task with
-//! `try_send`, and a full queue is answered `busy` at once.
+//! Home Assistant discovery, and every retained message the daemon keeps: status,
+//! head), since a broker without persistence forgets retained messages when it
+//! restarts. Requests are handed to the learning task with `try_send`, and a full
+//! queue is answered `busy` at once. A request delivered with the retain flag is
+//! never carried out: it is a stale copy the broker keeps, and would otherwise run
+//! again at every reconnect.
+//!
+//! Reconnecting backs off exponentially, and the backoff starts again from its
+//! minimum only after a connection has stayed up for [`STABLE_AFTER`]: a broker
+//! that drops the connection at once (a retained message above
+//! `mqtt.max_packet_size` on a request topic) is retried slowly, not three times a
+//! second.
 
 pub mod broker;
 pub mod payload;
 pub mod topics;
 
+use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -25,6 +36,10 @@ use crate::config::{Settings, TopicOptions};
 use crate::stats::Stats;
 pub use topics::Topics;
 
+/// How long a connection must stay up before the reconnect backoff starts again
+/// from `mqtt.reconnect_min_ms`.
+pub const STABLE_AFTER: Duration = Duration::from_secs(30);
+
 /// A request received on `<base>/request/<op>[/<arg>]`.
 #[derive(Debug, Clone)]
 pub struct Request {
@@ -33,6 +48,9 @@ pub struct Request {
     pub arg: Option<String>,
     pub payload: Bytes,
     pub received: Instant,
+    /// The broker's DUP flag: a QoS 1 redelivery of a message that may have been
+    /// received before.
+    pub dup: bool,
 }
 
 impl Request {
@@ -66,6 +84,9 @@ pub struct Publisher {
     predictions: TopicOptions,
     status: TopicOptions,
     responses: TopicOptions,
+    /// The last payload of every retained topic the daemon publishes, published
+    /// again after each connect.
+    retained: Arc<Mutex<BTreeMap<String, Vec<u8>>>>,
 }
 
 impl Publisher {
@@ -75,9 +96,19 @@ impl Publisher {
     }
 
     fn try_send(&self, topic: &str, options: TopicOptions, payload: Vec<u8>) -> bool {
+        if options.retain {
+            if let Ok(mut kept) = self.retained.lock() {
+                kept.insert(topic.to_string(), payload.clone());
+            }
+        }
         self.client
             .try_publish(topic, qos(options.qos), options.retain, payload)
             .is_ok()
+    }
+
+    /// Record whether the state directory's disk is full (shown in `status`).
+    pub fn set_disk_full(&self, full: bool) {
+        self.stats.disk_full.store(full, Ordering::Relaxed);
     }
 
     /// Count a request that was refused.
@@ -139,8 +170,8 @@ pub struct Connection {
     requests_tx: Option<mpsc::Sender<Request>>,
     backoff: Backoff,
     announcements: Announcements,
-    /// The latest status, re-published after a reconnect.
-    status: Arc<std::sync::Mutex<Option<Value>>>,
+    /// When the current connection was acknowledged.
+    connected_at: Option<Instant>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -189,6 +220,7 @@ pub fn connect(
         predictions: m.predictions,
         status: m.status,
         responses: m.responses,
+        retained: Arc::new(Mutex::new(BTreeMap::new())),
     };
     let announcements = if settings.raw.homeassistant.discovery {
         payload::homeassistant_discovery(
@@ -207,7 +239,7 @@ pub fn connect(
             requests_tx: Some(requests_tx),
             backoff: Backoff::from_millis(m.reconnect_min_ms, m.reconnect_max_ms),
             announcements,
-            status: Arc::new(std::sync::Mutex::new(None)),
+            connected_at: None,
         },
     ))
 }
@@ -232,16 +264,11 @@ fn tls_config(c: &crate::config::TlsConfig) -> Result<rumqttc::TlsConfiguration,
 }
 
 impl Connection {
-    /// A handle to set the status that is re-published after each reconnect.
-    pub fn status_slot(&self) -> Arc<std::sync::Mutex<Option<Value>>> {
-        self.status.clone()
-    }
-
     fn on_connect(&mut self) {
         let p = &self.publisher;
         p.connected.store(true, Ordering::Relaxed);
         p.stats.mqtt_connects.fetch_add(1, Ordering::Relaxed);
-        self.backoff.reset();
+        self.connected_at = Some(Instant::now());
         let mut ok = p
             .client
             .try_subscribe(p.topics.request_filter.clone(), QoS::AtLeastOnce)
@@ -261,9 +288,16 @@ impl Connection {
                 .try_publish(topic, QoS::AtLeastOnce, true, config.to_string())
                 .is_ok();
         }
-        let status = self.status.lock().ok().and_then(|s| s.clone());
-        if let Some(status) = status {
-            ok &= p.try_publish_status(&status);
+        let kept: Vec<(String, Vec<u8>)> = p
+            .retained
+            .lock()
+            .map(|k| k.iter().map(|(t, v)| (t.clone(), v.clone())).collect())
+            .unwrap_or_default();
+        for (topic, payload) in kept {
+            ok &= p
+                .client
+                .try_publish(topic, QoS::AtLeastOnce, true, payload)
+                .is_ok();
         }
         if !ok {
             tracing::warn!(
@@ -273,21 +307,32 @@ impl Connection {
         tracing::info!(topics = %p.topics.base, "MQTT connected");
     }
 
-    fn on_publish(&self, topic: &str, payload: Bytes) {
-        let Some((op, arg)) = self.publisher.topics.parse_request(topic) else {
+    fn on_publish(&self, p: rumqttc::Publish) {
+        let Some((op, arg)) = self.publisher.topics.parse_request(&p.topic) else {
             return;
         };
+        if p.payload.is_empty() {
+            // What clearing a retained message looks like to subscribers; no
+            // operation takes a zero-byte payload.
+            tracing::debug!(topic = %p.topic, "ignored an empty request (a retained message being cleared)");
+            return;
+        }
         let request = Request {
             op: op.to_string(),
             arg: arg.map(str::to_string),
-            payload,
+            payload: p.payload,
             received: Instant::now(),
+            dup: p.dup,
         };
         self.publisher
             .stats
             .requests
             .fetch_add(1, Ordering::Relaxed);
         let refused = match &self.requests_tx {
+            _ if p.retain => {
+                tracing::warn!(topic = %p.topic, "refused a retained request: clear it with an empty retained message on that topic");
+                Some("refused: this request was delivered with the retain flag (a copy the broker keeps), so it is not carried out; requests must be published without retain. Clear it by publishing an empty retained message to the same topic")
+            }
             None => Some("shutting down"),
             Some(tx) => match tx.try_send(request.clone()) {
                 Ok(()) => None,
@@ -322,10 +367,14 @@ impl Connection {
                 }
                 event = self.eventloop.poll() => match event {
                     Ok(Event::Incoming(Packet::ConnAck(_))) => self.on_connect(),
-                    Ok(Event::Incoming(Packet::Publish(p))) => self.on_publish(&p.topic, p.payload),
+                    Ok(Event::Incoming(Packet::Publish(p))) => self.on_publish(p),
                     Ok(_) => {}
                     Err(error) => {
                         let was = self.publisher.connected.swap(false, Ordering::Relaxed);
+                        // Only a connection that lasted starts the backoff over.
+                        if self.connected_at.take().is_some_and(|t| t.elapsed() >= STABLE_AFTER) {
+                            self.backoff.reset();
+                        }
                         let delay = self.backoff.next_delay();
                         if was {
                             tracing::warn!(%error, retry_in_ms = delay.as_millis() as u64, "MQTT connection lost");

@@ -83,6 +83,7 @@ pub type Opener = Box<dyn FnMut() -> Result<Box<dyn FrameSource>, CaptureError> 
 pub fn opener(config: &RawConfig) -> Result<Opener, CaptureError> {
     let c = config.source.clone();
     let max_side = config.learn.max_image_side;
+    let limits = decode::ImageLimits::from_config(&config.learn);
     Ok(match c.kind {
         SourceKind::Synthetic => {
             Box::new(move || Ok(Box::new(synthetic::Synthetic::new(&c.synthetic)) as _))
@@ -90,13 +91,15 @@ pub fn opener(config: &RawConfig) -> Result<Opener, CaptureError> {
         SourceKind::Files => {
             let paths = files::list(&c.files.path)?;
             Box::new(move || {
-                Ok(Box::new(files::Files::new(paths.clone(), &c.files, max_side)) as _)
+                Ok(Box::new(
+                    files::Files::new(paths.clone(), &c.files, max_side).with_limits(limits),
+                ) as _)
             })
         }
         #[cfg(all(feature = "camera", target_os = "linux"))]
-        SourceKind::Camera => {
-            Box::new(move || camera::Camera::open(&c.camera).map(|s| Box::new(s) as _))
-        }
+        SourceKind::Camera => Box::new(move || {
+            camera::Camera::open(&c.camera).map(|s| Box::new(s.with_limits(limits)) as _)
+        }),
         #[cfg(not(all(feature = "camera", target_os = "linux")))]
         SourceKind::Camera => return Err(CaptureError::Fatal(
             "this edgehead was built without camera support: build it with `--features camera` \
@@ -153,6 +156,40 @@ impl Stop {
     }
 }
 
+/// How many frames inference has taken, so a source that can make frames on
+/// demand (synthetic or files at `fps = 0`) makes one only when the last was taken,
+/// instead of spinning and dropping almost all of them.
+#[derive(Debug, Default)]
+pub struct Demand {
+    taken: Mutex<u64>,
+    cv: Condvar,
+}
+
+impl Demand {
+    /// Inference took frame `seq`.
+    pub fn taken(&self, seq: u64) {
+        let mut t = self.taken.lock().unwrap_or_else(|p| p.into_inner());
+        *t = (*t).max(seq);
+        self.cv.notify_all();
+    }
+
+    /// Wait until frame `seq` was taken, or `stop`; true when stopped.
+    fn wait_taken(&self, seq: u64, stop: &Stop) -> bool {
+        let mut t = self.taken.lock().unwrap_or_else(|p| p.into_inner());
+        while *t < seq {
+            if stop.is_stopped() {
+                return true;
+            }
+            t = self
+                .cv
+                .wait_timeout(t, Duration::from_millis(50))
+                .unwrap_or_else(|p| p.into_inner())
+                .0;
+        }
+        stop.is_stopped()
+    }
+}
+
 /// The capture thread's handle.
 pub struct Capture {
     pub stop: Arc<Stop>,
@@ -160,13 +197,15 @@ pub struct Capture {
     pub done: oneshot::Receiver<Result<(), CaptureError>>,
 }
 
-/// Start capturing on a new thread named "capture".
+/// Start capturing on a new thread named "capture". A source whose `fps()` is
+/// `Some(0.0)` makes a frame each time inference has taken the last one (`demand`).
 pub fn spawn(
     mut open: Opener,
     backoff: Backoff,
     frame_tx: watch::Sender<Option<Arc<Frame>>>,
     state_tx: watch::Sender<SourceState>,
     stats: Arc<Stats>,
+    demand: Arc<Demand>,
 ) -> std::io::Result<Capture> {
     let stop = Arc::new(Stop::default());
     let (done_tx, done) = oneshot::channel();
@@ -181,6 +220,7 @@ pub fn spawn(
                 &state_tx,
                 &stats,
                 &thread_stop,
+                &demand,
             );
             let final_state = match &result {
                 Ok(Ended::Stopped) => SourceState::Stopped,
@@ -209,6 +249,7 @@ fn run(
     state_tx: &watch::Sender<SourceState>,
     stats: &Stats,
     stop: &Stop,
+    demand: &Demand,
 ) -> Result<Ended, CaptureError> {
     let mut seq = 0u64;
     let mut source: Option<Box<dyn FrameSource>> = None;
@@ -241,13 +282,20 @@ fn run(
                 }
             },
         };
-        if let Some(fps) = src.fps().filter(|f| *f > 0.0) {
-            let now = Instant::now();
-            if next_due > now && stop.wait(next_due - now) {
-                break;
+        let stopped = match src.fps() {
+            // As fast as inference takes them: wait until the last frame was taken.
+            Some(fps) if fps <= 0.0 => seq > 0 && demand.wait_taken(seq, stop),
+            Some(fps) => {
+                let now = Instant::now();
+                let due = next_due;
+                // Keep the cadence, but do not try to catch up after a stall.
+                next_due = next_due.max(now) + Duration::from_secs_f64(1.0 / fps);
+                due > now && stop.wait(due - now)
             }
-            // Keep the cadence, but do not try to catch up after a stall.
-            next_due = next_due.max(now) + Duration::from_secs_f64(1.0 / fps);
+            None => false,
+        };
+        if stopped {
+            break;
         }
         match src.next_frame() {
             Ok(Some(shot)) => {
@@ -315,7 +363,15 @@ mod tests {
         let (state_tx, state_rx) = watch::channel(SourceState::Starting);
         let stats = Arc::new(Stats::default());
         let backoff = Backoff::new(Duration::from_millis(1), Duration::from_millis(4));
-        let cap = spawn(opener, backoff, frame_tx, state_tx, stats.clone()).expect("spawn");
+        let cap = spawn(
+            opener,
+            backoff,
+            frame_tx,
+            state_tx,
+            stats.clone(),
+            Arc::default(),
+        )
+        .expect("spawn");
         // Wait until frames from the third opening arrive (seq 7..9).
         loop {
             frame_rx.changed().await.expect("frames");
@@ -331,6 +387,58 @@ mod tests {
         assert!(stats.frames_captured.load(Ordering::Relaxed) >= 7);
     }
 
+    /// Counts the frames it makes; `fps = 0`: as fast as they are taken.
+    struct OnDemand {
+        made: Arc<AtomicUsize>,
+    }
+
+    impl FrameSource for OnDemand {
+        fn next_frame(&mut self) -> Result<Option<Shot>, CaptureError> {
+            self.made.fetch_add(1, Ordering::SeqCst);
+            Ok(Some(RgbImage::new(2, 2).into()))
+        }
+        fn fps(&self) -> Option<f64> {
+            Some(0.0)
+        }
+    }
+
+    #[tokio::test]
+    async fn a_source_at_fps_0_makes_a_frame_only_when_the_last_was_taken() {
+        let made = Arc::new(AtomicUsize::new(0));
+        let m = made.clone();
+        let opener: Opener = Box::new(move || Ok(Box::new(OnDemand { made: m.clone() }) as _));
+        let (frame_tx, mut frame_rx) = watch::channel(None);
+        let (state_tx, _state_rx) = watch::channel(SourceState::Starting);
+        let demand = Arc::new(Demand::default());
+        let stats = Arc::new(Stats::default());
+        let cap = spawn(
+            opener,
+            Backoff::from_millis(1, 1),
+            frame_tx,
+            state_tx,
+            stats.clone(),
+            demand.clone(),
+        )
+        .expect("spawn");
+        // A slow consumer: five frames, 30 ms apart.
+        for _ in 0..5 {
+            frame_rx.changed().await.expect("frame");
+            let seq = frame_rx
+                .borrow_and_update()
+                .as_ref()
+                .map(|f| f.seq)
+                .unwrap_or(0);
+            tokio::time::sleep(Duration::from_millis(30)).await;
+            demand.taken(seq);
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        cap.stop.stop();
+        cap.done.await.expect("thread").expect("clean stop");
+        // Without demand pacing the loop makes thousands of frames in 150 ms.
+        let n = made.load(Ordering::SeqCst);
+        assert!((5..=6).contains(&n), "{n} frames made for 5 taken");
+    }
+
     #[tokio::test]
     async fn a_fatal_open_error_ends_capture_with_that_error() {
         let opener: Opener = Box::new(|| Err(CaptureError::Fatal("no images".into())));
@@ -342,6 +450,7 @@ mod tests {
             frame_tx,
             state_tx,
             Arc::new(Stats::default()),
+            Arc::default(),
         )
         .expect("spawn");
         let err = cap.done.await.expect("thread").expect_err("fatal");
