@@ -380,6 +380,31 @@ impl Client {
             .expect("publish");
     }
 
+    /// Publish with the retain flag, as a misconfigured client might.
+    pub async fn publish_retained(&self, topic: &str, payload: impl Into<Vec<u8>>) {
+        self.client
+            .publish(topic, QoS::AtLeastOnce, true, payload)
+            .await
+            .expect("publish");
+    }
+
+    /// Publish `body` to `op` with this `transaction` and wait for its answer.
+    pub async fn request_with(
+        &mut self,
+        base: &str,
+        op: &str,
+        mut body: Value,
+        transaction: &str,
+    ) -> Value {
+        body["transaction"] = Value::String(transaction.to_string());
+        self.publish(&format!("{base}/request/{op}"), body.to_string())
+            .await;
+        let response = format!("{base}/response/{op}");
+        self.wait_for(&response, 60, |m| m.json()["transaction"] == transaction)
+            .await
+            .json()
+    }
+
     /// Publish a request and wait for the response carrying our transaction id.
     pub async fn request(&mut self, base: &str, op: &str, mut body: Value) -> Value {
         let transaction = format!("t-{}", fastrand::u64(..));
@@ -407,6 +432,14 @@ pub fn use_embedded_broker(path: &Path, port: u16) {
         t.replace("host = \"127.0.0.1\"", "host = \"\"")
             + &format!("\n[mqtt.embedded_broker]\nlisten = \"127.0.0.1:{port}\"\n")
     });
+}
+
+/// The daemon binary under test: this build's, or `EDGEHEAD_TEST_BIN` (to show that a
+/// new test fails against an older binary).
+pub fn bin() -> PathBuf {
+    std::env::var_os("EDGEHEAD_TEST_BIN")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_BIN_EXE_edgehead")))
 }
 
 /// Write a daemon configuration for tests; `extra` is appended TOML.
@@ -458,7 +491,7 @@ impl Process {
     pub fn start(config: &Path) -> Self {
         let log = config.with_extension("log");
         let out = std::fs::File::create(&log).expect("log file");
-        let child = Command::new(env!("CARGO_BIN_EXE_edgehead"))
+        let child = Command::new(bin())
             .arg("--config")
             .arg(config)
             .arg("run")
@@ -506,6 +539,18 @@ impl Process {
     pub fn log_text(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
+
+    /// The process's peak resident memory (VmHWM), in KiB.
+    pub fn peak_rss_kib(&self) -> u64 {
+        std::fs::read_to_string(format!("/proc/{}/status", self.child.id()))
+            .ok()
+            .and_then(|s| {
+                s.lines()
+                    .find_map(|l| l.strip_prefix("VmHWM:"))
+                    .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+            })
+            .expect("VmHWM of a running daemon")
+    }
 }
 
 impl Drop for Process {
@@ -528,7 +573,7 @@ pub fn assert_exit_2(config: &Path, command: &str, needles: &[&str]) {
 
 /// Run the binary to completion with `args`; (exit code, stdout, stderr).
 pub fn run_cli(args: &[&str]) -> (i32, String, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_edgehead"))
+    let out = Command::new(bin())
         .args(args)
         .env_remove("RUST_LOG")
         .output()

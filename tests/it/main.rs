@@ -3,5 +3,6 @@
 
 mod backbone;
 mod daemon;
+mod hardening;
 mod harness;
 mod learning;
