@@ -247,16 +247,30 @@ async fn retained_state_is_published_again_after_a_broker_restart() {
             m.text() == "online"
         })
         .await;
-        let head = Client::retained(broker.port, &format!("{BASE}/head")).await;
+        let head = retained_soon(broker.port, &format!("{BASE}/head")).await;
         assert_eq!(
             head.json()["classes"],
             json!(["hat", "shoes"]),
             "{}",
             head.text()
         );
-        let status = Client::retained(broker.port, &format!("{BASE}/status")).await;
+        let status = retained_soon(broker.port, &format!("{BASE}/status")).await;
         assert!(status.json()["stats"].is_object());
     }
+}
+
+/// The retained message on `topic`, allowing the daemon a moment after its
+/// `online` to publish the rest (a late subscriber may first get it live).
+async fn retained_soon(port: u16, topic: &str) -> crate::harness::Msg {
+    for _ in 0..20 {
+        let mut late = Client::connect(port, &[topic]).await;
+        let m = late.wait_for(topic, 10, |_| true).await;
+        if m.retain {
+            return m;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("{topic} is never retained");
 }
 
 #[tokio::test(flavor = "multi_thread")]
