@@ -35,17 +35,9 @@ use crate::source::{Frame, FrameRx};
 use crate::store::{OpenReport, Origin, Store};
 use replies::{Replies, Seen};
 
-/// Operations that change the store or the head: idempotent by transaction.
-pub const CHANGING_OPS: &[&str] = &[
-    "add_sample",
-    "label_frame",
-    "remove_sample",
-    "rename_class",
-    "merge_class",
-    "delete_class",
-    "reset",
-    "retrain",
-];
+/// Operations that only read: every other operation changes the store or the
+/// head and is idempotent by transaction.
+pub const READ_ONLY_OPS: &[&str] = &["classes", "samples", "head"];
 
 /// Operations understood on `<base>/request/<op>`.
 pub const OPS: &[&str] = &[
@@ -364,7 +356,7 @@ impl Learner {
 
     async fn handle(&mut self, r: Request) {
         let transaction = r.transaction();
-        let changing = CHANGING_OPS.contains(&r.op.as_str());
+        let changing = OPS.contains(&r.op.as_str()) && !READ_ONLY_OPS.contains(&r.op.as_str());
         let topic = match &r.arg {
             Some(a) => format!("{}/{a}", r.op),
             None => r.op.clone(),
