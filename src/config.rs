@@ -805,7 +805,18 @@ pub fn validate(raw: RawConfig) -> Result<Settings, ConfigError> {
     c.range("learn.max_samples", l.max_samples, 1, 1_000_000);
     c.range("learn.max_image_bytes", l.max_image_bytes, 1024, 256 << 20);
     c.range("learn.max_image_side", l.max_image_side, 16, 65_535);
-    c.range("learn.decode_budget_mib", l.decode_budget_mib, 1, 4096);
+    // A 32-bit board cannot address more than about 3 GiB in one process.
+    let max_budget = if cfg!(target_pointer_width = "32") {
+        1024
+    } else {
+        4096
+    };
+    c.range(
+        "learn.decode_budget_mib",
+        l.decode_budget_mib,
+        1,
+        max_budget,
+    );
     c.range(
         "learn.idempotency_window_secs",
         l.idempotency_window_secs,

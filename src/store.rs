@@ -405,6 +405,9 @@ impl Store {
             });
         if let Err(e) = result {
             self.remove_files(&[id]);
+            // The manifest may have reached the disk even though a later step (the
+            // directory fsync) failed: never hand this id out again.
+            self.manifest.next_id = self.manifest.next_id.max(id + 1);
             return Err(e);
         }
         Ok(meta)
@@ -426,10 +429,18 @@ impl Store {
         self.manifest.head_version.max(saved.unwrap_or(0)) + 1
     }
 
+    /// Remove samples' files; failures other than "not there" are logged (the files
+    /// are orphans then, removed at the next open).
     fn remove_files(&self, ids: &[u64]) {
         for id in ids {
-            let _ = fs::remove_file(self.thumbnail_path(*id));
-            let _ = fs::remove_file(self.embedding_path(*id));
+            for p in [self.thumbnail_path(*id), self.embedding_path(*id)] {
+                match fs::remove_file(&p) {
+                    Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                        tracing::warn!(path = %p.display(), error = %e, "cannot remove a sample file")
+                    }
+                    _ => {}
+                }
+            }
         }
         let _ = sync_dir(&self.dir.join(SAMPLES));
     }
@@ -447,9 +458,12 @@ impl Store {
 
     /// Remove the samples for which `pick` is true; returns their ids.
     ///
-    /// Works on a full disk: the samples' files go first (a crash then leaves
-    /// manifest entries without files, which [`Store::open`] drops), and if the
-    /// smaller manifest still finds no room, the reserve file is given up for it.
+    /// The smaller manifest is written first and the samples' files removed after
+    /// it (leftovers are orphans, removed at the next open). On a full disk the
+    /// reserve file is given up for the manifest; if there is still no room, the
+    /// samples' files go first to make room (a crash then leaves names without
+    /// files, which [`Store::open`] drops). Any other failure leaves the store as it
+    /// was and is returned.
     fn remove_where(&mut self, pick: impl Fn(&SampleMeta) -> bool) -> Result<Vec<u64>, StoreError> {
         let ids: Vec<u64> = self
             .manifest
@@ -461,20 +475,28 @@ impl Store {
         if ids.is_empty() {
             return Ok(ids);
         }
-        self.remove_files(&ids);
+        let before = self.manifest.clone();
         self.manifest.samples.retain(|s| !pick(s));
         let mut saved = self.save_manifest();
         if saved.as_ref().is_err_and(is_disk_full) {
             let _ = fs::remove_file(self.dir.join(RESERVE));
             saved = self.save_manifest();
         }
-        match saved {
-            Ok(()) => self.ensure_reserve(),
-            // The files are gone either way; the next start drops their names.
-            Err(e) => {
-                tracing::warn!(error = %e, "samples deleted, but the manifest could not be rewritten; it is corrected at the next start")
+        if saved.as_ref().is_err_and(is_disk_full) {
+            self.remove_files(&ids);
+            saved = self.save_manifest();
+            if let Err(e) = saved {
+                // The files are gone; the next start drops their names.
+                tracing::warn!(error = %e, "samples deleted, but the manifest could not be rewritten; it is corrected at the next start");
+                return Ok(ids);
             }
         }
+        if let Err(e) = saved {
+            self.manifest = before;
+            return Err(e);
+        }
+        self.remove_files(&ids);
+        self.ensure_reserve();
         Ok(ids)
     }
 
@@ -491,7 +513,9 @@ impl Store {
     /// Remove every sample and the head.
     pub fn reset(&mut self) -> Result<usize, StoreError> {
         let n = self.remove_where(|_| true)?.len();
-        self.delete_head()?;
+        if let Err(e) = self.delete_head() {
+            tracing::warn!(error = %e, "samples deleted, but the head file could not be removed; it is ignored without samples");
+        }
         Ok(n)
     }
 
@@ -796,6 +820,43 @@ mod tests {
             s.samples().iter().map(|m| m.id).collect::<Vec<_>>(),
             vec![2]
         );
+    }
+
+    #[test]
+    fn a_manifest_without_most_of_its_files_is_kept_not_emptied() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        {
+            let (mut s, _) = Store::open(dir.path()).expect("open");
+            for l in ["a", "b", "c"] {
+                s.add(l, Origin::Image, b"x", &bb('a'), &[0.0], None)
+                    .expect("add");
+            }
+        }
+        // samples/ lost (a manifest restored without it): keep every name.
+        fs::remove_dir_all(dir.path().join(SAMPLES)).expect("rm");
+        let (s, report) = Store::open(dir.path()).expect("reopen");
+        assert!(report.dropped_missing.is_empty());
+        assert_eq!(s.len(), 3);
+        assert_eq!(report.missing_thumbnails, vec![1, 2, 3]);
+    }
+
+    #[test]
+    fn a_failed_add_never_hands_its_id_out_again() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (mut s, _) = Store::open(dir.path()).expect("open");
+        s.add("a", Origin::Image, b"x", &bb('a'), &[0.0], None)
+            .expect("add");
+        // Make the next thumbnail write fail: a directory where the file goes.
+        fs::create_dir(s.thumbnail_path(2)).expect("mkdir");
+        assert!(s
+            .add("b", Origin::Image, b"x", &bb('a'), &[0.0], None)
+            .is_err());
+        fs::remove_dir(s.thumbnail_path(2)).expect("rmdir");
+        let m = s
+            .add("b", Origin::Image, b"x", &bb('a'), &[0.0], None)
+            .expect("add");
+        assert_eq!(m.id, 3);
+        assert_eq!(s.len(), 2);
     }
 
     #[test]

@@ -82,9 +82,19 @@ pub fn same(a: &str, b: &str) -> bool {
 }
 
 /// The existing class `label` names, spelled as it was first taught; `None` when
-/// no class matches.
-pub fn existing<'c>(label: &str, classes: impl IntoIterator<Item = &'c str>) -> Option<&'c str> {
-    classes.into_iter().find(|c| same(c, label))
+/// no class matches. An exact match wins (a store from an older edgehead may hold
+/// both `Cat` and `cat`); otherwise classes are compared in NFC without case.
+pub fn existing<'c>(
+    label: &str,
+    classes: impl IntoIterator<Item = &'c str> + Clone,
+) -> Option<&'c str> {
+    if let Some(c) = classes.clone().into_iter().find(|c| *c == label) {
+        return Some(c);
+    }
+    let wanted: String = label.nfc().collect::<String>().to_lowercase();
+    classes
+        .into_iter()
+        .find(|c| c.nfc().collect::<String>().to_lowercase() == wanted)
 }
 
 #[cfg(test)]
@@ -141,5 +151,10 @@ mod tests {
         assert_eq!(existing("DOG", classes), Some("Dog"));
         assert_eq!(existing("éclair", classes), Some("Éclair"));
         assert_eq!(existing("bird", classes), None);
+        // Both spellings from an older, case-sensitive store stay reachable.
+        let old = ["Cat", "cat", "cafe\u{301}"];
+        assert_eq!(existing("cat", old), Some("cat"));
+        assert_eq!(existing("Cat", old), Some("Cat"));
+        assert_eq!(existing("CAF\u{c9}", old), Some("cafe\u{301}"));
     }
 }

@@ -356,6 +356,19 @@ impl Learner {
 
     async fn handle(&mut self, r: Request) {
         let transaction = r.transaction();
+        if transaction
+            .as_ref()
+            .is_some_and(|t| t.to_string().len() > replies::MAX_TRANSACTION_BYTES)
+        {
+            self.publisher.stats_request_failed();
+            let msg = format!(
+                "\"transaction\" is longer than {} bytes",
+                replies::MAX_TRANSACTION_BYTES
+            );
+            self.publisher
+                .try_respond(&r.op, &response_error(&msg, None));
+            return;
+        }
         let changing = OPS.contains(&r.op.as_str()) && !READ_ONLY_OPS.contains(&r.op.as_str());
         let topic = match &r.arg {
             Some(a) => format!("{}/{a}", r.op),
@@ -393,10 +406,26 @@ impl Learner {
         }
     }
 
-    /// Publish the answer to a changing request and remember it for repeats.
+    /// Publish the answer to a changing request; remember it for repeats when it
+    /// succeeded (a refusal changed nothing and may be retried).
     fn answer(&mut self, op: &str, key: &str, reply: &Value) {
-        self.replies.finish(key, reply, std::time::Instant::now());
+        if reply["status"] == "ok" {
+            self.replies.finish(key, reply, std::time::Instant::now());
+        } else {
+            self.replies.forget(key);
+        }
         self.publisher.try_respond(op, reply);
+    }
+
+    /// Refuse changes to classes while `label_frame` adds to one.
+    fn not_collecting(&self) -> Result<(), RequestError> {
+        match &self.collecting {
+            Some(c) => Err(bad(format!(
+                "busy: a label_frame request is collecting frames of \"{}\"; try again when it is answered",
+                c.label
+            ))),
+            None => Ok(()),
+        }
     }
 
     /// The class `label` names: normalized, and spelled like the existing class it
@@ -460,6 +489,7 @@ impl Learner {
                 json!({ "removed": id, "classes": self.classes_json()["classes"] })
             }
             "rename_class" | "merge_class" => {
+                self.not_collecting()?;
                 let merge = r.op == "merge_class";
                 let b = body(&r.payload)?;
                 let to_key = if merge { "into" } else { "to" };
@@ -499,6 +529,7 @@ impl Learner {
                 json!({ "moved": n, "classes": self.classes_json()["classes"] })
             }
             "delete_class" => {
+                self.not_collecting()?;
                 let b = body(&r.payload)?;
                 only_fields(&b, &["label"])?;
                 let label = self.find_class(field(&b, "label")?)?;
@@ -527,9 +558,7 @@ impl Learner {
                         "reset deletes every sample and the head: send {\"confirm\": true}",
                     ));
                 }
-                if self.collecting.is_some() {
-                    return Err(bad("busy: a label_frame request is collecting frames"));
-                }
+                self.not_collecting()?;
                 let n = self.store.reset().map_err(|e| bad(e.to_string()))?;
                 self.embeddings.clear();
                 self.retrain_at = None;

@@ -3,9 +3,11 @@
 //!
 //! Follows the request/response convention of Zigbee2MQTT (`transaction` echoed in
 //! the answer) with the idempotency rule of HTTP APIs that take an idempotency key:
-//! the same key within the window gets the first answer. A key is the operation
-//! and the caller's `transaction`, or, for a QoS 1 redelivery (DUP flag) without
-//! one, a digest of the topic and payload.
+//! the same key within the window gets the first answer. A key is a digest of the
+//! operation, the caller's `transaction`, the topic and the payload: a transaction
+//! reused for another request (a client whose counter restarted) is a new request.
+//! Only successful answers are kept, so a request refused for a passing reason
+//! (`busy`, a full disk) can be retried with the same transaction.
 
 use std::collections::{HashMap, VecDeque};
 use std::time::{Duration, Instant};
@@ -36,21 +38,25 @@ pub struct Replies {
     order: VecDeque<(Instant, String)>,
 }
 
-/// The key of a request: its operation and `transaction` when there is one, else
-/// a digest of its topic and payload. A content key is recorded for every changing
-/// request but looked up only for a redelivery (DUP flag): sending the same
-/// `label_frame` twice on purpose labels two frames.
+/// Longest `transaction` accepted, as JSON text: it is echoed in answers and kept
+/// with them for the window.
+pub const MAX_TRANSACTION_BYTES: usize = 256;
+
+/// The key of a request: SHA-256 (hex) of its operation, `transaction`, topic and
+/// payload. Recorded for every changing request; looked up when the request has a
+/// transaction or is a redelivery (DUP flag): sending the same `label_frame`
+/// twice on purpose, without a transaction, labels two frames.
 pub fn key(op: &str, transaction: Option<&Value>, topic: &str, payload: &[u8]) -> String {
-    match transaction {
-        Some(t) => format!("{op}\u{0}t\u{0}{t}"),
-        None => {
-            let mut h = Sha256::new();
-            h.update(topic.as_bytes());
-            h.update([0u8]);
-            h.update(payload);
-            format!("{op}\u{0}d\u{0}{:x}", h.finalize())
-        }
+    let mut h = Sha256::new();
+    for part in [op.as_bytes(), b"\0", topic.as_bytes(), b"\0"] {
+        h.update(part);
     }
+    if let Some(t) = transaction {
+        h.update(t.to_string().as_bytes());
+    }
+    h.update(b"\0");
+    h.update(payload);
+    format!("{:x}", h.finalize())
 }
 
 impl Replies {
@@ -94,6 +100,11 @@ impl Replies {
         self.insert(key, now, Some(answer.clone()));
     }
 
+    /// Forget `key` (its request was refused and changed nothing).
+    pub fn forget(&mut self, key: &str) {
+        self.entries.remove(key);
+    }
+
     fn insert(&mut self, key: &str, now: Instant, v: Option<Value>) {
         if self.window.is_zero() {
             return;
@@ -132,10 +143,18 @@ mod tests {
             key("add_sample", Some(&t), "a", b"1"),
             key("remove_sample", Some(&t), "a", b"1")
         );
-        // The transaction decides, not the payload.
-        assert_eq!(
+        // A transaction reused for another request is another key.
+        assert_ne!(
             key("add_sample", Some(&t), "a", b"1"),
             key("add_sample", Some(&t), "a", b"2")
+        );
+        assert_ne!(
+            key("add_sample", Some(&t), "add_sample/cat", b"1"),
+            key("add_sample", Some(&t), "add_sample/dog", b"1")
+        );
+        assert_ne!(
+            key("add_sample", Some(&t), "a", b"1"),
+            key("add_sample", None, "a", b"1")
         );
         let d1 = key("add_sample", None, "a", b"1");
         assert_eq!(d1, key("add_sample", None, "a", b"1"));

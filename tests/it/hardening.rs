@@ -112,6 +112,20 @@ async fn repeated_requests_and_images_are_not_stored_twice_and_labels_normalize(
     let again_lf = c.request_with(BASE, "label_frame", lf, "tx-2").await;
     assert_eq!(again_lf, first_lf);
     assert_eq!(sample_ids(&mut c).await.len(), 2);
+    // A transaction reused for another request (a client whose counter restarted)
+    // is carried out.
+    let reused = c
+        .request_with(
+            BASE,
+            "add_sample",
+            json!({"label": "shoes", "image": b64(&fixture("shoes-2.jpg"))}),
+            "tx-1",
+        )
+        .await;
+    assert_eq!(reused["data"]["label"], "shoes", "{reused}");
+    assert_eq!(sample_ids(&mut c).await.len(), 3);
+    c.request(BASE, "remove_sample", json!({"id": reused["data"]["id"]}))
+        .await;
 
     // The same image bytes to the same class (in another case, no transaction
     // reuse): the answer names the sample that exists.

@@ -125,6 +125,11 @@ const SCAN_PADDING: [u8; 32] = {
 
 const NO_EOI: &str = "the data ends before the EOI marker (the file is truncated)";
 
+/// Most scans (SOS segments) a JPEG may have. A progressive JPEG from libjpeg has
+/// about ten; each scan makes the decoder walk the image's blocks again, so
+/// thousands of tiny scans would keep a CPU busy for hours.
+pub(super) const MAX_SCANS: usize = 64;
+
 /// Walk the markers of a JPEG without decoding it: each segment's length must stay
 /// inside the data, entropy-coded data is skipped (stuffed 0xFF00 bytes and RST
 /// markers included), and the walk must reach an EOI marker after at least one scan.
@@ -173,6 +178,9 @@ pub(super) fn scan_markers(b: &[u8]) -> Result<Layout, String> {
                 if code == DHT && first_sos.is_none() {
                     dht_before_sos = true;
                 } else if code == SOS {
+                    if scan_ends.len() >= MAX_SCANS {
+                        return Err(format!("it has more than {MAX_SCANS} scans"));
+                    }
                     first_sos.get_or_insert(at);
                     pos = end_of_entropy_data(b, pos).ok_or(NO_EOI)?;
                     scan_ends.push(pos);
@@ -450,6 +458,22 @@ mod tests {
         let dht = annex_k_dht();
         assert_eq!(dht.len(), 420);
         assert_eq!(&dht[..4], &[0xFF, 0xC4, 0x01, 0xA2]);
+    }
+
+    #[test]
+    fn thousands_of_tiny_scans_are_refused_before_decoding() {
+        let with_scans = |n: usize| {
+            let mut b = vec![0xFF, SOI];
+            for _ in 0..n {
+                // An SOS header for one component and no entropy-coded data.
+                b.extend_from_slice(&[0xFF, SOS, 0x00, 0x08, 0x01, 0x01, 0x00, 0x00, 0x3F, 0x00]);
+            }
+            b.extend_from_slice(&[0xFF, EOI]);
+            b
+        };
+        assert!(scan_markers(&with_scans(MAX_SCANS)).is_ok());
+        let err = scan_markers(&with_scans(MAX_SCANS + 1)).expect_err("too many scans");
+        assert!(err.contains("scans"), "{err}");
     }
 
     #[test]
