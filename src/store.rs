@@ -269,17 +269,29 @@ impl Store {
                 removed_orphans += 1;
             }
         }
-        // A delete removes a sample's files before the manifest stops naming it;
-        // a crash in between leaves names without files, which are dropped here.
-        let dropped_missing: Vec<u64> = store
+        // A delete on a full disk removes a sample's files before the manifest stops
+        // naming it; a crash in between leaves names without files, dropped here.
+        let gone = |p: PathBuf| {
+            fs::symlink_metadata(p).is_err_and(|e| e.kind() == std::io::ErrorKind::NotFound)
+        };
+        let mut dropped_missing: Vec<u64> = store
             .manifest
             .samples
             .iter()
-            .filter(|s| {
-                !store.thumbnail_path(s.id).exists() && !store.embedding_path(s.id).exists()
-            })
+            .filter(|s| gone(store.thumbnail_path(s.id)) && gone(store.embedding_path(s.id)))
             .map(|s| s.id)
             .collect();
+        // An interrupted delete leaves a few; more than half of all samples gone is
+        // something else (a restored manifest without its files): keep the names and
+        // say so, rather than forget the classes.
+        if dropped_missing.len() > 1 && dropped_missing.len() * 2 > store.manifest.samples.len() {
+            tracing::warn!(
+                missing = dropped_missing.len(),
+                samples = store.manifest.samples.len(),
+                "most samples have no files in samples/; kept in the manifest: restore samples/ from the backup it came with"
+            );
+            dropped_missing.clear();
+        }
         if !dropped_missing.is_empty() {
             let gone = dropped_missing.clone();
             let result = store.update(|m| m.samples.retain(|s| !gone.contains(&s.id)));
