@@ -365,7 +365,11 @@ pub struct MqttConfig {
     pub username: String,
     pub password: String,
     pub keep_alive_secs: u64,
+    /// `auto` (MQTT 5, falling back to 3.1.1 until one of them connects), `5` or
+    /// `3.1.1`. The embedded broker is always spoken to in 3.1.1.
+    pub protocol: MqttProtocol,
     /// Largest MQTT packet accepted or sent, in bytes; sample images travel in one packet.
+    /// With MQTT 5 it is announced to the broker, which then never sends a larger one.
     pub max_packet_size: usize,
     /// Outgoing messages queued towards the broker before new predictions are dropped.
     pub queue: usize,
@@ -389,6 +393,7 @@ impl Default for MqttConfig {
             username: String::new(),
             password: String::new(),
             keep_alive_secs: 30,
+            protocol: MqttProtocol::Auto,
             max_packet_size: 16 << 20,
             queue: 64,
             base_topic: "edgehead".into(),
@@ -410,6 +415,20 @@ impl Default for MqttConfig {
             embedded_broker: EmbeddedBrokerConfig::default(),
         }
     }
+}
+
+/// Which MQTT version to speak to the broker.
+#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub enum MqttProtocol {
+    /// MQTT 5 first; while no connection has succeeded, each failed attempt
+    /// switches between 5 and 3.1.1; the first that connects is kept.
+    #[default]
+    #[serde(rename = "auto")]
+    Auto,
+    #[serde(rename = "5")]
+    V5,
+    #[serde(rename = "3.1.1")]
+    V311,
 }
 
 #[derive(Debug, Clone, Copy, Default, Serialize, Deserialize, PartialEq, Eq)]

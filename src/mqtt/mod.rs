@@ -13,10 +13,12 @@
 //! Reconnecting backs off exponentially, and the backoff starts again from its
 //! minimum only after a connection has stayed up for [`STABLE_AFTER`]: a broker
 //! that drops the connection at once (a retained message above
-//! `mqtt.max_packet_size` on a request topic) is retried slowly, not three times a
-//! second.
+//! `mqtt.max_packet_size` on a request topic, with MQTT 3.1.1) is retried slowly,
+//! not three times a second. With MQTT 5 ([`client`]) neither happens: the broker
+//! knows the largest packet the daemon takes and sends no retained requests.
 
 pub mod broker;
+pub mod client;
 pub mod payload;
 pub mod topics;
 
@@ -25,15 +27,16 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use arc_swap::ArcSwap;
 use bytes::Bytes;
-use rumqttc::{AsyncClient, Event, EventLoop, LastWill, MqttOptions, Outgoing, Packet, QoS};
 use serde_json::Value;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use crate::backoff::Backoff;
-use crate::config::{Settings, TopicOptions};
+use crate::config::{MqttProtocol, Settings, TopicOptions};
 use crate::stats::Stats;
+use client::{Client, EventLoop, Net, Params, Protocol};
 pub use topics::Topics;
 
 /// How long a connection must stay up before the reconnect backoff starts again
@@ -66,18 +69,11 @@ impl Request {
     }
 }
 
-fn qos(level: u8) -> QoS {
-    match level {
-        0 => QoS::AtMostOnce,
-        1 => QoS::AtLeastOnce,
-        _ => QoS::ExactlyOnce,
-    }
-}
-
 /// Sends messages without ever waiting: a full queue drops the message and counts it.
 #[derive(Clone)]
 pub struct Publisher {
-    client: AsyncClient,
+    /// Replaced when the connection task switches protocol version.
+    client: Arc<ArcSwap<Client>>,
     pub topics: Arc<Topics>,
     stats: Arc<Stats>,
     connected: Arc<AtomicBool>,
@@ -102,8 +98,8 @@ impl Publisher {
             }
         }
         self.client
-            .try_publish(topic, qos(options.qos), options.retain, payload)
-            .is_ok()
+            .load()
+            .try_publish(topic, options.qos, options.retain, payload)
     }
 
     /// Record whether the state directory's disk is full (shown in `status`).
@@ -166,6 +162,10 @@ pub type Announcements = Vec<(String, Value)>;
 /// The connection task: owns the event loop.
 pub struct Connection {
     eventloop: EventLoop,
+    params: Params,
+    protocol: Protocol,
+    /// `auto`, and no connection has succeeded yet: failures switch versions.
+    probing: bool,
     publisher: Publisher,
     requests_tx: Option<mpsc::Sender<Request>>,
     backoff: Backoff,
@@ -193,27 +193,30 @@ pub fn connect(
         Some(addr) => (addr.ip().to_string(), addr.port()),
         None => (m.host.clone(), m.port),
     };
-    let mut options = MqttOptions::new(&settings.client_id, host, port);
-    options
-        .set_keep_alive(Duration::from_secs(m.keep_alive_secs))
-        .set_clean_session(true)
-        .set_max_packet_size(m.max_packet_size, m.max_packet_size)
-        .set_request_channel_capacity(m.queue)
-        .set_last_will(LastWill::new(
-            &topics.availability,
-            topics::OFFLINE,
-            QoS::AtLeastOnce,
-            true,
-        ));
-    if !m.username.is_empty() {
-        options.set_credentials(&m.username, &m.password);
-    }
-    if m.tls.enabled {
-        options.set_transport(rumqttc::Transport::tls_with_config(tls_config(&m.tls)?));
-    }
-    let (client, eventloop) = AsyncClient::new(options, m.queue);
+    let params = Params {
+        client_id: settings.client_id.clone(),
+        host,
+        port,
+        keep_alive: Duration::from_secs(m.keep_alive_secs),
+        max_packet_size: m.max_packet_size,
+        queue: m.queue,
+        credentials: (!m.username.is_empty()).then(|| (m.username.clone(), m.password.clone())),
+        tls: if m.tls.enabled {
+            Some(tls_config(&m.tls)?)
+        } else {
+            None
+        },
+        will: (topics.availability.clone(), topics::OFFLINE),
+    };
+    // The embedded broker (rumqttd) is served on its 3.1.1 listener.
+    let protocol = match (broker, m.protocol) {
+        (Some(_), _) | (None, MqttProtocol::V311) => Protocol::V311,
+        (None, MqttProtocol::V5 | MqttProtocol::Auto) => Protocol::V5,
+    };
+    let probing = broker.is_none() && m.protocol == MqttProtocol::Auto;
+    let (client, eventloop) = client::build(&params, protocol)?;
     let publisher = Publisher {
-        client,
+        client: Arc::new(ArcSwap::from_pointee(client)),
         topics: topics.clone(),
         stats,
         connected: Arc::new(AtomicBool::new(false)),
@@ -235,6 +238,9 @@ pub fn connect(
         publisher.clone(),
         Connection {
             eventloop,
+            params,
+            protocol,
+            probing,
             publisher,
             requests_tx: Some(requests_tx),
             backoff: Backoff::from_millis(m.reconnect_min_ms, m.reconnect_max_ms),
@@ -269,24 +275,19 @@ impl Connection {
         p.connected.store(true, Ordering::Relaxed);
         p.stats.mqtt_connects.fetch_add(1, Ordering::Relaxed);
         self.connected_at = Some(Instant::now());
-        let mut ok = p
-            .client
-            .try_subscribe(p.topics.request_filter.clone(), QoS::AtLeastOnce)
-            .is_ok();
-        ok &= p
-            .client
-            .try_publish(
-                &p.topics.availability,
-                QoS::AtLeastOnce,
-                true,
-                topics::ONLINE,
-            )
-            .is_ok();
+        if self.probing {
+            self.probing = false;
+            tracing::info!(
+                protocol = self.protocol.name(),
+                "the broker speaks MQTT {}; keeping it",
+                self.protocol.name()
+            );
+        }
+        let client = p.client.load();
+        let mut ok = client.try_subscribe_requests(&p.topics.request_filter);
+        ok &= client.try_publish(&p.topics.availability, 1, true, topics::ONLINE.into());
         for (topic, config) in &self.announcements {
-            ok &= p
-                .client
-                .try_publish(topic, QoS::AtLeastOnce, true, config.to_string())
-                .is_ok();
+            ok &= client.try_publish(topic, 1, true, config.to_string().into_bytes());
         }
         let kept: Vec<(String, Vec<u8>)> = p
             .retained
@@ -294,43 +295,43 @@ impl Connection {
             .map(|k| k.iter().map(|(t, v)| (t.clone(), v.clone())).collect())
             .unwrap_or_default();
         for (topic, payload) in kept {
-            ok &= p
-                .client
-                .try_publish(topic, QoS::AtLeastOnce, true, payload)
-                .is_ok();
+            ok &= client.try_publish(&topic, 1, true, payload);
         }
         if !ok {
             tracing::warn!(
                 "MQTT queue full right after connecting; some announcements were dropped"
             );
         }
-        tracing::info!(topics = %p.topics.base, "MQTT connected");
+        tracing::info!(topics = %p.topics.base, protocol = self.protocol.name(), "MQTT connected");
     }
 
-    fn on_publish(&self, p: rumqttc::Publish) {
-        let Some((op, arg)) = self.publisher.topics.parse_request(&p.topic) else {
+    fn on_publish(&self, topic: &str, payload: Bytes, retain: bool, dup: bool) {
+        let Some((op, arg)) = self.publisher.topics.parse_request(topic) else {
             return;
         };
-        if p.payload.is_empty() {
+        if payload.is_empty() {
             // What clearing a retained message looks like to subscribers; no
             // operation takes a zero-byte payload.
-            tracing::debug!(topic = %p.topic, "ignored an empty request (a retained message being cleared)");
+            tracing::debug!(
+                topic,
+                "ignored an empty request (a retained message being cleared)"
+            );
             return;
         }
         let request = Request {
             op: op.to_string(),
             arg: arg.map(str::to_string),
-            payload: p.payload,
+            payload,
             received: Instant::now(),
-            dup: p.dup,
+            dup,
         };
         self.publisher
             .stats
             .requests
             .fetch_add(1, Ordering::Relaxed);
         let refused = match &self.requests_tx {
-            _ if p.retain => {
-                tracing::warn!(topic = %p.topic, "refused a retained request: clear it with an empty retained message on that topic");
+            _ if retain => {
+                tracing::warn!(topic, "refused a retained request: clear it with an empty retained message on that topic");
                 Some("refused: this request was delivered with the retain flag (a copy the broker keeps), so it is not carried out; requests must be published without retain. Clear it by publishing an empty retained message to the same topic")
             }
             None => Some("shutting down"),
@@ -366,8 +367,8 @@ impl Connection {
                     self.requests_tx = None;
                 }
                 event = self.eventloop.poll() => match event {
-                    Ok(Event::Incoming(Packet::ConnAck(_))) => self.on_connect(),
-                    Ok(Event::Incoming(Packet::Publish(p))) => self.on_publish(p),
+                    Ok(Net::ConnAck) => self.on_connect(),
+                    Ok(Net::Publish { topic, payload, retain, dup }) => self.on_publish(&topic, payload, retain, dup),
                     Ok(_) => {}
                     Err(error) => {
                         let was = self.publisher.connected.swap(false, Ordering::Relaxed);
@@ -376,10 +377,14 @@ impl Connection {
                             self.backoff.reset();
                         }
                         let delay = self.backoff.next_delay();
+                        let protocol = self.protocol.name();
                         if was {
-                            tracing::warn!(%error, retry_in_ms = delay.as_millis() as u64, "MQTT connection lost");
+                            tracing::warn!(%error, protocol, retry_in_ms = delay.as_millis() as u64, "MQTT connection lost");
                         } else {
-                            tracing::warn!(%error, retry_in_ms = delay.as_millis() as u64, "MQTT connect failed");
+                            tracing::warn!(%error, protocol, retry_in_ms = delay.as_millis() as u64, "MQTT connect failed");
+                        }
+                        if self.probing {
+                            self.switch_protocol();
                         }
                         tokio::select! {
                             _ = tokio::time::sleep(delay) => {}
@@ -392,24 +397,38 @@ impl Connection {
         self.goodbye().await;
     }
 
+    /// `mqtt.protocol = "auto"` before the first connection: try the other version
+    /// next (a broker without MQTT 5 refuses or drops a version-5 CONNECT).
+    fn switch_protocol(&mut self) {
+        let next = self.protocol.other();
+        match client::build(&self.params, next) {
+            Ok((client, eventloop)) => {
+                self.publisher.client.store(Arc::new(client));
+                self.eventloop = eventloop;
+                self.protocol = next;
+            }
+            Err(e) => tracing::warn!(error = %e, "cannot build the MQTT {} client", next.name()),
+        }
+    }
+
     /// Publish retained `offline` and disconnect, flushing what is queued, for at
     /// most two seconds.
     async fn goodbye(mut self) {
         if !self.publisher.is_connected() {
             return;
         }
-        let p = &self.publisher;
-        let _ = p.client.try_publish(
-            &p.topics.availability,
-            QoS::AtLeastOnce,
+        let client = self.publisher.client.load_full();
+        let _ = client.try_publish(
+            &self.publisher.topics.availability,
+            1,
             true,
-            topics::OFFLINE,
+            topics::OFFLINE.into(),
         );
-        let _ = p.client.try_disconnect();
+        let _ = client.try_disconnect();
         let flushed = tokio::time::timeout(Duration::from_secs(2), async {
             loop {
                 match self.eventloop.poll().await {
-                    Ok(Event::Outgoing(Outgoing::Disconnect)) | Err(_) => break,
+                    Ok(Net::DisconnectSent) | Err(_) => break,
                     Ok(_) => {}
                 }
             }
