@@ -129,9 +129,9 @@ pub enum Net {
 }
 
 /// The receiving half: polled by the connection task alone.
+/// Both loops are boxed: they are large (about 1 KB) and of different sizes.
 pub enum EventLoop {
-    V311(rumqttc::EventLoop),
-    /// Boxed: the MQTT 5 loop is half again as large.
+    V311(Box<rumqttc::EventLoop>),
     V5(Box<v5::EventLoop>),
 }
 
@@ -193,7 +193,7 @@ pub fn build(p: &Params, protocol: Protocol) -> Result<(Client, EventLoop), Mqtt
                 o.set_transport(rumqttc::Transport::tls_with_config(tls.clone()));
             }
             let (c, l) = rumqttc::AsyncClient::new(o, p.queue);
-            (Client::V311(c), EventLoop::V311(l))
+            (Client::V311(c), EventLoop::V311(Box::new(l)))
         }
         Protocol::V5 => {
             let mut o = v5::MqttOptions::new(&p.client_id, &p.host, p.port);
