@@ -195,19 +195,18 @@ impl Daemon {
         };
         let mut status_task = tokio::spawn(status.run(stop_status.clone()));
 
-        let cam = &settings.raw.source.camera;
-        let capture = source::spawn(
-            opener,
-            Backoff::from_millis(cam.reconnect_min_ms, cam.reconnect_max_ms),
-            frame_tx,
-            state_tx,
-            stats.clone(),
-            demand,
-        )
-        .map_err(|e| RunError::TaskFailed {
-            task: "capture",
-            why: e.to_string(),
-        })?;
+        let src = &settings.raw.source;
+        let backoff = match src.kind {
+            crate::config::SourceKind::Command => {
+                Backoff::from_millis(src.command.restart_min_ms, src.command.restart_max_ms)
+            }
+            _ => Backoff::from_millis(src.camera.reconnect_min_ms, src.camera.reconnect_max_ms),
+        };
+        let capture = source::spawn(opener, backoff, frame_tx, state_tx, stats.clone(), demand)
+            .map_err(|e| RunError::TaskFailed {
+                task: "capture",
+                why: e.to_string(),
+            })?;
         let capture_stop = capture.stop.clone();
         let mut capture_done = capture.done;
         let mut broker_ended = broker.map(|b| b.ended);

@@ -94,6 +94,7 @@ pub struct SourceConfig {
     pub camera: CameraConfig,
     pub files: FilesConfig,
     pub synthetic: SyntheticConfig,
+    pub command: CommandConfig,
 }
 
 impl Default for SourceConfig {
@@ -103,6 +104,7 @@ impl Default for SourceConfig {
             camera: CameraConfig::default(),
             files: FilesConfig::default(),
             synthetic: SyntheticConfig::default(),
+            command: CommandConfig::default(),
         }
     }
 }
@@ -113,6 +115,35 @@ pub enum SourceKind {
     Camera,
     Files,
     Synthetic,
+    /// A program writing MJPEG to its standard output (rpicam-vid, ffmpeg, GStreamer).
+    Command,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default)]
+pub struct CommandConfig {
+    /// The program to start (a path, or a name looked up in PATH); no shell.
+    pub program: String,
+    /// Its arguments, one string each.
+    pub args: Vec<String>,
+    /// Restart the program when it has sent no complete frame for this long.
+    pub frame_timeout_ms: u64,
+    /// First wait before restarting a program that exited or stalled; doubles up
+    /// to the maximum.
+    pub restart_min_ms: u64,
+    pub restart_max_ms: u64,
+}
+
+impl Default for CommandConfig {
+    fn default() -> Self {
+        Self {
+            program: String::new(),
+            args: Vec::new(),
+            frame_timeout_ms: 10_000,
+            restart_min_ms: 1_000,
+            restart_max_ms: 60_000,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -750,7 +781,31 @@ pub fn validate(raw: RawConfig) -> Result<Settings, ConfigError> {
             });
         }
         SourceKind::Synthetic => {}
+        SourceKind::Command => {
+            c.check(
+                !s.command.program.trim().is_empty(),
+                "source.command.program",
+                || "must name the program to start, such as \"rpicam-vid\" or \"ffmpeg\"".into(),
+            );
+        }
     }
+    c.range(
+        "source.command.frame_timeout_ms",
+        s.command.frame_timeout_ms,
+        100,
+        3_600_000,
+    );
+    c.range(
+        "source.command.restart_min_ms",
+        s.command.restart_min_ms,
+        1,
+        600_000,
+    );
+    c.check(
+        s.command.restart_max_ms >= s.command.restart_min_ms,
+        "source.command.restart_max_ms",
+        || "must not be below source.command.restart_min_ms".into(),
+    );
     c.range("source.camera.width", s.camera.width, 16, 8192);
     c.range("source.camera.height", s.camera.height, 16, 8192);
     c.range("source.camera.fps", s.camera.fps, 1, 240);

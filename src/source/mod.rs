@@ -6,8 +6,11 @@
 
 #[cfg(all(feature = "camera", target_os = "linux"))]
 pub mod camera;
+#[cfg(target_os = "linux")]
+pub mod command;
 pub mod decode;
 pub mod files;
+pub mod mjpeg;
 pub mod synthetic;
 
 use std::sync::atomic::Ordering;
@@ -95,6 +98,20 @@ pub fn opener(config: &RawConfig) -> Result<Opener, CaptureError> {
                     files::Files::new(paths.clone(), &c.files, max_side).with_limits(limits),
                 ) as _)
             })
+        }
+        #[cfg(target_os = "linux")]
+        SourceKind::Command => {
+            let max_frame = config.learn.max_image_bytes;
+            Box::new(move || {
+                command::CommandSource::open(&c.command, limits, max_frame)
+                    .map(|s| Box::new(s) as _)
+            })
+        }
+        #[cfg(not(target_os = "linux"))]
+        SourceKind::Command => {
+            return Err(CaptureError::Fatal(
+                "the command source needs Linux (process groups, PR_SET_PDEATHSIG)".into(),
+            ))
         }
         #[cfg(all(feature = "camera", target_os = "linux"))]
         SourceKind::Camera => Box::new(move || {

@@ -1,0 +1,421 @@
+//! The `command` source: a program that writes MJPEG to its standard output.
+//!
+//! How Frigate reads RTSP (through ffmpeg), and how a Raspberry Pi Camera Module is
+//! read on a libcamera-based OS (`rpicam-vid --codec mjpeg -o -`). The program is
+//! started without a shell, in a process group of its own, with the parent-death
+//! signal set (Linux `PR_SET_PDEATHSIG`), so it goes when edgehead goes, even after
+//! `kill -9`. Two threads per program: one reads standard output and splits it
+//! into JPEG images ([`super::mjpeg::Splitter`]), keeping only the newest (newest
+//! frame wins); one logs standard error, at most [`LOG_LINES`] lines per
+//! [`LOG_WINDOW`]. A program that exits, or sends no complete frame for
+//! `source.command.frame_timeout_ms`, is a transient failure: the capture loop drops
+//! this source (which stops the whole process group: SIGTERM, then SIGKILL after
+//! [`STOP_GRACE`]) and starts it again after its backoff.
+
+use std::io::{BufRead, BufReader, Read};
+use std::os::unix::process::CommandExt;
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Condvar, Mutex};
+use std::time::{Duration, Instant};
+
+use super::decode::{decode_image, ImageLimits};
+use super::mjpeg::Splitter;
+use super::{CaptureError, FrameSource, Shot};
+use crate::config::CommandConfig;
+
+/// Lines of the program's standard error logged per window; the rest are counted.
+pub const LOG_LINES: u32 = 20;
+pub const LOG_WINDOW: Duration = Duration::from_secs(60);
+/// How long the program has to exit after SIGTERM before SIGKILL.
+pub const STOP_GRACE: Duration = Duration::from_secs(2);
+/// Frames in a row that may fail to decode before the program counts as broken.
+const MAX_BAD_FRAMES: u32 = 30;
+
+/// The newest frame from the reader thread, or why there will be none.
+#[derive(Default)]
+struct Slot {
+    state: Mutex<SlotState>,
+    cv: Condvar,
+}
+
+#[derive(Default)]
+struct SlotState {
+    frame: Option<Vec<u8>>,
+    /// The reader stopped: end of output or a read error.
+    ended: Option<String>,
+}
+
+/// A running program and its frames.
+pub struct CommandSource {
+    name: String,
+    child: Child,
+    slot: Arc<Slot>,
+    timeout: Duration,
+    limits: ImageLimits,
+    bad_frames: u32,
+}
+
+impl CommandSource {
+    /// Start the program. A program that cannot be started (not found, not
+    /// executable) is a transient failure too: it may be installed later, and the
+    /// capture loop retries with its backoff.
+    pub fn open(
+        c: &CommandConfig,
+        limits: ImageLimits,
+        max_frame_bytes: usize,
+    ) -> Result<Self, CaptureError> {
+        let name = std::path::Path::new(&c.program)
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_else(|| c.program.clone());
+        let mut cmd = Command::new(&c.program);
+        cmd.args(&c.args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .process_group(0);
+        let parent = std::process::id() as libc::pid_t;
+        // SAFETY: between fork and exec only async-signal-safe calls are made
+        // (prctl, getppid, _exit), and nothing is allocated.
+        unsafe {
+            cmd.pre_exec(move || {
+                if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) != 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                // The parent may have died before the call: then go at once.
+                if libc::getppid() != parent {
+                    libc::_exit(1);
+                }
+                Ok(())
+            });
+        }
+        let mut child = cmd
+            .spawn()
+            .map_err(|e| CaptureError::Transient(format!("cannot start {}: {e}", c.program)))?;
+        let slot = Arc::new(Slot::default());
+        let (Some(stdout), Some(stderr)) = (child.stdout.take(), child.stderr.take()) else {
+            return Err(CaptureError::Transient(format!(
+                "{name}: no pipe to its output"
+            )));
+        };
+        let spawned = spawn_reader(&name, stdout, slot.clone(), max_frame_bytes)
+            .and_then(|()| spawn_logger(&name, stderr));
+        if let Err(e) = spawned {
+            let mut s = Self {
+                name,
+                child,
+                slot,
+                timeout: Duration::ZERO,
+                limits,
+                bad_frames: 0,
+            };
+            s.stop();
+            return Err(CaptureError::Transient(format!(
+                "cannot start a thread: {e}"
+            )));
+        }
+        tracing::info!(program = %name, pid = child.id(), "command source started");
+        Ok(Self {
+            name,
+            child,
+            slot,
+            timeout: Duration::from_millis(c.frame_timeout_ms),
+            limits,
+            bad_frames: 0,
+        })
+    }
+
+    /// Why the program stopped sending, with its exit status when it has one.
+    fn ended(&mut self, why: &str) -> CaptureError {
+        // Give an exiting program a moment, so its status can be reported.
+        let deadline = Instant::now() + Duration::from_millis(500);
+        let status = loop {
+            match self.child.try_wait() {
+                Ok(Some(s)) => break Some(s),
+                Ok(None) if Instant::now() < deadline => {
+                    std::thread::sleep(Duration::from_millis(20))
+                }
+                _ => break None,
+            }
+        };
+        match status {
+            Some(s) => CaptureError::Transient(format!("{} exited ({s})", self.name)),
+            None => CaptureError::Transient(format!("{}: {why}", self.name)),
+        }
+    }
+
+    /// Stop the program's whole process group: SIGTERM, SIGKILL after the grace.
+    fn stop(&mut self) {
+        let pgid = self.child.id() as libc::pid_t;
+        if matches!(self.child.try_wait(), Ok(Some(_))) {
+            // Its group may still hold children of its own.
+            // SAFETY: kill(2) with a negative pid signals a process group.
+            unsafe { libc::kill(-pgid, libc::SIGKILL) };
+            return;
+        }
+        // SAFETY: as above.
+        unsafe { libc::kill(-pgid, libc::SIGTERM) };
+        let deadline = Instant::now() + STOP_GRACE;
+        while Instant::now() < deadline {
+            if matches!(self.child.try_wait(), Ok(Some(_))) {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        // SAFETY: as above; whatever is left of the group goes.
+        unsafe { libc::kill(-pgid, libc::SIGKILL) };
+        let _ = self.child.wait();
+    }
+}
+
+impl FrameSource for CommandSource {
+    fn next_frame(&mut self) -> Result<Option<Shot>, CaptureError> {
+        loop {
+            let taken = {
+                let guard = self.slot.state.lock().unwrap_or_else(|p| p.into_inner());
+                let (mut guard, waited) = self
+                    .slot
+                    .cv
+                    .wait_timeout_while(guard, self.timeout, |s| {
+                        s.frame.is_none() && s.ended.is_none()
+                    })
+                    .unwrap_or_else(|p| p.into_inner());
+                match (guard.frame.take(), guard.ended.clone()) {
+                    (Some(f), _) => Ok(f),
+                    (None, Some(why)) => Err(why),
+                    (None, None) if waited.timed_out() => Err(format!(
+                        "no frame for {} ms (source.command.frame_timeout_ms)",
+                        self.timeout.as_millis()
+                    )),
+                    (None, None) => continue,
+                }
+            };
+            let bytes = match taken {
+                Ok(b) => b,
+                Err(why) => return Err(self.ended(&why)),
+            };
+            match decode_image(&bytes, &self.limits) {
+                Ok(img) => {
+                    self.bad_frames = 0;
+                    return Ok(Some(img.into()));
+                }
+                Err(e) => {
+                    self.bad_frames += 1;
+                    tracing::debug!(program = %self.name, error = %e, "skipping an undecodable frame");
+                    if self.bad_frames >= MAX_BAD_FRAMES {
+                        return Err(CaptureError::Transient(format!(
+                            "{}: {MAX_BAD_FRAMES} frames in a row could not be decoded: {e}",
+                            self.name
+                        )));
+                    }
+                }
+            }
+        }
+    }
+
+    fn fps(&self) -> Option<f64> {
+        None
+    }
+}
+
+impl Drop for CommandSource {
+    fn drop(&mut self) {
+        self.stop();
+        tracing::info!(program = %self.name, "command source stopped");
+    }
+}
+
+/// Read standard output, split it into frames, keep the newest.
+fn spawn_reader(
+    name: &str,
+    mut out: impl Read + Send + 'static,
+    slot: Arc<Slot>,
+    max_frame_bytes: usize,
+) -> std::io::Result<()> {
+    std::thread::Builder::new()
+        .name(format!("{name}-stdout"))
+        .spawn(move || {
+            let mut splitter = Splitter::new(max_frame_bytes);
+            let mut buf = vec![0u8; 64 << 10];
+            let why = loop {
+                match out.read(&mut buf) {
+                    Ok(0) => break "its output ended".to_string(),
+                    Ok(n) => {
+                        splitter.push(&buf[..n]);
+                        let mut newest = None;
+                        while let Some(f) = splitter.next_frame() {
+                            newest = Some(f);
+                        }
+                        if let Some(f) = newest {
+                            let mut s = slot.state.lock().unwrap_or_else(|p| p.into_inner());
+                            s.frame = Some(f);
+                            slot.cv.notify_all();
+                        }
+                    }
+                    Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                    Err(e) => break format!("reading its output failed: {e}"),
+                }
+            };
+            let mut s = slot.state.lock().unwrap_or_else(|p| p.into_inner());
+            s.ended = Some(why);
+            slot.cv.notify_all();
+        })
+        .map(|_| ())
+}
+
+/// Log standard error line by line, at most [`LOG_LINES`] per [`LOG_WINDOW`].
+fn spawn_logger(name: &str, err: impl Read + Send + 'static) -> std::io::Result<()> {
+    let program = name.to_string();
+    std::thread::Builder::new()
+        .name(format!("{name}-stderr"))
+        .spawn(move || {
+            let mut limit = RateLimit::new(LOG_LINES, LOG_WINDOW);
+            let mut lines = BufReader::new(err);
+            let mut line = Vec::new();
+            loop {
+                line.clear();
+                // Bounded: a program writing one endless line cannot fill memory.
+                match (&mut lines).take(4096).read_until(b'\n', &mut line) {
+                    Ok(0) | Err(_) => break,
+                    Ok(_) => {}
+                }
+                let text = String::from_utf8_lossy(&line);
+                let text = text.trim_end();
+                if text.is_empty() {
+                    continue;
+                }
+                match limit.allow(Instant::now()) {
+                    Allow::Yes { suppressed } => {
+                        if suppressed > 0 {
+                            tracing::warn!(program = %program, suppressed, "more output of the program was not logged");
+                        }
+                        tracing::warn!(program = %program, "{text}");
+                    }
+                    Allow::No => {}
+                }
+            }
+        })
+        .map(|_| ())
+}
+
+/// Whether a line may be logged now, and how many were held back before it.
+#[derive(Debug, PartialEq)]
+pub enum Allow {
+    Yes { suppressed: u64 },
+    No,
+}
+
+/// At most `max` events per `window`; counts the rest.
+#[derive(Debug)]
+pub struct RateLimit {
+    max: u32,
+    window: Duration,
+    start: Option<Instant>,
+    used: u32,
+    suppressed: u64,
+}
+
+impl RateLimit {
+    pub fn new(max: u32, window: Duration) -> Self {
+        Self {
+            max,
+            window,
+            start: None,
+            used: 0,
+            suppressed: 0,
+        }
+    }
+
+    pub fn allow(&mut self, now: Instant) -> Allow {
+        if self
+            .start
+            .is_none_or(|s| now.duration_since(s) >= self.window)
+        {
+            self.start = Some(now);
+            self.used = 0;
+        }
+        if self.used < self.max {
+            self.used += 1;
+            Allow::Yes {
+                suppressed: std::mem::take(&mut self.suppressed),
+            }
+        } else {
+            self.suppressed += 1;
+            Allow::No
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_log_rate_limit_counts_what_it_holds_back() {
+        let mut r = RateLimit::new(2, Duration::from_secs(10));
+        let t0 = Instant::now();
+        assert_eq!(r.allow(t0), Allow::Yes { suppressed: 0 });
+        assert_eq!(r.allow(t0), Allow::Yes { suppressed: 0 });
+        assert_eq!(r.allow(t0), Allow::No);
+        assert_eq!(r.allow(t0 + Duration::from_secs(1)), Allow::No);
+        assert_eq!(
+            r.allow(t0 + Duration::from_secs(11)),
+            Allow::Yes { suppressed: 2 }
+        );
+    }
+
+    fn config(program: &str, args: &[&str]) -> CommandConfig {
+        CommandConfig {
+            program: program.into(),
+            args: args.iter().map(|s| s.to_string()).collect(),
+            frame_timeout_ms: 2000,
+            ..CommandConfig::default()
+        }
+    }
+
+    #[test]
+    fn a_missing_program_is_a_transient_failure() {
+        let c = config("/nonexistent/edgehead-test-camera", &[]);
+        match CommandSource::open(&c, ImageLimits::default(), 1 << 20) {
+            Err(CaptureError::Transient(e)) => assert!(e.contains("cannot start"), "{e}"),
+            Err(e) => panic!("not transient: {e}"),
+            Ok(_) => panic!("started a program that does not exist"),
+        }
+    }
+
+    #[test]
+    fn frames_from_a_program_and_its_exit_are_reported() {
+        // `cat` of a JPEG file: one frame, then the output ends.
+        let jpeg = concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/tests/fixtures/images/hat-1.jpg"
+        );
+        let c = config("cat", &[jpeg]);
+        let mut s = CommandSource::open(&c, ImageLimits::default(), 8 << 20).expect("start");
+        let shot = s.next_frame().expect("frame").expect("some");
+        assert!(shot.image.width() > 0);
+        match s.next_frame() {
+            Err(CaptureError::Transient(e)) => assert!(e.contains("cat"), "{e}"),
+            other => panic!("expected the end to be reported: {:?}", other.map(|_| ())),
+        }
+    }
+
+    #[test]
+    fn a_silent_program_times_out_and_is_stopped_with_its_group() {
+        let c = CommandConfig {
+            frame_timeout_ms: 300,
+            ..config("sleep", &["30"])
+        };
+        let mut s = CommandSource::open(&c, ImageLimits::default(), 1 << 20).expect("start");
+        let pid = s.child.id();
+        let started = Instant::now();
+        match s.next_frame() {
+            Err(CaptureError::Transient(e)) => assert!(e.contains("no frame"), "{e}"),
+            other => panic!("expected a timeout: {:?}", other.map(|_| ())),
+        }
+        assert!(started.elapsed() >= Duration::from_millis(300));
+        drop(s);
+        // The process is gone (reaped, so no /proc entry).
+        assert!(!std::path::Path::new(&format!("/proc/{pid}")).exists());
+    }
+}
