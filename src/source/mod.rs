@@ -287,7 +287,8 @@ fn run(
                 Ok(s) => {
                     tracing::info!("frame source open");
                     state_tx.send_replace(SourceState::Running);
-                    backoff.reset();
+                    // The backoff starts over only once a frame came: a program
+                    // that starts and exits at once is retried slowly.
                     source.insert(s)
                 }
                 Err(CaptureError::Fatal(e)) => return Err(CaptureError::Fatal(e)),
@@ -316,6 +317,7 @@ fn run(
         }
         match src.next_frame() {
             Ok(Some(shot)) => {
+                backoff.reset();
                 seq += 1;
                 stats.frames_captured.fetch_add(1, Ordering::Relaxed);
                 frame_tx.send_replace(Some(Arc::new(Frame {

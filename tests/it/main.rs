@@ -6,3 +6,4 @@ mod daemon;
 mod hardening;
 mod harness;
 mod learning;
+mod sources;

@@ -1,0 +1,183 @@
+//! Frame sources with real programs: the `command` source running ffmpeg.
+
+use std::time::Duration;
+
+use crate::harness::{config_file, edit_config, Client, Mosquitto, Process};
+
+const BASE: &str = "edgehead/it";
+
+/// A daemon config whose source is `program args…`; `marker` is a unique string
+/// among the arguments, to find the program's processes.
+fn command_config(
+    dir: &std::path::Path,
+    port: u16,
+    program: &str,
+    args: &[&str],
+    extra: &str,
+) -> std::path::PathBuf {
+    let config = config_file(dir, port, "");
+    let args: Vec<String> = args.iter().map(|a| format!("{a:?}")).collect();
+    edit_config(&config, |t| {
+        t.replace("kind = \"files\"", "kind = \"command\"")
+            + &format!(
+                "\n[source.command]\nprogram = {program:?}\nargs = [{}]\nrestart_min_ms = 100\nrestart_max_ms = 1000\n{extra}",
+                args.join(", ")
+            )
+    });
+    config
+}
+
+/// ffmpeg generating a 320×240 test pattern at 5 fps, as MJPEG on its stdout.
+fn ffmpeg_args(marker: &str) -> Vec<String> {
+    [
+        "-hide_banner",
+        "-nostdin",
+        "-loglevel",
+        "error",
+        "-re",
+        "-f",
+        "lavfi",
+        "-i",
+        "testsrc=size=320x240:rate=5",
+        "-metadata",
+        marker,
+        "-f",
+        "mjpeg",
+        "-q:v",
+        "5",
+        "pipe:1",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect()
+}
+
+/// Pids of processes whose command line holds `marker`.
+fn pids_with(marker: &str) -> Vec<u32> {
+    let mut pids = Vec::new();
+    for e in std::fs::read_dir("/proc").expect("/proc").flatten() {
+        let Ok(pid) = e.file_name().to_string_lossy().parse::<u32>() else {
+            continue;
+        };
+        if let Ok(cmd) = std::fs::read(format!("/proc/{pid}/cmdline")) {
+            if String::from_utf8_lossy(&cmd).contains(marker) {
+                pids.push(pid);
+            }
+        }
+    }
+    pids
+}
+
+fn wait_until(secs: u64, mut f: impl FnMut() -> bool) -> bool {
+    let deadline = std::time::Instant::now() + Duration::from_secs(secs);
+    while std::time::Instant::now() < deadline {
+        if f() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    false
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn ffmpeg_frames_flow_a_killed_ffmpeg_is_restarted_and_nothing_outlives_the_daemon() {
+    let broker = Mosquitto::start();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let marker = format!("comment=edgehead-it-{}", fastrand::u64(..));
+    let args = ffmpeg_args(&marker);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let config = command_config(dir.path(), broker.port, "ffmpeg", &args, "");
+    let mut c = Client::connect(broker.port, &[&format!("{BASE}/#")]).await;
+    let mut daemon = Process::start(&config);
+    let p = c
+        .wait_for(&format!("{BASE}/prediction"), 60, |_| true)
+        .await
+        .json();
+    assert!(p["embedding_norm"].as_f64() > Some(1.0), "{p}");
+    let first = pids_with(&marker);
+    assert_eq!(first.len(), 1, "one ffmpeg: {first:?}");
+
+    // ffmpeg dies: the source says so and starts it again; frames flow again.
+    std::process::Command::new("kill")
+        .args(["-KILL", &first[0].to_string()])
+        .status()
+        .expect("kill");
+    let s = c
+        .wait_for(&format!("{BASE}/status"), 30, |m| {
+            m.json()["source"]["state"] == "reconnecting"
+        })
+        .await
+        .json();
+    let error = s["source"]["error"].as_str().expect("error");
+    assert!(error.contains("ffmpeg"), "{s}");
+    c.wait_for(&format!("{BASE}/status"), 30, |m| {
+        m.json()["source"]["state"] == "running"
+    })
+    .await;
+    let seq = c
+        .wait_for(&format!("{BASE}/prediction"), 30, |_| true)
+        .await
+        .json()["seq"]
+        .as_u64();
+    c.wait_for(&format!("{BASE}/prediction"), 30, |m| {
+        m.json()["seq"].as_u64() > seq
+    })
+    .await;
+    let second = pids_with(&marker);
+    assert!(
+        second.len() == 1 && second != first,
+        "{first:?} then {second:?}"
+    );
+
+    // SIGTERM: the daemon stops its program.
+    daemon.terminate(30);
+    assert!(pids_with(&marker).is_empty(), "ffmpeg outlived SIGTERM");
+
+    // kill -9: the program goes too (parent-death signal).
+    let _daemon = Process::start(&config);
+    assert!(wait_until(30, || pids_with(&marker).len() == 1));
+    let mut daemon = _daemon;
+    daemon.signal("KILL");
+    let _ = daemon.wait(10);
+    assert!(
+        wait_until(5, || pids_with(&marker).is_empty()),
+        "ffmpeg outlived kill -9 of the daemon"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_missing_or_failing_program_is_reported_and_retried_with_backoff() {
+    let broker = Mosquitto::start();
+    for (program, expect) in [
+        ("edgehead-no-such-camera-program", "cannot start"),
+        ("false", "exited"),
+    ] {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let config = command_config(dir.path(), broker.port, program, &[], "");
+        let mut c = Client::connect(broker.port, &[&format!("{BASE}/status")]).await;
+        let daemon = Process::start(&config);
+        let s = c
+            .wait_for(&format!("{BASE}/status"), 60, |m| {
+                let s = m.json();
+                s["source"]["state"] == "reconnecting"
+                    && s["source"]["error"]
+                        .as_str()
+                        .is_some_and(|e| e.contains(expect))
+            })
+            .await
+            .json();
+        assert!(
+            s["source"]["retry_in_ms"].as_u64() > Some(0),
+            "{program}: {s}"
+        );
+        // Backoff from 100 ms doubling to 1 s: about 8 attempts in 5 s, not a tight loop.
+        std::thread::sleep(Duration::from_secs(5));
+        let log = daemon.log_text();
+        let attempts = log.matches("frame source failed").count();
+        assert!(
+            (2..=15).contains(&attempts),
+            "{program}: {attempts} attempts in about 5 s"
+        );
+        drop(daemon);
+    }
+}
