@@ -200,6 +200,9 @@ impl Daemon {
             crate::config::SourceKind::Command => {
                 Backoff::from_millis(src.command.restart_min_ms, src.command.restart_max_ms)
             }
+            crate::config::SourceKind::Http => {
+                Backoff::from_millis(src.http.reconnect_min_ms, src.http.reconnect_max_ms)
+            }
             _ => Backoff::from_millis(src.camera.reconnect_min_ms, src.camera.reconnect_max_ms),
         };
         let capture = source::spawn(opener, backoff, frame_tx, state_tx, stats.clone(), demand)

@@ -95,6 +95,7 @@ pub struct SourceConfig {
     pub files: FilesConfig,
     pub synthetic: SyntheticConfig,
     pub command: CommandConfig,
+    pub http: HttpConfig,
 }
 
 impl Default for SourceConfig {
@@ -105,6 +106,7 @@ impl Default for SourceConfig {
             files: FilesConfig::default(),
             synthetic: SyntheticConfig::default(),
             command: CommandConfig::default(),
+            http: HttpConfig::default(),
         }
     }
 }
@@ -117,6 +119,58 @@ pub enum SourceKind {
     Synthetic,
     /// A program writing MJPEG to its standard output (rpicam-vid, ffmpeg, GStreamer).
     Command,
+    /// An HTTP camera: an MJPEG stream or snapshots.
+    Http,
+}
+
+/// How the `http` source reads the camera.
+#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum HttpMode {
+    /// One request whose body is `multipart/x-mixed-replace` JPEG images.
+    #[default]
+    Stream,
+    /// A request for one JPEG image every `interval_ms`.
+    Snapshot,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default)]
+pub struct HttpConfig {
+    /// `http://` or `https://` URL of the stream or the snapshot.
+    pub url: String,
+    pub mode: HttpMode,
+    /// Snapshot mode: milliseconds between requests.
+    pub interval_ms: u64,
+    /// Basic or Digest authentication, as the camera asks; empty: none.
+    pub username: String,
+    pub password: String,
+    /// A PEM file of CA certificates to trust instead of the system's (a camera
+    /// with a self-signed certificate).
+    pub ca_file: PathBuf,
+    pub connect_timeout_ms: u64,
+    /// Longest wait for data on a socket read, and for a frame in stream mode.
+    pub read_timeout_ms: u64,
+    /// First wait before reconnecting; doubles up to the maximum.
+    pub reconnect_min_ms: u64,
+    pub reconnect_max_ms: u64,
+}
+
+impl Default for HttpConfig {
+    fn default() -> Self {
+        Self {
+            url: String::new(),
+            mode: HttpMode::Stream,
+            interval_ms: 1000,
+            username: String::new(),
+            password: String::new(),
+            ca_file: PathBuf::new(),
+            connect_timeout_ms: 5_000,
+            read_timeout_ms: 10_000,
+            reconnect_min_ms: 1_000,
+            reconnect_max_ms: 60_000,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -781,6 +835,17 @@ pub fn validate(raw: RawConfig) -> Result<Settings, ConfigError> {
             });
         }
         SourceKind::Synthetic => {}
+        SourceKind::Http => {
+            let u = s.http.url.trim();
+            c.check(
+                u.starts_with("http://") || u.starts_with("https://"),
+                "source.http.url",
+                || "must be an http:// or https:// URL".into(),
+            );
+            if !s.http.ca_file.as_os_str().is_empty() {
+                c.file("source.http.ca_file", &s.http.ca_file);
+            }
+        }
         SourceKind::Command => {
             c.check(
                 !s.command.program.trim().is_empty(),
@@ -794,6 +859,30 @@ pub fn validate(raw: RawConfig) -> Result<Settings, ConfigError> {
         s.command.frame_timeout_ms,
         100,
         3_600_000,
+    );
+    c.range("source.http.interval_ms", s.http.interval_ms, 10, 3_600_000);
+    c.range(
+        "source.http.connect_timeout_ms",
+        s.http.connect_timeout_ms,
+        100,
+        600_000,
+    );
+    c.range(
+        "source.http.read_timeout_ms",
+        s.http.read_timeout_ms,
+        100,
+        600_000,
+    );
+    c.range(
+        "source.http.reconnect_min_ms",
+        s.http.reconnect_min_ms,
+        1,
+        600_000,
+    );
+    c.check(
+        s.http.reconnect_max_ms >= s.http.reconnect_min_ms,
+        "source.http.reconnect_max_ms",
+        || "must not be below source.http.reconnect_min_ms".into(),
     );
     c.range(
         "source.command.restart_min_ms",
@@ -1037,6 +1126,9 @@ pub fn to_masked_toml(raw: &RawConfig) -> String {
     let mut shown = raw.clone();
     if !shown.mqtt.password.is_empty() {
         shown.mqtt.password = MASK.into();
+    }
+    if !shown.source.http.password.is_empty() {
+        shown.source.http.password = MASK.into();
     }
     toml::to_string_pretty(&shown).unwrap_or_else(|e| format!("# cannot print: {e}\n"))
 }

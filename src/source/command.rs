@@ -15,11 +15,11 @@
 use std::io::{BufRead, BufReader, Read};
 use std::os::unix::process::CommandExt;
 use std::process::{Child, Command, Stdio};
-use std::sync::{Arc, Condvar, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use super::decode::{decode_image, ImageLimits};
-use super::mjpeg::Splitter;
+use super::mjpeg::{spawn_reader, FrameSlot, Taken};
 use super::{CaptureError, FrameSource, Shot};
 use crate::config::CommandConfig;
 
@@ -31,25 +31,11 @@ pub const STOP_GRACE: Duration = Duration::from_secs(2);
 /// Frames in a row that may fail to decode before the program counts as broken.
 const MAX_BAD_FRAMES: u32 = 30;
 
-/// The newest frame from the reader thread, or why there will be none.
-#[derive(Default)]
-struct Slot {
-    state: Mutex<SlotState>,
-    cv: Condvar,
-}
-
-#[derive(Default)]
-struct SlotState {
-    frame: Option<Vec<u8>>,
-    /// The reader stopped: end of output or a read error.
-    ended: Option<String>,
-}
-
 /// A running program and its frames.
 pub struct CommandSource {
     name: String,
     child: Child,
-    slot: Arc<Slot>,
+    slot: Arc<FrameSlot>,
     timeout: Duration,
     limits: ImageLimits,
     bad_frames: u32,
@@ -92,7 +78,7 @@ impl CommandSource {
         let mut child = cmd
             .spawn()
             .map_err(|e| CaptureError::Transient(format!("cannot start {}: {e}", c.program)))?;
-        let slot = Arc::new(Slot::default());
+        let slot = Arc::new(FrameSlot::default());
         let (Some(stdout), Some(stderr)) = (child.stdout.take(), child.stderr.take()) else {
             return Err(CaptureError::Transient(format!(
                 "{name}: no pipe to its output"
@@ -171,28 +157,16 @@ impl CommandSource {
 impl FrameSource for CommandSource {
     fn next_frame(&mut self) -> Result<Option<Shot>, CaptureError> {
         loop {
-            let taken = {
-                let guard = self.slot.state.lock().unwrap_or_else(|p| p.into_inner());
-                let (mut guard, waited) = self
-                    .slot
-                    .cv
-                    .wait_timeout_while(guard, self.timeout, |s| {
-                        s.frame.is_none() && s.ended.is_none()
-                    })
-                    .unwrap_or_else(|p| p.into_inner());
-                match (guard.frame.take(), guard.ended.clone()) {
-                    (Some(f), _) => Ok(f),
-                    (None, Some(why)) => Err(why),
-                    (None, None) if waited.timed_out() => Err(format!(
+            let bytes = match self.slot.take(self.timeout) {
+                Taken::Frame(b) => b,
+                Taken::Ended(why) => return Err(self.ended(&why)),
+                Taken::TimedOut => {
+                    let why = format!(
                         "no frame for {} ms (source.command.frame_timeout_ms)",
                         self.timeout.as_millis()
-                    )),
-                    (None, None) => continue,
+                    );
+                    return Err(self.ended(&why));
                 }
-            };
-            let bytes = match taken {
-                Ok(b) => b,
-                Err(why) => return Err(self.ended(&why)),
             };
             match decode_image(&bytes, &self.limits) {
                 Ok(img) => {
@@ -213,54 +187,18 @@ impl FrameSource for CommandSource {
         }
     }
 
+    /// Paced by inference: only the newest frame is decoded, when it is wanted.
     fn fps(&self) -> Option<f64> {
-        None
+        Some(0.0)
     }
 }
 
 impl Drop for CommandSource {
     fn drop(&mut self) {
+        self.slot.stop();
         self.stop();
         tracing::info!(program = %self.name, "command source stopped");
     }
-}
-
-/// Read standard output, split it into frames, keep the newest.
-fn spawn_reader(
-    name: &str,
-    mut out: impl Read + Send + 'static,
-    slot: Arc<Slot>,
-    max_frame_bytes: usize,
-) -> std::io::Result<()> {
-    std::thread::Builder::new()
-        .name(format!("{name}-stdout"))
-        .spawn(move || {
-            let mut splitter = Splitter::new(max_frame_bytes);
-            let mut buf = vec![0u8; 64 << 10];
-            let why = loop {
-                match out.read(&mut buf) {
-                    Ok(0) => break "its output ended".to_string(),
-                    Ok(n) => {
-                        splitter.push(&buf[..n]);
-                        let mut newest = None;
-                        while let Some(f) = splitter.next_frame() {
-                            newest = Some(f);
-                        }
-                        if let Some(f) = newest {
-                            let mut s = slot.state.lock().unwrap_or_else(|p| p.into_inner());
-                            s.frame = Some(f);
-                            slot.cv.notify_all();
-                        }
-                    }
-                    Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-                    Err(e) => break format!("reading its output failed: {e}"),
-                }
-            };
-            let mut s = slot.state.lock().unwrap_or_else(|p| p.into_inner());
-            s.ended = Some(why);
-            slot.cv.notify_all();
-        })
-        .map(|_| ())
 }
 
 /// Log standard error line by line, at most [`LOG_LINES`] per [`LOG_WINDOW`].

@@ -9,6 +9,118 @@
 //! does not end the frame, and bytes between frames (a program's chatter, a lost
 //! packet) are skipped. Whether a frame decodes is for the decoder to say.
 
+use std::io::Read;
+use std::sync::{Arc, Condvar, Mutex};
+use std::time::Duration;
+
+/// The newest frame a reader thread has split off its stream, or why there will be
+/// no more: newest frame wins, and only the frame taken is ever decoded.
+#[derive(Debug, Default)]
+pub struct FrameSlot {
+    state: Mutex<SlotState>,
+    cv: Condvar,
+}
+
+#[derive(Debug, Default)]
+struct SlotState {
+    frame: Option<Vec<u8>>,
+    /// The stream ended (end of data or a read error), with the reason.
+    ended: Option<String>,
+    /// The source is being dropped: the reader stops at its next read.
+    stopped: bool,
+    /// Frames replaced before anyone took them.
+    replaced: u64,
+}
+
+/// What [`FrameSlot::take`] found.
+#[derive(Debug, PartialEq)]
+pub enum Taken {
+    Frame(Vec<u8>),
+    Ended(String),
+    TimedOut,
+}
+
+impl FrameSlot {
+    /// Put the newest frame, replacing one not taken yet.
+    pub fn put(&self, frame: Vec<u8>) {
+        let mut s = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        if s.frame.replace(frame).is_some() {
+            s.replaced += 1;
+        }
+        self.cv.notify_all();
+    }
+
+    /// Mark the stream as ended.
+    pub fn end(&self, why: String) {
+        let mut s = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        s.ended.get_or_insert(why);
+        self.cv.notify_all();
+    }
+
+    /// Ask the reader to stop.
+    pub fn stop(&self) {
+        self.state.lock().unwrap_or_else(|p| p.into_inner()).stopped = true;
+    }
+
+    fn stopped(&self) -> bool {
+        self.state.lock().unwrap_or_else(|p| p.into_inner()).stopped
+    }
+
+    /// Wait up to `timeout` for a frame (a frame waiting is taken before the end).
+    pub fn take(&self, timeout: Duration) -> Taken {
+        let guard = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        let (mut s, _) = self
+            .cv
+            .wait_timeout_while(guard, timeout, |s| s.frame.is_none() && s.ended.is_none())
+            .unwrap_or_else(|p| p.into_inner());
+        match (s.frame.take(), &s.ended) {
+            (Some(f), _) => Taken::Frame(f),
+            (None, Some(why)) => Taken::Ended(why.clone()),
+            (None, None) => Taken::TimedOut,
+        }
+    }
+}
+
+/// Read `input` on a thread named `name`, split it into JPEG images of at most
+/// `max_frame` bytes, and keep the newest in `slot`. The thread ends at the end of
+/// the stream, on a read error (a read timeout included) or once the slot is
+/// stopped, and says why in the slot.
+pub fn spawn_reader(
+    name: &str,
+    mut input: impl Read + Send + 'static,
+    slot: Arc<FrameSlot>,
+    max_frame: usize,
+) -> std::io::Result<()> {
+    std::thread::Builder::new()
+        .name(format!("{name}-read"))
+        .spawn(move || {
+            let mut splitter = Splitter::new(max_frame);
+            let mut buf = vec![0u8; 64 << 10];
+            let why = loop {
+                if slot.stopped() {
+                    break "stopped".to_string();
+                }
+                match input.read(&mut buf) {
+                    Ok(0) => break "the stream ended".to_string(),
+                    Ok(n) => {
+                        splitter.push(&buf[..n]);
+                        let mut newest = None;
+                        while let Some(f) = splitter.next_frame() {
+                            newest = Some(f);
+                        }
+                        if let Some(f) = newest {
+                            slot.put(f);
+                        }
+                    }
+                    Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                    Err(e) => break format!("reading the stream failed: {e}"),
+                }
+            };
+            slot.end(why);
+        })
+        .map(|_| ())
+}
+
 /// Accumulates bytes and hands out complete JPEG images.
 #[derive(Debug)]
 pub struct Splitter {

@@ -10,6 +10,7 @@ pub mod camera;
 pub mod command;
 pub mod decode;
 pub mod files;
+pub mod http;
 pub mod mjpeg;
 pub mod synthetic;
 
@@ -97,6 +98,12 @@ pub fn opener(config: &RawConfig) -> Result<Opener, CaptureError> {
                 Ok(Box::new(
                     files::Files::new(paths.clone(), &c.files, max_side).with_limits(limits),
                 ) as _)
+            })
+        }
+        SourceKind::Http => {
+            let max_bytes = config.learn.max_image_bytes;
+            Box::new(move || {
+                http::HttpSource::open(&c.http, limits, max_bytes).map(|s| Box::new(s) as _)
             })
         }
         #[cfg(target_os = "linux")]

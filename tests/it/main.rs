@@ -5,5 +5,6 @@ mod backbone;
 mod daemon;
 mod hardening;
 mod harness;
+mod httpcam;
 mod learning;
 mod sources;

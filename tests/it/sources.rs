@@ -181,3 +181,177 @@ async fn a_missing_or_failing_program_is_reported_and_retried_with_backoff() {
         drop(daemon);
     }
 }
+
+fn http_config(dir: &std::path::Path, port: u16, http: &str) -> std::path::PathBuf {
+    let config = config_file(dir, port, "");
+    edit_config(&config, |t| {
+        t.replace("kind = \"files\"", "kind = \"http\"")
+            + &format!(
+                "\n[source.http]\nreconnect_min_ms = 100\nreconnect_max_ms = 1000\nconnect_timeout_ms = 2000\nread_timeout_ms = 1500\n{http}"
+            )
+    });
+    config
+}
+
+fn fixture_frames() -> Vec<Vec<u8>> {
+    ["hat-1.jpg", "shoes-1.jpg", "pants-1.jpg"]
+        .iter()
+        .map(|n| std::fs::read(crate::harness::fixtures().join(n)).expect("fixture"))
+        .collect()
+}
+
+/// Wait for a status whose source state is `state` and whose error (if any)
+/// contains `needle`.
+async fn wait_source(c: &mut Client, state: &str, needle: &str) -> serde_json::Value {
+    c.wait_for(&format!("{BASE}/status"), 60, |m| {
+        let s = m.json();
+        s["source"]["state"] == state
+            && (needle.is_empty()
+                || s["source"]["error"]
+                    .as_str()
+                    .is_some_and(|e| e.contains(needle)))
+    })
+    .await
+    .json()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_http_mjpeg_stream_with_digest_auth_flows_and_survives_a_dropped_connection() {
+    use crate::httpcam::{Auth, Camera};
+    let cam = Camera::start(fixture_frames(), 5.0, Auth::Digest("admin", "s3cret"), true);
+    let broker = Mosquitto::start();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = http_config(
+        dir.path(),
+        broker.port,
+        &format!(
+            "url = \"{}\"\nusername = \"admin\"\npassword = \"s3cret\"\n",
+            cam.url("/stream")
+        ),
+    );
+    let mut c = Client::connect(broker.port, &[&format!("{BASE}/#")]).await;
+    let _daemon = Process::start(&config);
+    c.wait_for(&format!("{BASE}/prediction"), 60, |_| true)
+        .await;
+    // The first connection is cut in the middle of a frame; the source reconnects
+    // and frames flow again.
+    wait_source(&mut c, "reconnecting", "").await;
+    let seq = c
+        .wait_for(&format!("{BASE}/prediction"), 30, |_| true)
+        .await
+        .json()["seq"]
+        .as_u64();
+    c.wait_for(&format!("{BASE}/prediction"), 30, |m| {
+        m.json()["seq"].as_u64() > seq
+    })
+    .await;
+    assert!(cam.streams.load(std::sync::atomic::Ordering::Relaxed) >= 2);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn http_snapshots_flow_with_and_without_basic_auth_and_a_wrong_password_is_reported() {
+    use crate::httpcam::{Auth, Camera};
+    let open = Camera::start(fixture_frames(), 5.0, Auth::None, false);
+    let locked = Camera::start(fixture_frames(), 5.0, Auth::Basic("admin", "s3cret"), false);
+    let broker = Mosquitto::start();
+    for (cam, credentials, ok) in [
+        (&open, "", true),
+        (
+            &locked,
+            "username = \"admin\"\npassword = \"s3cret\"\n",
+            true,
+        ),
+        (
+            &locked,
+            "username = \"admin\"\npassword = \"wrong\"\n",
+            false,
+        ),
+        (&locked, "", false),
+    ] {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let config = http_config(
+            dir.path(),
+            broker.port,
+            &format!(
+                "url = \"{}\"\nmode = \"snapshot\"\ninterval_ms = 200\n{credentials}",
+                cam.url("/snapshot")
+            ),
+        );
+        let mut c = Client::connect(broker.port, &[&format!("{BASE}/#")]).await;
+        let daemon = Process::start(&config);
+        if ok {
+            let a = c
+                .wait_for(&format!("{BASE}/prediction"), 60, |_| true)
+                .await
+                .json();
+            c.wait_for(&format!("{BASE}/prediction"), 30, |m| {
+                m.json()["seq"].as_u64() > a["seq"].as_u64()
+            })
+            .await;
+        } else {
+            let needle = if credentials.is_empty() {
+                "needs a username and password"
+            } else {
+                "refused the username or password"
+            };
+            let s = wait_source(&mut c, "reconnecting", needle).await;
+            assert!(s["source"]["retry_in_ms"].as_u64() > Some(0), "{s}");
+        }
+        drop(daemon);
+    }
+    assert!(locked.refused.load(std::sync::atomic::Ordering::Relaxed) >= 3);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn https_snapshots_trust_the_configured_ca_and_refuse_an_unknown_one() {
+    use crate::httpcam::Camera;
+    let certs = tempfile::tempdir().expect("tempdir");
+    let (ca, cert, key) = crate::harness::make_certificates(certs.path(), "cam");
+    let cam = Camera::start_tls(fixture_frames(), &cert, &key);
+    let url = cam.url("/snapshot").replace("http://", "https://");
+    let broker = Mosquitto::start();
+    for (ca_file, ok) in [(Some(&ca), true), (None, false)] {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let ca_line = ca_file
+            .map(|p| format!("ca_file = \"{}\"\n", p.display()))
+            .unwrap_or_default();
+        let config = http_config(
+            dir.path(),
+            broker.port,
+            &format!("url = \"{url}\"\nmode = \"snapshot\"\ninterval_ms = 200\n{ca_line}"),
+        );
+        let mut c = Client::connect(broker.port, &[&format!("{BASE}/#")]).await;
+        let daemon = Process::start(&config);
+        if ok {
+            c.wait_for(&format!("{BASE}/prediction"), 60, |_| true)
+                .await;
+        } else {
+            // The system's CAs do not know the test CA.
+            let s = wait_source(&mut c, "reconnecting", "").await;
+            let e = s["source"]["error"].as_str().expect("error").to_lowercase();
+            assert!(e.contains("certificate") || e.contains("issuer"), "{s}");
+        }
+        drop(daemon);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_http_camera_that_never_answers_hits_the_read_timeout() {
+    use crate::httpcam::{Auth, Camera};
+    let cam = Camera::start(fixture_frames(), 5.0, Auth::None, false);
+    let broker = Mosquitto::start();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = http_config(
+        dir.path(),
+        broker.port,
+        &format!("url = \"{}\"\n", cam.url("/hang")),
+    );
+    let mut c = Client::connect(broker.port, &[&format!("{BASE}/#")]).await;
+    let _daemon = Process::start(&config);
+    let s = wait_source(&mut c, "reconnecting", "").await;
+    let error = s["source"]["error"].as_str().expect("error").to_lowercase();
+    assert!(
+        error.contains("timed out") || error.contains("timeout"),
+        "{s}"
+    );
+}
