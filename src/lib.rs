@@ -32,6 +32,7 @@ pub mod app;
 pub mod backbone;
 pub mod backoff;
 pub mod bench;
+pub mod bench_source;
 pub mod config;
 pub mod eval;
 pub mod head;

@@ -93,6 +93,13 @@ enum Command {
         #[arg(long)]
         json: Option<PathBuf>,
     },
+    /// Measure the configured frame source alone (read, split, decode; no backbone):
+    /// frames per second and CPU per frame; and the decode cost of camera buffers.
+    BenchSource {
+        /// Seconds to run the source for.
+        #[arg(long, default_value_t = 20.0)]
+        seconds: f64,
+    },
 }
 
 const EXIT_RUNTIME: u8 = 1;
@@ -204,6 +211,30 @@ fn main() -> ExitCode {
                 profile: *profile,
             };
             bench(&settings, &o, teach.as_ref(), json.as_ref())
+        }
+        Command::BenchSource { seconds } => {
+            let cost =
+                edgehead::bench_source::source_cost(&settings.raw, seconds.clamp(1.0, 3600.0))
+                    .map_err(anyhow::Error::msg);
+            cost.map(|c| {
+                println!(
+                    "source {}: {} frames of {} in {:.1} s = {:.1} frames/s; edgehead CPU {:.2} ms per frame (read, split, decode); program CPU {:.2} ms per frame{}",
+                    c.source,
+                    c.frames,
+                    c.frame,
+                    c.seconds,
+                    c.frames_per_second,
+                    c.cpu_ms_per_frame,
+                    c.program_cpu_ms_per_frame,
+                    c.error.map(|e| format!("; last error: {e}")).unwrap_or_default()
+                );
+                for d in edgehead::bench_source::decode_costs(30) {
+                    println!(
+                        "decode one USB camera buffer {}: MJPEG {:.2} ms, YUYV {:.2} ms",
+                        d.size, d.mjpeg_ms, d.yuyv_ms
+                    );
+                }
+            })
         }
         Command::PrintConfig | Command::Devices => Ok(()),
     };
