@@ -355,3 +355,30 @@ async fn an_http_camera_that_never_answers_hits_the_read_timeout() {
         "{s}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn garbage_between_the_frames_of_a_program_is_skipped() {
+    // A program that writes chatter, a stray SOI, and a JPEG, five times a second.
+    let jpeg = crate::harness::fixtures().join("hat-1.jpg");
+    let script = format!(
+        "import sys, time\nd = open({:?}, 'rb').read()\nwhile True:\n    sys.stdout.buffer.write(b'noise \\xff\\xd8\\x00 more noise\\n' + d)\n    sys.stdout.buffer.flush()\n    time.sleep(0.2)\n",
+        jpeg.display().to_string()
+    );
+    let broker = Mosquitto::start();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = command_config(dir.path(), broker.port, "python3", &["-c", &script], "");
+    let mut c = Client::connect(broker.port, &[&format!("{BASE}/#")]).await;
+    let _daemon = Process::start(&config);
+    for _ in 0..3 {
+        c.wait_for(&format!("{BASE}/prediction"), 60, |_| true)
+            .await;
+    }
+    let s = c
+        .wait_for(&format!("{BASE}/status"), 30, |m| {
+            m.json()["stats"]["frames_captured"].as_u64() >= Some(3)
+        })
+        .await
+        .json();
+    assert_eq!(s["source"]["state"], "running", "{s}");
+    assert_eq!(s["stats"]["frame_errors"], 0, "{s}");
+}
