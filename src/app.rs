@@ -317,8 +317,9 @@ impl Daemon {
 }
 
 /// Ping systemd's watchdog every `every` while frames are being inferred, or while
-/// there is nothing to infer (camera reconnecting, source ended). A hung backbone or
-/// a stuck runtime stops the pings, and systemd restarts the daemon.
+/// there is nothing to infer (camera reconnecting, source ended, no new frame
+/// since the last inferred one: a snapshot camera asked once a minute). A hung
+/// backbone or a stuck runtime stops the pings, and systemd restarts the daemon.
 async fn watchdog(
     every: Duration,
     stats: Arc<Stats>,
@@ -334,7 +335,13 @@ async fn watchdog(
             _ = tick.tick() => {
                 let now = stats.frames_inferred.load(Ordering::Relaxed);
                 let waiting = !matches!(*source.borrow(), SourceState::Running);
-                if now != last || waiting {
+                // Every captured frame is accounted for: nothing waits for a hung
+                // backbone (a source may send a frame a minute, or less).
+                let accounted = now
+                    + stats.frames_dropped.load(Ordering::Relaxed)
+                    + stats.frame_errors.load(Ordering::Relaxed);
+                let idle = stats.frames_captured.load(Ordering::Relaxed) <= accounted;
+                if now != last || waiting || idle {
                     let _ = sd_notify::notify(&[sd_notify::NotifyState::Watchdog]);
                 }
                 last = now;

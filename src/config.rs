@@ -1122,6 +1122,19 @@ fn valid_topic_prefix(t: &str) -> bool {
 }
 
 /// The configuration as `print-config` shows it: TOML, with secrets masked.
+/// `scheme://user:password@host/...` with the user and password masked; any other
+/// text as it is. For URLs shown in logs, status and `print-config`.
+pub fn redact_userinfo(s: &str) -> String {
+    let Some((scheme, rest)) = s.split_once("://") else {
+        return s.to_string();
+    };
+    let authority_end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+    match rest[..authority_end].rfind('@') {
+        Some(at) => format!("{scheme}://{MASK}@{}", &rest[at + 1..]),
+        None => s.to_string(),
+    }
+}
+
 pub fn to_masked_toml(raw: &RawConfig) -> String {
     let mut shown = raw.clone();
     if !shown.mqtt.password.is_empty() {
@@ -1130,6 +1143,10 @@ pub fn to_masked_toml(raw: &RawConfig) -> String {
     if !shown.source.http.password.is_empty() {
         shown.source.http.password = MASK.into();
     }
+    shown.source.http.url = redact_userinfo(&shown.source.http.url);
+    for a in &mut shown.source.command.args {
+        *a = redact_userinfo(a);
+    }
     toml::to_string_pretty(&shown).unwrap_or_else(|e| format!("# cannot print: {e}\n"))
 }
 
@@ -1137,6 +1154,20 @@ pub fn to_masked_toml(raw: &RawConfig) -> String {
 #[allow(clippy::field_reassign_with_default)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn passwords_in_urls_are_masked() {
+        assert_eq!(
+            redact_userinfo("rtsp://admin:s3cret@cam:554/stream?a=b@c"),
+            format!("rtsp://{MASK}@cam:554/stream?a=b@c")
+        );
+        assert_eq!(redact_userinfo("http://cam/x@y"), "http://cam/x@y");
+        assert_eq!(redact_userinfo("-rtsp_transport"), "-rtsp_transport");
+        let mut raw = RawConfig::default();
+        raw.source.command.args = vec!["-i".into(), "rtsp://u:p4ss@cam/1".into()];
+        raw.source.http.url = "http://u:p4ss@cam/stream".into();
+        assert!(!to_masked_toml(&raw).contains("p4ss"));
+    }
 
     fn env(pairs: &[(&str, &str)]) -> Sources {
         Sources {

@@ -55,6 +55,13 @@ impl CommandSource {
             .map(|n| n.to_string_lossy().into_owned())
             .unwrap_or_else(|| c.program.clone());
         let mut cmd = Command::new(&c.program);
+        // edgehead's own settings (an MQTT password among them) are not the
+        // program's business.
+        for (key, _) in std::env::vars_os() {
+            if key.to_string_lossy().starts_with("EDGEHEAD") {
+                cmd.env_remove(key);
+            }
+        }
         cmd.args(&c.args)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
@@ -87,15 +94,15 @@ impl CommandSource {
         let spawned = spawn_reader(&name, stdout, slot.clone(), max_frame_bytes)
             .and_then(|()| spawn_logger(&name, stderr));
         if let Err(e) = spawned {
-            let mut s = Self {
+            // Dropping it stops the program.
+            drop(Self {
                 name,
                 child,
                 slot,
                 timeout: Duration::ZERO,
                 limits,
                 bad_frames: 0,
-            };
-            s.stop();
+            });
             return Err(CaptureError::Transient(format!(
                 "cannot start a thread: {e}"
             )));
@@ -116,36 +123,53 @@ impl CommandSource {
         // Give an exiting program a moment, so its status can be reported.
         let deadline = Instant::now() + Duration::from_millis(500);
         let status = loop {
-            match self.child.try_wait() {
-                Ok(Some(s)) => break Some(s),
-                Ok(None) if Instant::now() < deadline => {
-                    std::thread::sleep(Duration::from_millis(20))
-                }
-                _ => break None,
+            match self.exit_status() {
+                Some(s) => break Some(s),
+                None if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(20)),
+                None => break None,
             }
         };
         match status {
-            Some(s) => CaptureError::Transient(format!("{} exited ({s})", self.name)),
+            Some(s) => CaptureError::Transient(format!("{} {s}", self.name)),
             None => CaptureError::Transient(format!("{}: {why}", self.name)),
         }
     }
 
-    /// Stop the program's whole process group: SIGTERM, SIGKILL after the grace.
+    /// How the program ended, if it has, without reaping it: while its zombie
+    /// holds the pid, the process group id cannot be reused by another process,
+    /// so signalling the group stays safe until [`CommandSource::stop`] reaps it.
+    fn exit_status(&self) -> Option<String> {
+        // SAFETY: waitid writes into the siginfo we pass; zeroed is a valid value.
+        let mut info: libc::siginfo_t = unsafe { std::mem::zeroed() };
+        // SAFETY: P_PID with our child's pid; WNOWAIT leaves it waitable.
+        let r = unsafe {
+            libc::waitid(
+                libc::P_PID,
+                self.child.id() as libc::id_t,
+                &mut info,
+                libc::WEXITED | libc::WNOHANG | libc::WNOWAIT,
+            )
+        };
+        // SAFETY: si_pid and si_status are valid for a SIGCHLD-style siginfo.
+        if r != 0 || unsafe { info.si_pid() } == 0 {
+            return None;
+        }
+        let status = unsafe { info.si_status() };
+        Some(match info.si_code {
+            libc::CLD_EXITED => format!("exited with status {status}"),
+            _ => format!("was killed by signal {status}"),
+        })
+    }
+
+    /// Stop the program's whole process group: SIGTERM, SIGKILL after the grace,
+    /// then reap the program (only then may its pid be reused).
     fn stop(&mut self) {
         let pgid = self.child.id() as libc::pid_t;
-        if matches!(self.child.try_wait(), Ok(Some(_))) {
-            // Its group may still hold children of its own.
-            // SAFETY: kill(2) with a negative pid signals a process group.
-            unsafe { libc::kill(-pgid, libc::SIGKILL) };
-            return;
-        }
-        // SAFETY: as above.
+        // SAFETY: kill(2) with a negative pid signals a process group; the group
+        // id is ours while the leader is not reaped.
         unsafe { libc::kill(-pgid, libc::SIGTERM) };
         let deadline = Instant::now() + STOP_GRACE;
-        while Instant::now() < deadline {
-            if matches!(self.child.try_wait(), Ok(Some(_))) {
-                break;
-            }
+        while Instant::now() < deadline && self.exit_status().is_none() {
             std::thread::sleep(Duration::from_millis(20));
         }
         // SAFETY: as above; whatever is left of the group goes.
@@ -190,6 +214,11 @@ impl FrameSource for CommandSource {
     /// Paced by inference: only the newest frame is decoded, when it is wanted.
     fn fps(&self) -> Option<f64> {
         Some(0.0)
+    }
+
+    fn interrupter(&self) -> Option<super::Interrupter> {
+        let slot = self.slot.clone();
+        Some(Box::new(move || slot.end("capture is stopping".into())))
     }
 }
 

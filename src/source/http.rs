@@ -24,7 +24,7 @@ use base64::Engine;
 use super::decode::{decode_image, ImageLimits};
 use super::mjpeg::{spawn_reader, FrameSlot, Taken};
 use super::{CaptureError, FrameSource, Shot};
-use crate::config::{HttpConfig, HttpMode};
+use crate::config::{redact_userinfo, HttpConfig, HttpMode};
 
 fn fail(msg: impl Into<String>) -> CaptureError {
     CaptureError::Transient(msg.into())
@@ -41,8 +41,8 @@ fn agent(c: &HttpConfig) -> Result<ureq::Agent, CaptureError> {
         let pem = std::fs::read(&c.ca_file).map_err(|e| {
             CaptureError::Fatal(format!("cannot read {}: {e}", c.ca_file.display()))
         })?;
-        let mut roots = rustls::RootCertStore::empty();
         use rustls::pki_types::{pem::PemObject, CertificateDer};
+        let mut roots = rustls::RootCertStore::empty();
         for cert in CertificateDer::pem_slice_iter(&pem) {
             let cert = cert.map_err(|e| {
                 CaptureError::Fatal(format!(
@@ -57,6 +57,12 @@ fn agent(c: &HttpConfig) -> Result<ureq::Agent, CaptureError> {
                 ))
             })?;
         }
+        if roots.is_empty() {
+            return Err(CaptureError::Fatal(format!(
+                "{}: no PEM certificate in it",
+                c.ca_file.display()
+            )));
+        }
         let _ = rustls::crypto::ring::default_provider().install_default();
         let tls = rustls::ClientConfig::builder()
             .with_root_certificates(roots)
@@ -68,25 +74,48 @@ fn agent(c: &HttpConfig) -> Result<ureq::Agent, CaptureError> {
 
 /// GET `url`, answering an authentication challenge with the configured
 /// credentials; the response has status 200.
-fn get(agent: &ureq::Agent, c: &HttpConfig) -> Result<ureq::Response, CaptureError> {
-    let describe = |e: ureq::Error| match e {
-        ureq::Error::Status(code, r) => fail(format!(
-            "{} answered HTTP {code} {}",
-            c.url,
-            r.status_text()
-        )),
-        // A transport error names the URL itself.
-        ureq::Error::Transport(t) => fail(t.to_string()),
+///
+/// `overall` bounds the whole request, body included (snapshots); a stream has
+/// only the per-read timeout. Messages show the URL without its user and password.
+fn get(
+    agent: &ureq::Agent,
+    c: &HttpConfig,
+    overall: Option<Duration>,
+) -> Result<ureq::Response, CaptureError> {
+    let url = redact_userinfo(&c.url);
+    let request = || {
+        let r = agent.get(&c.url);
+        match overall {
+            Some(t) => r.timeout(t),
+            None => r,
+        }
     };
-    let challenge = match agent.get(&c.url).call() {
+    let describe = |e: ureq::Error| match e {
+        ureq::Error::Status(code, r) => {
+            fail(format!("{} answered HTTP {code} {}", url, r.status_text()))
+        }
+        ureq::Error::Transport(t) => {
+            // ureq's own Display names the URL with its password; say the rest.
+            let mut why = t.kind().to_string();
+            if let Some(m) = t.message() {
+                why += &format!(": {m}");
+            }
+            let mut cause = std::error::Error::source(&t);
+            while let Some(c) = cause {
+                why += &format!(": {c}");
+                cause = c.source();
+            }
+            fail(format!("{url}: {why}"))
+        }
+    };
+    let challenge = match request().call() {
         Ok(r) => return Ok(r),
         Err(ureq::Error::Status(401, r)) => r,
         Err(e) => return Err(describe(e)),
     };
     if c.username.is_empty() {
         return Err(fail(format!(
-            "{} needs a username and password (HTTP 401): set source.http.username and password",
-            c.url
+            "{url} needs a username and password (HTTP 401): set source.http.username and password",
         )));
     }
     let offers: Vec<String> = challenge
@@ -99,17 +128,12 @@ fn get(agent: &ureq::Agent, c: &HttpConfig) -> Result<ureq::Response, CaptureErr
         .find(|h| h.trim_start().to_ascii_lowercase().starts_with("digest"))
     {
         let mut prompt = digest_auth::parse(d)
-            .map_err(|e| fail(format!("{}: cannot read its Digest challenge: {e}", c.url)))?;
+            .map_err(|e| fail(format!("{url}: cannot read its Digest challenge: {e}")))?;
         let path = url_path(&c.url);
         let context = digest_auth::AuthContext::new(c.username.as_str(), c.password.as_str(), path);
         prompt
             .respond(&context)
-            .map_err(|e| {
-                fail(format!(
-                    "{}: cannot answer its Digest challenge: {e}",
-                    c.url
-                ))
-            })?
+            .map_err(|e| fail(format!("{url}: cannot answer its Digest challenge: {e}")))?
             .to_header_string()
     } else if offers
         .iter()
@@ -122,19 +146,13 @@ fn get(agent: &ureq::Agent, c: &HttpConfig) -> Result<ureq::Response, CaptureErr
         )
     } else {
         return Err(fail(format!(
-            "{} asks for an authentication edgehead does not speak: {offers:?}",
-            c.url
+            "{url} asks for an authentication edgehead does not speak: {offers:?}",
         )));
     };
-    match agent
-        .get(&c.url)
-        .set("Authorization", &authorization)
-        .call()
-    {
+    match request().set("Authorization", &authorization).call() {
         Ok(r) => Ok(r),
         Err(ureq::Error::Status(401 | 403, _)) => Err(fail(format!(
-            "{} refused the username or password (source.http.username, password)",
-            c.url
+            "{url} refused the username or password (source.http.username, password)",
         ))),
         Err(e) => Err(describe(e)),
     }
@@ -149,6 +167,8 @@ fn url_path(url: &str) -> &str {
 /// An HTTP camera.
 pub struct HttpSource {
     config: HttpConfig,
+    /// The URL without user and password, for messages.
+    shown_url: String,
     agent: ureq::Agent,
     limits: ImageLimits,
     max_bytes: usize,
@@ -171,19 +191,20 @@ impl HttpSource {
         let slot = match c.mode {
             HttpMode::Snapshot => None,
             HttpMode::Stream => {
-                let response = get(&agent, c)?;
+                let response = get(&agent, c, None)?;
                 let kind = response.content_type().to_string();
                 if !kind.starts_with("multipart/") {
-                    tracing::warn!(url = %c.url, content_type = %kind, "not a multipart stream; reading JPEG images from it anyway (for a single image, use mode = \"snapshot\")");
+                    tracing::warn!(url = %redact_userinfo(&c.url), content_type = %kind, "not a multipart stream; reading JPEG images from it anyway (for a single image, use mode = \"snapshot\")");
                 }
                 let slot = Arc::new(FrameSlot::default());
                 spawn_reader("http", response.into_reader(), slot.clone(), max_bytes)
                     .map_err(|e| fail(format!("cannot start a thread: {e}")))?;
-                tracing::info!(url = %c.url, "HTTP stream open");
+                tracing::info!(url = %redact_userinfo(&c.url), "HTTP stream open");
                 Some(slot)
             }
         };
         Ok(Self {
+            shown_url: redact_userinfo(&c.url),
             config: c.clone(),
             agent,
             limits,
@@ -195,22 +216,20 @@ impl HttpSource {
 
     /// One snapshot: GET, read at most `max_bytes`.
     fn snapshot(&self) -> Result<Vec<u8>, CaptureError> {
-        let response = get(&self.agent, &self.config)?;
+        // The whole snapshot, body included, within connect + read timeouts.
+        let overall =
+            Duration::from_millis(self.config.connect_timeout_ms + self.config.read_timeout_ms);
+        let response = get(&self.agent, &self.config, Some(overall))?;
         let mut bytes = Vec::new();
         response
             .into_reader()
             .take(self.max_bytes as u64 + 1)
             .read_to_end(&mut bytes)
-            .map_err(|e| {
-                fail(format!(
-                    "{}: reading the image failed: {e}",
-                    self.config.url
-                ))
-            })?;
+            .map_err(|e| fail(format!("{}: reading the image failed: {e}", self.shown_url)))?;
         if bytes.len() > self.max_bytes {
             return Err(fail(format!(
                 "{}: the image is larger than learn.max_image_bytes ({})",
-                self.config.url, self.max_bytes
+                self.shown_url, self.max_bytes
             )));
         }
         Ok(bytes)
@@ -227,12 +246,12 @@ impl FrameSource for HttpSource {
                     match slot.take(wait) {
                         Taken::Frame(b) => b,
                         Taken::Ended(why) => {
-                            return Err(fail(format!("{}: {why}", self.config.url)))
+                            return Err(fail(format!("{}: {why}", self.shown_url)))
                         }
                         Taken::TimedOut => {
                             return Err(fail(format!(
                                 "{}: no frame for {} ms (source.http.read_timeout_ms)",
-                                self.config.url, self.config.read_timeout_ms
+                                self.shown_url, self.config.read_timeout_ms
                             )))
                         }
                     }
@@ -245,9 +264,9 @@ impl FrameSource for HttpSource {
                 }
                 Err(e) => {
                     self.bad_frames += 1;
-                    tracing::debug!(url = %self.config.url, error = %e, "skipping an undecodable frame");
+                    tracing::debug!(url = %self.shown_url, error = %e, "skipping an undecodable frame");
                     if self.bad_frames >= MAX_BAD_FRAMES || self.slot.is_none() {
-                        return Err(fail(format!("{}: {e}", self.config.url)));
+                        return Err(fail(format!("{}: {e}", self.shown_url)));
                     }
                 }
             }
@@ -260,6 +279,11 @@ impl FrameSource for HttpSource {
             HttpMode::Snapshot => Some(1000.0 / self.config.interval_ms.max(1) as f64),
             HttpMode::Stream => Some(0.0),
         }
+    }
+
+    fn interrupter(&self) -> Option<super::Interrupter> {
+        let slot = self.slot.clone()?;
+        Some(Box::new(move || slot.end("capture is stopping".into())))
     }
 }
 

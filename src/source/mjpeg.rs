@@ -122,9 +122,18 @@ pub fn spawn_reader(
 }
 
 /// Accumulates bytes and hands out complete JPEG images.
+///
+/// Linear in the bytes pushed: the walk through a frame resumes where the last
+/// push left it, skipped bytes only move a cursor, and the buffer is compacted once
+/// per call that finds no frame.
 #[derive(Debug)]
 pub struct Splitter {
     buf: Vec<u8>,
+    /// Where the current frame (or the search for one) starts in `buf`.
+    start: usize,
+    /// Where the walk through the current frame goes on, relative to `start`;
+    /// `None` while looking for an SOI.
+    resume: Option<Resume>,
     /// Longest frame accepted, in bytes; a longer "frame" is dropped as garbage.
     max_frame: usize,
     /// Bytes skipped outside frames (garbage, or frames over `max_frame`).
@@ -135,12 +144,21 @@ const SOI: u8 = 0xD8;
 const EOI: u8 = 0xD9;
 const SOS: u8 = 0xDA;
 
+/// Where a walk stopped for want of bytes.
+#[derive(Debug, Clone, Copy)]
+enum Resume {
+    /// A marker is expected at this offset.
+    Marker(usize),
+    /// Entropy-coded data, scanned up to this offset.
+    Entropy(usize),
+}
+
 /// What the walk from an SOI found.
 enum Walk {
     /// A complete image ends here (exclusive).
     End(usize),
-    /// More bytes are needed.
-    Incomplete,
+    /// More bytes are needed; go on from here.
+    Incomplete(Resume),
     /// Not a well-formed image from this SOI.
     Broken,
 }
@@ -150,6 +168,8 @@ impl Splitter {
     pub fn new(max_frame: usize) -> Self {
         Self {
             buf: Vec::new(),
+            start: 0,
+            resume: None,
             max_frame: max_frame.max(4),
             skipped: 0,
         }
@@ -162,32 +182,57 @@ impl Splitter {
 
     /// Bytes held, waiting for the rest of a frame.
     pub fn pending(&self) -> usize {
-        self.buf.len()
+        self.buf.len() - self.start
     }
 
-    fn skip(&mut self, n: usize) {
-        self.buf.drain(..n);
-        self.skipped += n as u64;
+    fn compact(&mut self) {
+        if self.start > 0 {
+            self.buf.drain(..self.start);
+            self.start = 0;
+        }
     }
 
     /// The next complete JPEG image in the stream, if one has arrived.
     pub fn next_frame(&mut self) -> Option<Vec<u8>> {
         loop {
-            let Some(soi) = find_soi(&self.buf) else {
-                // Keep a trailing 0xFF, which may begin the next SOI.
-                let keep = usize::from(self.buf.last() == Some(&0xFF));
-                self.skip(self.buf.len() - keep);
-                return None;
+            let resume = match self.resume {
+                Some(r) => r,
+                None => match find_soi(&self.buf[self.start..]) {
+                    Some(i) => {
+                        self.skipped += i as u64;
+                        self.start += i;
+                        Resume::Marker(2)
+                    }
+                    None => {
+                        // Keep a trailing 0xFF, which may begin the next SOI.
+                        let keep = usize::from(self.buf.last() == Some(&0xFF));
+                        let gone = self.buf.len() - self.start - keep;
+                        self.skipped += gone as u64;
+                        self.start += gone;
+                        self.compact();
+                        return None;
+                    }
+                },
             };
-            self.skip(soi);
-            match walk(&self.buf) {
+            let frame = &self.buf[self.start..];
+            match walk(frame, resume) {
                 Walk::End(end) if end <= self.max_frame => {
-                    let rest = self.buf.split_off(end);
-                    return Some(std::mem::replace(&mut self.buf, rest));
+                    let f = frame[..end].to_vec();
+                    self.start += end;
+                    self.resume = None;
+                    return Some(f);
                 }
-                Walk::Incomplete if self.buf.len() <= self.max_frame => return None,
+                Walk::Incomplete(r) if frame.len() <= self.max_frame => {
+                    self.resume = Some(r);
+                    self.compact();
+                    return None;
+                }
                 // Too long, or broken: skip this SOI and look for the next one.
-                _ => self.skip(2),
+                _ => {
+                    self.start += 2;
+                    self.skipped += 2;
+                    self.resume = None;
+                }
             }
         }
     }
@@ -204,16 +249,22 @@ fn find_soi(b: &[u8]) -> Option<usize> {
         })
 }
 
-/// Walk an image starting with SOI at offset 0.
-fn walk(b: &[u8]) -> Walk {
-    let mut pos = 2;
+/// Walk an image starting with SOI at offset 0, from `resume`.
+fn walk(b: &[u8], resume: Resume) -> Walk {
+    let mut pos = match resume {
+        Resume::Marker(p) => p,
+        Resume::Entropy(p) => match next_marker(b, p) {
+            Ok(m) => m,
+            Err(scanned) => return Walk::Incomplete(Resume::Entropy(scanned)),
+        },
+    };
     loop {
         // Fill bytes (0xFF) may precede a marker.
         while b.get(pos) == Some(&0xFF) && b.get(pos + 1) == Some(&0xFF) {
             pos += 1;
         }
         let (Some(&ff), Some(&code)) = (b.get(pos), b.get(pos + 1)) else {
-            return Walk::Incomplete;
+            return Walk::Incomplete(Resume::Marker(pos));
         };
         if ff != 0xFF {
             return Walk::Broken;
@@ -227,19 +278,20 @@ fn walk(b: &[u8]) -> Walk {
                     .get(pos + 2..pos + 4)
                     .map(|l| usize::from(u16::from_be_bytes([l[0], l[1]])))
                 else {
-                    return Walk::Incomplete;
+                    return Walk::Incomplete(Resume::Marker(pos));
                 };
                 if len < 2 {
                     return Walk::Broken;
                 }
-                pos += 2 + len;
-                if pos > b.len() {
-                    return Walk::Incomplete;
+                let end = pos + 2 + len;
+                if end > b.len() {
+                    return Walk::Incomplete(Resume::Marker(pos));
                 }
+                pos = end;
                 if code == SOS {
                     match next_marker(b, pos) {
-                        Some(p) => pos = p,
-                        None => return Walk::Incomplete,
+                        Ok(m) => pos = m,
+                        Err(scanned) => return Walk::Incomplete(Resume::Entropy(scanned)),
                     }
                 }
             }
@@ -248,13 +300,18 @@ fn walk(b: &[u8]) -> Walk {
 }
 
 /// In entropy-coded data from `pos`, the offset of the next marker: an 0xFF not
-/// followed by 0x00 (stuffing), an RSTn or another 0xFF (fill).
-fn next_marker(b: &[u8], mut pos: usize) -> Option<usize> {
+/// followed by 0x00 (stuffing), an RSTn or another 0xFF (fill). `Err(offset)`: none
+/// yet; scanning may go on from `offset`.
+fn next_marker(b: &[u8], mut pos: usize) -> Result<usize, usize> {
     loop {
-        let i = pos + b.get(pos..)?.iter().position(|&x| x == 0xFF)?;
-        match b.get(i + 1)? {
-            0x00 | 0xD0..=0xD7 | 0xFF => pos = i + 1,
-            _ => return Some(i),
+        let Some(i) = b.get(pos..).and_then(|r| r.iter().position(|&x| x == 0xFF)) else {
+            return Err(b.len().max(pos));
+        };
+        let i = pos + i;
+        match b.get(i + 1) {
+            None => return Err(i),
+            Some(0x00 | 0xD0..=0xD7 | 0xFF) => pos = i + 1,
+            Some(_) => return Ok(i),
         }
     }
 }
@@ -322,6 +379,38 @@ mod tests {
         let mut s = Splitter::new(1 << 20);
         s.push(&with);
         assert_eq!(s.next_frame(), Some(with.clone()));
+    }
+
+    #[test]
+    fn a_frame_dribbled_in_tiny_reads_is_walked_once_not_again_per_read() {
+        // 1 MiB of entropy data arriving 16 bytes at a time. The walk must resume
+        // where it stopped (walking from the SOI at every read is quadratic: ~30
+        // billion byte steps here).
+        let a = jpeg([9, 9, 9]);
+        let sos = a.windows(2).position(|w| w == [0xFF, SOS]).expect("sos");
+        let header_len = usize::from(u16::from_be_bytes([a[sos + 2], a[sos + 3]]));
+        let mut stream = a[..sos + 2 + header_len].to_vec();
+        stream.extend(std::iter::repeat_n(0x11u8, 1 << 20));
+        let mut s = Splitter::new(4 << 20);
+        for part in stream.chunks(16) {
+            s.push(part);
+            assert_eq!(s.next_frame(), None);
+            // The scan stands at the end of what has arrived.
+            assert!(
+                matches!(s.resume, Some(Resume::Entropy(p)) if p == s.pending())
+                    || s.pending() <= sos + 2 + header_len,
+                "{:?} at {}",
+                s.resume,
+                s.pending()
+            );
+        }
+        s.push(&[0xFF, EOI]);
+        assert_eq!(s.next_frame().map(|f| f.len()), Some(stream.len() + 2));
+        // A flood of stray SOIs: each is skipped by moving a cursor.
+        let mut f = Splitter::new(1 << 20);
+        f.push(&[0xFF, SOI, 0xFF, 0x00].repeat(1 << 16));
+        assert_eq!(f.next_frame(), None);
+        assert!(f.pending() < 4);
     }
 
     #[test]

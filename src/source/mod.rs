@@ -78,6 +78,12 @@ pub trait FrameSource {
     fn next_frame(&mut self) -> Result<Option<Shot>, CaptureError>;
     /// Frames per second the loop should pace to; `None` when the source paces itself.
     fn fps(&self) -> Option<f64>;
+    /// A way to make a blocked `next_frame` return at once (with an error) when
+    /// capture stops, for sources that wait long for a frame; called from another
+    /// thread.
+    fn interrupter(&self) -> Option<Interrupter> {
+        None
+    }
 }
 
 /// Opens sources of one configured kind; called again after a transient failure.
@@ -152,17 +158,43 @@ pub enum SourceState {
     Stopped,
 }
 
+/// Wakes a source blocked in `next_frame` (see [`FrameSource::interrupter`]).
+pub type Interrupter = Box<dyn Fn() + Send>;
+
 /// A flag the capture thread checks between frames and sleeps on.
-#[derive(Debug, Default)]
+#[derive(Default)]
 pub struct Stop {
     stopped: Mutex<bool>,
     cv: Condvar,
+    /// The open source's way to return from `next_frame` at once.
+    interrupt: Mutex<Option<Interrupter>>,
+}
+
+impl std::fmt::Debug for Stop {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Stop")
+            .field("stopped", &self.is_stopped())
+            .finish()
+    }
 }
 
 impl Stop {
     pub fn stop(&self) {
         *self.stopped.lock().unwrap_or_else(|p| p.into_inner()) = true;
         self.cv.notify_all();
+        if let Some(wake) = &*self.interrupt.lock().unwrap_or_else(|p| p.into_inner()) {
+            wake();
+        }
+    }
+
+    /// The interrupter of the source now open (replacing the last one's).
+    fn set_interrupter(&self, wake: Option<Interrupter>) {
+        *self.interrupt.lock().unwrap_or_else(|p| p.into_inner()) = wake;
+        if self.is_stopped() {
+            if let Some(wake) = &*self.interrupt.lock().unwrap_or_else(|p| p.into_inner()) {
+                wake();
+            }
+        }
     }
 
     pub fn is_stopped(&self) -> bool {
@@ -294,6 +326,7 @@ fn run(
                 Ok(s) => {
                     tracing::info!("frame source open");
                     state_tx.send_replace(SourceState::Running);
+                    stop.set_interrupter(s.interrupter());
                     // The backoff starts over only once a frame came: a program
                     // that starts and exits at once is retried slowly.
                     source.insert(s)

@@ -344,7 +344,11 @@ async fn an_http_camera_that_never_answers_hits_the_read_timeout() {
     let config = http_config(
         dir.path(),
         broker.port,
-        &format!("url = \"{}\"\n", cam.url("/hang")),
+        &format!(
+            "url = \"{}\"\n",
+            cam.url("/hang")
+                .replace("http://", "http://viewer:topsecret@")
+        ),
     );
     let mut c = Client::connect(broker.port, &[&format!("{BASE}/#")]).await;
     let _daemon = Process::start(&config);
@@ -354,6 +358,8 @@ async fn an_http_camera_that_never_answers_hits_the_read_timeout() {
         error.contains("timed out") || error.contains("timeout"),
         "{s}"
     );
+    // A password in the URL is not shown.
+    assert!(!s.to_string().contains("topsecret"), "{s}");
 }
 
 #[tokio::test(flavor = "multi_thread")]
