@@ -14,18 +14,15 @@ use nokhwa::utils::{
 };
 
 use super::decode::{decode_frame, ImageLimits, RawFormat};
-use super::{CaptureError, FrameSource, Shot};
+use super::{BadFrames, CaptureError, FrameSource, Shot};
 #[cfg(test)]
 use crate::config::CameraConfig;
 use crate::config::PixelFormat;
 
-/// Frames in a row that may fail to decode before the camera counts as broken.
-const MAX_BAD_FRAMES: u32 = 30;
-
 /// A streaming V4L2 camera; the stream stops when it is dropped.
 pub struct Camera {
     cam: nokhwa::Camera,
-    bad_frames: u32,
+    bad_frames: BadFrames,
     limits: ImageLimits,
 }
 
@@ -87,7 +84,7 @@ impl Camera {
         );
         Ok(Self {
             cam,
-            bad_frames: 0,
+            bad_frames: BadFrames::new(BadFrames::STREAM_LIMIT),
             limits: ImageLimits::default(),
         })
     }
@@ -135,27 +132,16 @@ impl FrameSource for Camera {
             let format = raw_format(buf.source_frame_format());
             let bytes = buf.buffer();
             let stride = infer_stride(bytes.len(), res.width(), res.height(), format);
-            match decode_frame(
+            let decoded = decode_frame(
                 bytes,
                 res.width(),
                 res.height(),
                 stride,
                 format,
                 &self.limits,
-            ) {
-                Ok(img) => {
-                    self.bad_frames = 0;
-                    return Ok(Some(img.into()));
-                }
-                Err(e) => {
-                    self.bad_frames += 1;
-                    tracing::debug!(error = %e, "skipping undecodable camera frame");
-                    if self.bad_frames >= MAX_BAD_FRAMES {
-                        return Err(CaptureError::Transient(format!(
-                            "{MAX_BAD_FRAMES} frames in a row could not be decoded: {e}"
-                        )));
-                    }
-                }
+            );
+            if let Some(img) = self.bad_frames.check("camera", decoded)? {
+                return Ok(Some(img.into()));
             }
         }
     }

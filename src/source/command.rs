@@ -20,7 +20,7 @@ use std::time::{Duration, Instant};
 
 use super::decode::{decode_image, ImageLimits};
 use super::mjpeg::{spawn_reader, FrameSlot, Taken};
-use super::{CaptureError, FrameSource, Shot};
+use super::{BadFrames, CaptureError, FrameSource, Shot};
 use crate::config::CommandConfig;
 
 /// Lines of the program's standard error logged per window; the rest are counted.
@@ -28,8 +28,6 @@ pub const LOG_LINES: u32 = 20;
 pub const LOG_WINDOW: Duration = Duration::from_secs(60);
 /// How long the program has to exit after SIGTERM before SIGKILL.
 pub const STOP_GRACE: Duration = Duration::from_secs(2);
-/// Frames in a row that may fail to decode before the program counts as broken.
-const MAX_BAD_FRAMES: u32 = 30;
 
 /// A running program and its frames.
 pub struct CommandSource {
@@ -38,7 +36,7 @@ pub struct CommandSource {
     slot: Arc<FrameSlot>,
     timeout: Duration,
     limits: ImageLimits,
-    bad_frames: u32,
+    bad_frames: BadFrames,
 }
 
 impl CommandSource {
@@ -101,7 +99,7 @@ impl CommandSource {
                 slot,
                 timeout: Duration::ZERO,
                 limits,
-                bad_frames: 0,
+                bad_frames: BadFrames::new(BadFrames::STREAM_LIMIT),
             });
             return Err(CaptureError::Transient(format!(
                 "cannot start a thread: {e}"
@@ -114,7 +112,7 @@ impl CommandSource {
             slot,
             timeout: Duration::from_millis(c.frame_timeout_ms),
             limits,
-            bad_frames: 0,
+            bad_frames: BadFrames::new(BadFrames::STREAM_LIMIT),
         })
     }
 
@@ -192,21 +190,9 @@ impl FrameSource for CommandSource {
                     return Err(self.ended(&why));
                 }
             };
-            match decode_image(&bytes, &self.limits) {
-                Ok(img) => {
-                    self.bad_frames = 0;
-                    return Ok(Some(img.into()));
-                }
-                Err(e) => {
-                    self.bad_frames += 1;
-                    tracing::debug!(program = %self.name, error = %e, "skipping an undecodable frame");
-                    if self.bad_frames >= MAX_BAD_FRAMES {
-                        return Err(CaptureError::Transient(format!(
-                            "{}: {MAX_BAD_FRAMES} frames in a row could not be decoded: {e}",
-                            self.name
-                        )));
-                    }
-                }
+            let decoded = decode_image(&bytes, &self.limits);
+            if let Some(img) = self.bad_frames.check(&self.name, decoded)? {
+                return Ok(Some(img.into()));
             }
         }
     }

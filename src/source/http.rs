@@ -23,7 +23,7 @@ use base64::Engine;
 
 use super::decode::{decode_image, ImageLimits};
 use super::mjpeg::{spawn_reader, FrameSlot, Taken};
-use super::{CaptureError, FrameSource, Shot};
+use super::{BadFrames, CaptureError, FrameSource, Shot};
 use crate::config::{redact_userinfo, HttpConfig, HttpMode};
 
 fn fail(msg: impl Into<String>) -> CaptureError {
@@ -174,11 +174,9 @@ pub struct HttpSource {
     max_bytes: usize,
     /// Stream mode: the reader thread's newest frame.
     slot: Option<Arc<FrameSlot>>,
-    bad_frames: u32,
+    /// A stream skips a few bad frames; a bad snapshot is an error at once.
+    bad_frames: BadFrames,
 }
-
-/// Frames in a row that may fail to decode before the camera counts as broken.
-const MAX_BAD_FRAMES: u32 = 30;
 
 impl HttpSource {
     /// Connect (stream mode: start the stream) and check the answer.
@@ -210,7 +208,10 @@ impl HttpSource {
             limits,
             max_bytes,
             slot,
-            bad_frames: 0,
+            bad_frames: BadFrames::new(match c.mode {
+                HttpMode::Stream => BadFrames::STREAM_LIMIT,
+                HttpMode::Snapshot => 1,
+            }),
         })
     }
 
@@ -257,18 +258,9 @@ impl FrameSource for HttpSource {
                     }
                 }
             };
-            match decode_image(&bytes, &self.limits) {
-                Ok(img) => {
-                    self.bad_frames = 0;
-                    return Ok(Some(img.into()));
-                }
-                Err(e) => {
-                    self.bad_frames += 1;
-                    tracing::debug!(url = %self.shown_url, error = %e, "skipping an undecodable frame");
-                    if self.bad_frames >= MAX_BAD_FRAMES || self.slot.is_none() {
-                        return Err(fail(format!("{}: {e}", self.shown_url)));
-                    }
-                }
+            let decoded = decode_image(&bytes, &self.limits);
+            if let Some(img) = self.bad_frames.check(&self.shown_url, decoded)? {
+                return Ok(Some(img.into()));
             }
         }
     }

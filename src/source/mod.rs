@@ -158,6 +158,55 @@ pub enum SourceState {
     Stopped,
 }
 
+/// Counts frames in a row that fail to decode: some are skipped (a glitch of the
+/// camera or the network), `limit` in a row make the source count as broken (a
+/// transient failure: it is reopened).
+#[derive(Debug)]
+pub struct BadFrames {
+    count: u32,
+    limit: u32,
+}
+
+impl BadFrames {
+    /// Bad frames in a row a stream may have before it is reopened.
+    pub const STREAM_LIMIT: u32 = 30;
+
+    pub fn new(limit: u32) -> Self {
+        Self {
+            count: 0,
+            limit: limit.max(1),
+        }
+    }
+
+    /// `Ok(Some(image))` for a decoded frame, `Ok(None)` to skip a bad one, and
+    /// the error once `limit` bad frames came in a row. `who` names the source.
+    pub fn check(
+        &mut self,
+        who: &str,
+        decoded: Result<RgbImage, decode::DecodeError>,
+    ) -> Result<Option<RgbImage>, CaptureError> {
+        match decoded {
+            Ok(img) => {
+                self.count = 0;
+                Ok(Some(img))
+            }
+            Err(e) => {
+                self.count += 1;
+                tracing::debug!(source = who, error = %e, "skipping an undecodable frame");
+                if self.count >= self.limit {
+                    let what = if self.limit == 1 {
+                        String::new()
+                    } else {
+                        format!("{} frames in a row could not be decoded: ", self.limit)
+                    };
+                    return Err(CaptureError::Transient(format!("{who}: {what}{e}")));
+                }
+                Ok(None)
+            }
+        }
+    }
+}
+
 /// Wakes a source blocked in `next_frame` (see [`FrameSource::interrupter`]).
 pub type Interrupter = Box<dyn Fn() + Send>;
 
@@ -444,6 +493,24 @@ mod tests {
         assert!(opens.load(Ordering::SeqCst) >= 3);
         assert_eq!(*state_rx.borrow(), SourceState::Stopped);
         assert!(stats.frames_captured.load(Ordering::Relaxed) >= 7);
+    }
+
+    #[test]
+    fn a_few_bad_frames_are_skipped_and_a_run_of_them_is_a_failure() {
+        let bad = || Err(decode::DecodeError::UnknownFormat);
+        let good = || Ok(RgbImage::new(2, 2));
+        let mut b = BadFrames::new(3);
+        assert!(matches!(b.check("cam", bad()), Ok(None)));
+        assert!(matches!(b.check("cam", bad()), Ok(None)));
+        assert!(matches!(b.check("cam", good()), Ok(Some(_))));
+        assert!(matches!(b.check("cam", bad()), Ok(None)));
+        assert!(matches!(b.check("cam", bad()), Ok(None)));
+        match b.check("cam", bad()) {
+            Err(CaptureError::Transient(e)) => assert!(e.starts_with("cam: 3 frames"), "{e}"),
+            other => panic!("{:?}", other.map(|_| ())),
+        }
+        let mut once = BadFrames::new(1);
+        assert!(once.check("snap", bad()).is_err());
     }
 
     /// Counts the frames it makes; `fps = 0`: as fast as they are taken.

@@ -34,6 +34,20 @@ async fn start(extra: &str) -> (Mosquitto, tempfile::TempDir, Process, Client) {
     (broker, dir, daemon, c)
 }
 
+/// Add one sample of `hat` and one of `shoes`.
+async fn teach_hat_and_shoes(c: &mut Client) {
+    for (label, file) in [("hat", "hat-1.jpg"), ("shoes", "shoes-1.jpg")] {
+        let r = c
+            .request(
+                BASE,
+                "add_sample",
+                json!({"label": label, "image": b64(&fixture(file))}),
+            )
+            .await;
+        assert_eq!(r["status"], "ok", "{r}");
+    }
+}
+
 async fn sample_ids(c: &mut Client) -> Vec<(u64, String)> {
     let r = c.request(BASE, "samples", json!({})).await;
     r["data"]["samples"]
@@ -285,16 +299,7 @@ async fn a_long_label_frame_does_not_hold_up_short_requests() {
 #[tokio::test(flavor = "multi_thread")]
 async fn retained_state_is_published_again_after_a_broker_restart() {
     let (mut broker, _dir, _daemon, mut c) = start("\n[learn]\ndebounce_ms = 50\n").await;
-    for (label, file) in [("hat", "hat-1.jpg"), ("shoes", "shoes-1.jpg")] {
-        let r = c
-            .request(
-                BASE,
-                "add_sample",
-                json!({"label": label, "image": b64(&fixture(file))}),
-            )
-            .await;
-        assert_eq!(r["status"], "ok", "{r}");
-    }
+    teach_hat_and_shoes(&mut c).await;
     c.wait_for(&format!("{BASE}/head"), 30, |m| !m.json()["head"].is_null())
         .await;
     drop(c);
@@ -336,14 +341,7 @@ async fn retained_soon(port: u16, topic: &str) -> crate::harness::Msg {
 #[tokio::test(flavor = "multi_thread")]
 async fn changing_the_preprocessing_re_embeds_the_samples_and_retrains() {
     let (_broker, dir, mut daemon, mut c) = start("\n[learn]\ndebounce_ms = 50\n").await;
-    for (label, file) in [("hat", "hat-1.jpg"), ("shoes", "shoes-1.jpg")] {
-        c.request(
-            BASE,
-            "add_sample",
-            json!({"label": label, "image": b64(&fixture(file))}),
-        )
-        .await;
-    }
+    teach_hat_and_shoes(&mut c).await;
     let before = c
         .wait_for(&format!("{BASE}/head"), 30, |m| !m.json()["head"].is_null())
         .await
@@ -718,16 +716,7 @@ async fn on_a_full_disk_the_daemon_starts_says_so_predicts_and_deletes() {
         m.text() == "online"
     })
     .await;
-    for (label, file) in [("hat", "hat-1.jpg"), ("shoes", "shoes-1.jpg")] {
-        let r = c
-            .request(
-                BASE,
-                "add_sample",
-                json!({"label": label, "image": b64(&fixture(file))}),
-            )
-            .await;
-        assert_eq!(r["status"], "ok", "{r}");
-    }
+    teach_hat_and_shoes(&mut c).await;
     // The head is saved before the disk fills up.
     c.wait_for(&format!("{BASE}/head"), 30, |m| {
         m.json()["head"] == "ncm-v1"
