@@ -159,7 +159,21 @@ fn check_sides(width: u32, height: u32, limits: &ImageLimits) -> Result<(), Deco
 
 /// Refuse an RGB result (3 bytes per pixel) above the budget.
 fn check_rgb_budget(width: u32, height: u32, limits: &ImageLimits) -> Result<(), DecodeError> {
-    let needed = u64::from(width) * u64::from(height) * 3;
+    check_budget(
+        width,
+        height,
+        u64::from(width) * u64::from(height) * 3,
+        limits,
+    )
+}
+
+/// Refuse decoding a `width`×`height` image that needs `needed` bytes, above the budget.
+fn check_budget(
+    width: u32,
+    height: u32,
+    needed: u64,
+    limits: &ImageLimits,
+) -> Result<(), DecodeError> {
     if needed > limits.budget_bytes {
         return Err(DecodeError::OverBudget {
             width,

@@ -7,7 +7,9 @@ use image::codecs::png::PngDecoder;
 use image::metadata::Orientation;
 use image::{DynamicImage, ImageDecoder, ImageError, Limits, RgbImage};
 
-use super::{apply_orientation, check_sides, orientation_copies, DecodeError, ImageLimits};
+use super::{
+    apply_orientation, check_budget, check_sides, orientation_copies, DecodeError, ImageLimits,
+};
 
 fn png_error(e: ImageError) -> DecodeError {
     DecodeError::Corrupt(match e {
@@ -39,14 +41,7 @@ pub(super) fn decode(bytes: &[u8], limits: &ImageLimits) -> Result<RgbImage, Dec
         } else {
             0
         });
-    if needed > limits.budget_bytes {
-        return Err(DecodeError::OverBudget {
-            width,
-            height,
-            needed,
-            budget: limits.budget_bytes,
-        });
-    }
+    check_budget(width, height, needed, limits)?;
     let img = DynamicImage::from_decoder(decoder).map_err(png_error)?;
     Ok(apply_orientation(flatten(img)?, orientation))
 }
@@ -72,38 +67,36 @@ pub(super) fn flatten(img: DynamicImage) -> Result<RgbImage, DecodeError> {
     })
 }
 
-/// Pixels of `channels` 8-bit samples (grey or RGB, then alpha) onto white.
-fn flatten_8(px: &[u8], channels: usize) -> Vec<u8> {
+/// Pixels of `channels` samples (grey or RGB, then alpha) onto white, each colour
+/// sample and the alpha through `over(sample, alpha)` to 8 bits.
+fn onto_white<T: Copy>(px: &[T], channels: usize, over: impl Fn(T, T) -> u8) -> Vec<u8> {
     let mut out = Vec::with_capacity(px.len() / channels * 3);
     for p in px.chunks_exact(channels) {
-        let a = u32::from(p[channels - 1]);
-        let over = |c: u8| ((u32::from(c) * a + 255 * (255 - a) + 127) / 255) as u8;
+        let a = p[channels - 1];
         let (r, g, b) = if channels == 2 {
             (p[0], p[0], p[0])
         } else {
             (p[0], p[1], p[2])
         };
-        out.extend_from_slice(&[over(r), over(g), over(b)]);
+        out.extend_from_slice(&[over(r, a), over(g, a), over(b, a)]);
     }
     out
 }
 
-/// Pixels of `channels` 16-bit samples (grey or RGB, then alpha) onto white, then to
-/// 8 bits with the `image` crate's rounding ((v + 128) / 257).
+/// 8-bit samples onto white.
+fn flatten_8(px: &[u8], channels: usize) -> Vec<u8> {
+    onto_white(px, channels, |c, a| {
+        let a = u32::from(a);
+        ((u32::from(c) * a + 255 * (255 - a) + 127) / 255) as u8
+    })
+}
+
+/// 16-bit samples onto white, then to 8 bits with the `image` crate's rounding
+/// ((v + 128) / 257).
 fn flatten_16(px: &[u16], channels: usize) -> Vec<u8> {
-    let mut out = Vec::with_capacity(px.len() / channels * 3);
-    for p in px.chunks_exact(channels) {
-        let a = u64::from(p[channels - 1]);
-        let over = |c: u16| {
-            let v = (u64::from(c) * a + 65535 * (65535 - a) + 32767) / 65535;
-            ((v + 128) / 257) as u8
-        };
-        let (r, g, b) = if channels == 2 {
-            (p[0], p[0], p[0])
-        } else {
-            (p[0], p[1], p[2])
-        };
-        out.extend_from_slice(&[over(r), over(g), over(b)]);
-    }
-    out
+    onto_white(px, channels, |c, a| {
+        let a = u64::from(a);
+        let v = (u64::from(c) * a + 65535 * (65535 - a) + 32767) / 65535;
+        ((v + 128) / 257) as u8
+    })
 }
