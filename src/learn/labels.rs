@@ -88,10 +88,15 @@ pub fn existing<'c>(
     label: &str,
     classes: impl IntoIterator<Item = &'c str> + Clone,
 ) -> Option<&'c str> {
-    if let Some(c) = classes.clone().into_iter().find(|c| *c == label) {
+    let label: String = label.nfc().collect();
+    if let Some(c) = classes
+        .clone()
+        .into_iter()
+        .find(|c| *c == label || c.nfc().eq(label.chars()))
+    {
         return Some(c);
     }
-    let wanted: String = label.nfc().collect::<String>().to_lowercase();
+    let wanted = label.to_lowercase();
     classes
         .into_iter()
         .find(|c| c.nfc().collect::<String>().to_lowercase() == wanted)

@@ -442,9 +442,8 @@ impl Learner {
 
     /// The existing class `label` names (any case, any normalization form).
     fn find_class(&self, label: &str) -> Result<String, RequestError> {
-        let wanted: String = unicode_normalization::UnicodeNormalization::nfc(label).collect();
         let classes = self.store.classes();
-        labels::existing(&wanted, classes.iter().map(|c| c.0.as_str()))
+        labels::existing(label, classes.iter().map(|c| c.0.as_str()))
             .map(str::to_string)
             .ok_or_else(|| bad(format!("there is no class \"{label}\"")))
     }

@@ -564,20 +564,12 @@ async fn fuzzed_requests_are_all_answered_and_refusals_change_nothing() {
         }
     }
     let images = vec![hat.clone(), fixture("shoes-2.jpg"), big_png, header_only];
-    let ops = [
-        "add_sample",
-        "label_frame",
-        "classes",
-        "samples",
-        "remove_sample",
-        "rename_class",
-        "merge_class",
-        "delete_class",
-        "reset",
-        "retrain",
-        "head",
-        "nonsense",
-    ];
+    // Every operation the daemon knows, and one it does not.
+    let ops: Vec<&str> = edgehead::learn::OPS
+        .iter()
+        .copied()
+        .chain(["nonsense"])
+        .collect();
     let mut rng = fastrand::Rng::with_seed(20261129);
     let mut samples = sample_ids(&mut c).await;
     let mut refused = 0;

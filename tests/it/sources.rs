@@ -52,6 +52,19 @@ fn ffmpeg_args(marker: &str) -> Vec<String> {
     .collect()
 }
 
+/// Frames flow: a prediction within `first_secs`, then a later one within 30 s.
+async fn predictions_flow(c: &mut Client, first_secs: u64) {
+    let seq = c
+        .wait_for(&format!("{BASE}/prediction"), first_secs, |_| true)
+        .await
+        .json()["seq"]
+        .as_u64();
+    c.wait_for(&format!("{BASE}/prediction"), 30, |m| {
+        m.json()["seq"].as_u64() > seq
+    })
+    .await;
+}
+
 /// Pids of processes whose command line holds `marker`.
 fn pids_with(marker: &str) -> Vec<u32> {
     let mut pids = Vec::new();
@@ -114,15 +127,7 @@ async fn ffmpeg_frames_flow_a_killed_ffmpeg_is_restarted_and_nothing_outlives_th
         m.json()["source"]["state"] == "running"
     })
     .await;
-    let seq = c
-        .wait_for(&format!("{BASE}/prediction"), 30, |_| true)
-        .await
-        .json()["seq"]
-        .as_u64();
-    c.wait_for(&format!("{BASE}/prediction"), 30, |m| {
-        m.json()["seq"].as_u64() > seq
-    })
-    .await;
+    predictions_flow(&mut c, 30).await;
     let second = pids_with(&marker);
     assert!(
         second.len() == 1 && second != first,
@@ -236,15 +241,7 @@ async fn an_http_mjpeg_stream_with_digest_auth_flows_and_survives_a_dropped_conn
     // The first connection is cut in the middle of a frame; the source reconnects
     // and frames flow again.
     wait_source(&mut c, "reconnecting", "").await;
-    let seq = c
-        .wait_for(&format!("{BASE}/prediction"), 30, |_| true)
-        .await
-        .json()["seq"]
-        .as_u64();
-    c.wait_for(&format!("{BASE}/prediction"), 30, |m| {
-        m.json()["seq"].as_u64() > seq
-    })
-    .await;
+    predictions_flow(&mut c, 30).await;
     assert!(cam.streams.load(std::sync::atomic::Ordering::Relaxed) >= 2);
 }
 
@@ -280,14 +277,7 @@ async fn http_snapshots_flow_with_and_without_basic_auth_and_a_wrong_password_is
         let mut c = Client::connect(broker.port, &[&format!("{BASE}/#")]).await;
         let daemon = Process::start(&config);
         if ok {
-            let a = c
-                .wait_for(&format!("{BASE}/prediction"), 60, |_| true)
-                .await
-                .json();
-            c.wait_for(&format!("{BASE}/prediction"), 30, |m| {
-                m.json()["seq"].as_u64() > a["seq"].as_u64()
-            })
-            .await;
+            predictions_flow(&mut c, 60).await;
         } else {
             let needle = if credentials.is_empty() {
                 "needs a username and password"
