@@ -9,15 +9,16 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use arc_swap::ArcSwapOption;
-use serde_json::json;
+use serde_json::{json, Map, Value};
 use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
 
 use crate::backbone::{EmbedError, Embedder, TractEmbedder};
 use crate::backoff::Backoff;
+use crate::classifier::storage::StateDir;
+use crate::classifier::Classifier;
 use crate::config::Settings;
-use crate::head::{Head, TrainParams};
+use crate::head::TrainParams;
 use crate::learn::Learner;
 use crate::mqtt::{self, broker, Publisher};
 use crate::pipeline::Inference;
@@ -56,14 +57,16 @@ pub enum RunError {
 pub struct Daemon {
     settings: Settings,
     embedder: Arc<TractEmbedder>,
-    store: Store,
-    store_report: OpenReport,
+    /// Held (locked) while the daemon runs.
+    _state: StateDir,
+    /// Per classifier, in configuration order: handles, store, what opening found,
+    /// its request queue.
+    classifiers: Vec<(Classifier, Store, OpenReport, mpsc::Receiver<mqtt::Request>)>,
     opener: source::Opener,
     broker: Option<broker::EmbeddedBroker>,
     stats: Arc<Stats>,
     publisher: Publisher,
     connection: mqtt::Connection,
-    requests_rx: mpsc::Receiver<mqtt::Request>,
 }
 
 /// Load the backbone described by the settings (seconds: the model is optimized).
@@ -82,20 +85,37 @@ pub fn load_backbone(settings: &Settings) -> Result<TractEmbedder, EmbedError> {
 impl Daemon {
     pub fn build(settings: Settings) -> Result<Self, StartError> {
         let embedder = Arc::new(load_backbone(&settings)?);
-        let (store, store_report) = Store::open(settings.state_dir())?;
-        let classes = store.classes();
-        tracing::info!(
-            dir = %settings.state_dir().display(),
-            samples = store_report.samples,
-            classes = store_report.classes,
-            by_class = %classes.iter().map(|(l, n)| format!("{l}:{n}")).collect::<Vec<_>>().join(","),
-            orphans_removed = store_report.removed_orphans,
-            missing_thumbnails = store_report.missing_thumbnails.len(),
-            head_version = store_report.head_version.unwrap_or(0),
-            dropped_without_files = store_report.dropped_missing.len(),
-            "sample store opened"
-        );
-        if store_report.disk_full {
+        let first = settings
+            .classifiers
+            .first()
+            .map(|c| c.name.clone())
+            .unwrap_or_default();
+        let (state, migrated) = StateDir::open(settings.state_dir(), &first)?;
+        if let Some(m) = &migrated {
+            tracing::info!(dir = %settings.state_dir().display(), into = %m.into, moved = %m.moved.join(","), "moved the single sample store of edgehead 0.1 into a classifier");
+        }
+        let mut disk_full = false;
+        let mut opened = Vec::new();
+        for spec in &settings.classifiers {
+            let dir = state.classifier_dir(&spec.name);
+            let (store, report) = Store::open(&dir)?;
+            let classes = store.classes();
+            tracing::info!(
+                classifier = %spec.name,
+                dir = %dir.display(),
+                samples = report.samples,
+                classes = report.classes,
+                by_class = %classes.iter().map(|(l, n)| format!("{l}:{n}")).collect::<Vec<_>>().join(","),
+                orphans_removed = report.removed_orphans,
+                missing_thumbnails = report.missing_thumbnails.len(),
+                head_version = report.head_version.unwrap_or(0),
+                dropped_without_files = report.dropped_missing.len(),
+                "sample store opened"
+            );
+            disk_full |= report.disk_full;
+            opened.push((spec.clone(), store, report));
+        }
+        if disk_full {
             tracing::warn!(dir = %settings.state_dir().display(), "the state directory's disk is full: edgehead runs and predicts, deleting works, but no sample can be added until space is freed");
         }
         let opener = source::opener(&settings.raw)?;
@@ -112,8 +132,19 @@ impl Daemon {
         let stats = Arc::new(Stats::default());
         stats
             .disk_full
-            .store(store_report.disk_full, std::sync::atomic::Ordering::Relaxed);
-        let (requests_tx, requests_rx) = mpsc::channel(settings.raw.learn.queue);
+            .store(disk_full, std::sync::atomic::Ordering::Relaxed);
+        let mut requests_tx = Vec::new();
+        let mut classifiers = Vec::new();
+        for (spec, store, report) in opened {
+            let (tx, rx) = mpsc::channel(settings.raw.learn.queue);
+            requests_tx.push(tx);
+            classifiers.push((
+                Classifier::new(spec, &settings.topic_base),
+                store,
+                report,
+                rx,
+            ));
+        }
         let (publisher, connection) = mqtt::connect(
             &settings,
             broker.as_ref().map(|b| b.connect_addr),
@@ -123,14 +154,13 @@ impl Daemon {
         Ok(Self {
             settings,
             embedder,
-            store,
-            store_report,
+            _state: state,
+            classifiers,
             opener,
             broker,
             stats,
             publisher,
             connection,
-            requests_rx,
         })
     }
 
@@ -139,46 +169,59 @@ impl Daemon {
         let Daemon {
             settings,
             embedder,
-            store,
-            store_report,
+            _state,
+            classifiers,
             opener,
             broker,
             stats,
             publisher,
             connection,
-            requests_rx,
         } = self;
         let started = Instant::now();
         let (frame_tx, frame_rx) = watch::channel(None);
         let demand = Arc::new(source::Demand::default());
         let (state_tx, state_rx) = watch::channel(SourceState::Starting);
-        let head: Arc<ArcSwapOption<Head>> = Arc::new(ArcSwapOption::empty());
         let embedder_dyn: Arc<dyn Embedder> = embedder.clone();
         let drain = CancellationToken::new();
         let finish = CancellationToken::new();
         let mut mqtt_task = tokio::spawn(connection.run(drain.clone(), finish.clone()));
 
-        let mut learner = Learner::new(
-            requests_rx,
-            store,
-            embedder_dyn.clone(),
-            head.clone(),
-            frame_rx.clone(),
-            publisher.clone(),
-            TrainParams::from_config(&settings.raw.head, settings.unknown_threshold),
-            settings.raw.learn.clone(),
-        );
-        learner.restore_head(&store_report);
-        let mut learn_task = tokio::spawn(learner.run());
+        let all = Arc::new(settings.classifiers.clone());
+        let handles: Vec<Classifier> = classifiers.iter().map(|c| c.0.clone()).collect();
+        let mut learners = tokio::task::JoinSet::new();
+        for (index, (classifier, store, report, requests_rx)) in classifiers.into_iter().enumerate()
+        {
+            let params =
+                TrainParams::from_config(&classifier.spec.head, classifier.spec.unknown_threshold);
+            let mut learner = Learner::new(
+                requests_rx,
+                store,
+                embedder_dyn.clone(),
+                (classifier, index, all.clone()),
+                frame_rx.clone(),
+                publisher.clone(),
+                params,
+                settings.raw.learn.clone(),
+            );
+            learner.restore_head(&report);
+            learners.spawn(learner.run());
+        }
+        let mut learn_task = tokio::spawn(async move {
+            // One learner per classifier; the first to panic fails the daemon.
+            while let Some(r) = learners.join_next().await {
+                r?;
+            }
+            Ok::<(), tokio::task::JoinError>(())
+        });
 
         let inference = Inference {
             frames: frame_rx,
             embedder: embedder_dyn.clone(),
-            head: head.clone(),
+            classifiers: handles.clone(),
             sink: publisher.clone(),
             stats: stats.clone(),
-            options: settings.raw.predictions.clone(),
             demand: demand.clone(),
+            recent_side: settings.raw.learn.thumbnail_side,
         };
         let mut infer_task = tokio::spawn(inference.run());
 
@@ -187,7 +230,7 @@ impl Daemon {
         let status = StatusReporter {
             publisher: publisher.clone(),
             stats: stats.clone(),
-            head: head.clone(),
+            classifiers: handles,
             backbone: embedder.id().to_string(),
             source: state_rx,
             started,
@@ -374,7 +417,7 @@ fn join_why<T: std::fmt::Debug>(r: Result<T, tokio::task::JoinError>) -> String 
 struct StatusReporter {
     publisher: Publisher,
     stats: Arc<Stats>,
-    head: Arc<ArcSwapOption<Head>>,
+    classifiers: Vec<Classifier>,
     backbone: String,
     source: watch::Receiver<SourceState>,
     started: Instant,
@@ -383,14 +426,26 @@ struct StatusReporter {
 
 impl StatusReporter {
     fn status(&self) -> serde_json::Value {
-        let head = self.head.load();
+        let classifiers: Map<String, Value> = self
+            .classifiers
+            .iter()
+            .map(|c| (c.spec.name.clone(), c.status()))
+            .collect();
+        // The first classifier's head and classes also at the top (single-classifier
+        // readers of edgehead 0.1).
+        let first = self
+            .classifiers
+            .first()
+            .map(|c| c.status())
+            .unwrap_or_default();
         json!({
             "state": "running",
             "version": env!("CARGO_PKG_VERSION"),
             "source": *self.source.borrow(),
             "backbone": self.backbone,
-            "head": head.as_ref().map(|h| h.id()),
-            "classes": head.as_ref().map(|h| h.classes.clone()).unwrap_or_default(),
+            "head": first["head"],
+            "classes": first["classes"],
+            "classifiers": classifiers,
             "uptime_s": self.started.elapsed().as_secs(),
             "stats": self.stats.snapshot(),
             "disk_full": self.stats.disk_full.load(std::sync::atomic::Ordering::Relaxed),

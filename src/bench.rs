@@ -9,15 +9,15 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use arc_swap::ArcSwapOption;
+use crate::classifier::gate::TriggerConfig;
+use crate::classifier::region::RegionConfig;
+use crate::classifier::{Classifier, ClassifierSpec};
 use serde::Serialize;
 use tokio::sync::watch;
 
 use crate::backbone::{Embedder, TractEmbedder};
 use crate::backoff::Backoff;
-use crate::config::{
-    BackboneConfig, HeadKind, PredictionConfig, SyntheticConfig, UnknownThreshold,
-};
+use crate::config::{BackboneConfig, HeadKind, SyntheticConfig, UnknownThreshold};
 use crate::head::{self, Head, Sample, TrainParams};
 use crate::mqtt::payload::Prediction;
 use crate::pipeline::{Inference, PredictionSink};
@@ -86,7 +86,7 @@ struct CountingSink {
 }
 
 impl PredictionSink for CountingSink {
-    fn publish(&mut self, p: &Prediction) {
+    fn publish(&mut self, _classifier: usize, p: &Prediction) {
         self.bytes += serde_json::to_vec(p).map(|v| v.len()).unwrap_or(0);
     }
 }
@@ -127,7 +127,17 @@ fn end_to_end(e: Arc<TractEmbedder>, o: &Options) -> (f64, u64, u64, f64, u64) {
         Err(_) => return (0.0, 0, 0, 0.0, 0),
     };
     let stats = Arc::new(Stats::default());
-    let head = Arc::new(ArcSwapOption::from(demo_head(&e).map(Arc::new)));
+    // Every frame through the backbone: this measures its throughput, not the gate.
+    let spec = ClassifierSpec::new(
+        "bench",
+        RegionConfig::WHOLE,
+        TriggerConfig {
+            every_frame: true,
+            ..TriggerConfig::default()
+        },
+    );
+    let classifier = Classifier::new(Arc::new(spec), "bench");
+    classifier.head.store(demo_head(&e).map(Arc::new));
     let synth = SyntheticConfig {
         width: o.width,
         height: o.height,
@@ -144,11 +154,11 @@ fn end_to_end(e: Arc<TractEmbedder>, o: &Options) -> (f64, u64, u64, f64, u64) {
         let inference = Inference {
             frames: frame_rx,
             embedder: e,
-            head,
+            classifiers: vec![classifier],
             sink: CountingSink { bytes: 0 },
             stats: st.clone(),
-            options: PredictionConfig::default(),
             demand: demand.clone(),
+            recent_side: 320,
         };
         let task = tokio::spawn(inference.run());
         let started = Instant::now();

@@ -44,17 +44,7 @@ pub struct DecodeCost {
     pub yuyv_ms: f64,
 }
 
-/// CPU seconds (user + system) of `who` (`RUSAGE_SELF` or `RUSAGE_CHILDREN`).
-fn cpu_seconds(who: libc::c_int) -> f64 {
-    // SAFETY: getrusage writes into the struct we pass; zeroed is a valid value.
-    let mut u: libc::rusage = unsafe { std::mem::zeroed() };
-    // SAFETY: as above.
-    if unsafe { libc::getrusage(who, &mut u) } != 0 {
-        return 0.0;
-    }
-    let t = |v: libc::timeval| v.tv_sec as f64 + v.tv_usec as f64 / 1e6;
-    t(u.ru_utime) + t(u.ru_stime)
-}
+use crate::stats::cpu_seconds;
 
 /// Run the configured source for `seconds` and measure it.
 pub fn source_cost(config: &RawConfig, seconds: f64) -> Result<SourceCost, String> {

@@ -35,6 +35,9 @@ pub struct RawConfig {
     pub head: HeadConfig,
     pub learn: LearnConfig,
     pub predictions: PredictionConfig,
+    /// Named classifiers on regions of the frame (`[[classifiers]]`); none: one
+    /// classifier named `default` over the whole frame.
+    pub classifiers: Vec<crate::classifier::config::ClassifierConfig>,
     pub mqtt: MqttConfig,
     pub homeassistant: HomeAssistantConfig,
     pub shutdown: ShutdownConfig,
@@ -51,6 +54,7 @@ impl Default for RawConfig {
             head: HeadConfig::default(),
             learn: LearnConfig::default(),
             predictions: PredictionConfig::default(),
+            classifiers: Vec::new(),
             mqtt: MqttConfig::default(),
             homeassistant: HomeAssistantConfig::default(),
             shutdown: ShutdownConfig::default(),
@@ -698,6 +702,9 @@ pub struct Settings {
     /// Where the embedded broker listens, when it runs.
     pub embedded_broker: Option<SocketAddr>,
     pub unknown_threshold: UnknownThreshold,
+    /// The classifiers, resolved: at least one; the first takes the device-level
+    /// request topics and a state directory of edgehead 0.1.
+    pub classifiers: Vec<std::sync::Arc<crate::classifier::ClassifierSpec>>,
 }
 
 /// When a frame counts as far from every class.
@@ -939,28 +946,26 @@ pub fn validate(raw: RawConfig) -> Result<Settings, ConfigError> {
     });
     c.range("backbone.threads", b.threads, 1, 64);
 
-    let h = &raw.head;
-    c.range("head.auto_min_samples", h.auto_min_samples, 1, 10_000);
-    c.check(h.l2.is_finite() && h.l2 >= 0.0, "head.l2", || {
-        format!("{} must be a non-negative number", h.l2)
-    });
-    c.range("head.max_iterations", h.max_iterations, 1, 100_000);
-    let unknown_threshold = match h.unknown_threshold.trim() {
-        "auto" => UnknownThreshold::Auto,
-        "off" => UnknownThreshold::Off,
-        other => match other.parse::<f32>() {
-            Ok(v) if (-1.0..=1.0).contains(&v) => UnknownThreshold::Fixed(v),
-            _ => {
-                c.problems.push(Problem {
-                    key: "head.unknown_threshold".into(),
-                    message: format!(
-                        "{other:?} must be \"auto\", \"off\" or a cosine similarity from -1 to 1"
-                    ),
-                });
-                UnknownThreshold::Off
-            }
+    let unknown_threshold = check_head(&mut c, "head", &raw.head);
+    let mut classifier_problems = Vec::new();
+    let classifiers = crate::classifier::config::resolve(
+        &raw,
+        &mut classifier_problems,
+        unknown_threshold,
+        |key, head, out| {
+            let mut sub = Checker {
+                problems: Vec::new(),
+            };
+            let t = check_head(&mut sub, key, head);
+            out.extend(sub.problems.into_iter().map(|p| (p.key, p.message)));
+            t
         },
-    };
+    );
+    c.problems.extend(
+        classifier_problems
+            .into_iter()
+            .map(|(key, message)| Problem { key, message }),
+    );
 
     let l = &raw.learn;
     c.range("learn.debounce_ms", l.debounce_ms, 0, 60_000);
@@ -1113,8 +1118,46 @@ pub fn validate(raw: RawConfig) -> Result<Settings, ConfigError> {
         topic_base,
         embedded_broker,
         unknown_threshold,
+        classifiers,
         raw,
     })
+}
+
+/// Check a `[head]` table (or a classifier's, under `key`); returns its unknown threshold.
+fn check_head(c: &mut Checker, key: &str, h: &HeadConfig) -> UnknownThreshold {
+    c.range(
+        &format!("{key}.auto_min_samples"),
+        h.auto_min_samples,
+        1,
+        10_000,
+    );
+    c.check(
+        h.l2.is_finite() && h.l2 >= 0.0,
+        &format!("{key}.l2"),
+        || format!("{} must be a non-negative number", h.l2),
+    );
+    c.range(
+        &format!("{key}.max_iterations"),
+        h.max_iterations,
+        1,
+        100_000,
+    );
+    match h.unknown_threshold.trim() {
+        "auto" => UnknownThreshold::Auto,
+        "off" => UnknownThreshold::Off,
+        other => match other.parse::<f32>() {
+            Ok(v) if (-1.0..=1.0).contains(&v) => UnknownThreshold::Fixed(v),
+            _ => {
+                c.problems.push(Problem {
+                    key: format!("{key}.unknown_threshold"),
+                    message: format!(
+                        "{other:?} must be \"auto\", \"off\" or a cosine similarity from -1 to 1"
+                    ),
+                });
+                UnknownThreshold::Off
+            }
+        },
+    }
 }
 
 fn valid_topic_prefix(t: &str) -> bool {

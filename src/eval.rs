@@ -9,7 +9,11 @@ use std::time::Instant;
 
 use serde::Serialize;
 
+use image::imageops::FilterType;
+use image::RgbImage;
+
 use crate::backbone::Embedder;
+use crate::classifier::region::{self, Rect, RegionConfig, RegionUnit};
 use crate::config::{HeadKind, UnknownThreshold};
 use crate::head::{self, Sample, TrainParams};
 use crate::source::decode::{decode_image, ImageLimits};
@@ -67,6 +71,71 @@ pub struct Options {
     pub max_iterations: usize,
     /// Also write the embeddings (raw f32) and an index, for tools/compare_sklearn.py.
     pub save_embeddings: Option<PathBuf>,
+    /// Compose each image into a larger scene and compare a classifier on its
+    /// region with one on the whole frame (see [`Scene`]).
+    pub scene: Option<Scene>,
+}
+
+/// The test of a region classifier against a whole-frame one on the same task:
+/// every image of the data set is resized into `region` of `background` (resized
+/// to `width` × `height`), and both views are embedded and evaluated with the same
+/// k-shot draws.
+pub struct Scene {
+    pub background: RgbImage,
+    pub width: u32,
+    pub height: u32,
+    pub region: RegionConfig,
+}
+
+impl Scene {
+    /// The default layout: a 640×480 frame, the object in a 192×160 region at the
+    /// upper right (a tenth of the frame).
+    pub fn new(background: &RgbImage) -> Self {
+        let (width, height) = (640, 480);
+        Self {
+            background: image::imageops::resize(background, width, height, FilterType::Triangle),
+            width,
+            height,
+            region: RegionConfig {
+                x: 0.6,
+                y: 0.1,
+                width: 0.3,
+                height: 1.0 / 3.0,
+                unit: RegionUnit::Fraction,
+            },
+        }
+    }
+
+    /// The region in pixels.
+    pub fn rect(&self) -> Rect {
+        // Fractions that passed validation always fit.
+        self.region.rect(self.width, self.height).unwrap_or(Rect {
+            x: 0,
+            y: 0,
+            width: self.width,
+            height: self.height,
+        })
+    }
+
+    /// The frame with `object` filling the region.
+    pub fn compose(&self, object: &RgbImage) -> RgbImage {
+        let r = self.rect();
+        let mut frame = self.background.clone();
+        let obj = image::imageops::resize(object, r.width, r.height, FilterType::Triangle);
+        image::imageops::replace(&mut frame, &obj, r.x as i64, r.y as i64);
+        frame
+    }
+}
+
+/// What is embedded of each image.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum View {
+    /// The image as it is (a plain `eval`).
+    Image,
+    /// Composed into the scene, the region cropped out.
+    Region,
+    /// Composed into the scene, the whole frame.
+    Frame,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -125,6 +194,9 @@ pub fn list_split(root: &Path, split: &str) -> Result<Vec<Item>, EvalError> {
 
 #[derive(Debug, Clone, Serialize)]
 pub struct Row {
+    /// With a scene: `region` (the crop) or `frame` (the whole frame).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub view: Option<&'static str>,
     pub head: String,
     pub shots: Shots,
     pub runs: usize,
@@ -160,6 +232,8 @@ fn embed_all(
     items: &[Item],
     limits: &ImageLimits,
     skipped: &mut usize,
+    view: View,
+    scene: Option<&Scene>,
 ) -> Vec<Option<Vec<f32>>> {
     items
         .iter()
@@ -172,6 +246,11 @@ fn embed_all(
                     *skipped += 1;
                     return None;
                 }
+            };
+            let img = match (view, scene) {
+                (View::Region, Some(s)) => region::crop(&s.compose(&img), s.rect()),
+                (View::Frame, Some(s)) => s.compose(&img),
+                _ => img,
             };
             embedder.embed(&img).ok().map(|e| e.features)
         })
@@ -205,98 +284,124 @@ pub fn run(embedder: &dyn Embedder, o: &Options) -> Result<Report, EvalError> {
         .enumerate()
         .map(|(i, c)| (c.as_str(), i))
         .collect();
+    let views: &[View] = match &o.scene {
+        Some(_) => &[View::Region, View::Frame],
+        None => &[View::Image],
+    };
     let mut skipped = 0;
-    let started = Instant::now();
-    let train_f = embed_all(embedder, &train, &EVAL_LIMITS, &mut skipped);
-    let test_f = embed_all(embedder, &test, &EVAL_LIMITS, &mut skipped);
-    let embed_rate = (train.len() + test.len()) as f64 / started.elapsed().as_secs_f64();
-    eprintln!(
-        "embedded {} images in {:.1} s ({embed_rate:.1}/s)",
-        train.len() + test.len(),
-        started.elapsed().as_secs_f64()
-    );
-    if let Some(dir) = &o.save_embeddings {
-        save_embeddings(dir, embedder.dim(), &[(&train, &train_f), (&test, &test_f)])?;
-    }
-
-    // Per class, the train samples that embedded.
-    let mut by_class: Vec<Vec<usize>> = vec![Vec::new(); classes.len()];
-    for (i, (it, f)) in train.iter().zip(&train_f).enumerate() {
-        if f.is_some() {
-            by_class[index[it.class.as_str()]].push(i);
-        }
-    }
-    let tests: Vec<(&[f32], usize)> = test
-        .iter()
-        .zip(&test_f)
-        .filter_map(|(it, f)| Some((f.as_deref()?, *index.get(it.class.as_str())?)))
-        .collect();
-
     let mut rows = Vec::new();
-    for &kind in &o.heads {
-        let params = TrainParams {
-            kind,
-            auto_min_samples: 5,
-            l2: o.l2,
-            max_iterations: o.max_iterations,
-            unknown: UnknownThreshold::Off,
-        };
-        for &shots in &o.shots {
-            let runs = if shots == Shots::All { 1 } else { o.seeds };
-            let mut accs = Vec::new();
-            let mut train_ms = Vec::new();
-            for seed in 0..runs {
-                let mut rng = fastrand::Rng::with_seed(seed);
-                let mut picked = Vec::new();
-                for members in &by_class {
-                    let mut m = members.clone();
-                    rng.shuffle(&mut m);
-                    let k = match shots {
-                        Shots::K(k) => k.min(m.len()),
-                        Shots::All => m.len(),
-                    };
-                    picked.extend_from_slice(&m[..k]);
-                }
-                let samples: Vec<Sample> = picked
-                    .iter()
-                    .filter_map(|&i| {
-                        Some(Sample {
-                            features: train_f[i].as_deref()?,
-                            class: index[train[i].class.as_str()],
-                        })
-                    })
-                    .collect();
-                let t = Instant::now();
-                let h = head::train(&samples, &classes, embedder.id(), 1, &params)
-                    .map_err(|e| EvalError::Dataset(e.to_string()))?;
-                train_ms.push(t.elapsed().as_secs_f64() * 1000.0);
-                let correct = tests
-                    .iter()
-                    .filter(|(f, c)| {
-                        let s = h.predict(f);
-                        s.ranked
-                            .first()
-                            .is_some_and(|(i, _)| h.classes[*i] == classes[*c])
-                    })
-                    .count();
-                accs.push(correct as f64 / tests.len().max(1) as f64);
+    let mut embed_rate = 0.0;
+    for &view in views {
+        let started = Instant::now();
+        let train_f = embed_all(
+            embedder,
+            &train,
+            &EVAL_LIMITS,
+            &mut skipped,
+            view,
+            o.scene.as_ref(),
+        );
+        let test_f = embed_all(
+            embedder,
+            &test,
+            &EVAL_LIMITS,
+            &mut skipped,
+            view,
+            o.scene.as_ref(),
+        );
+        embed_rate = (train.len() + test.len()) as f64 / started.elapsed().as_secs_f64();
+        eprintln!(
+            "embedded {} images in {:.1} s ({embed_rate:.1}/s)",
+            train.len() + test.len(),
+            started.elapsed().as_secs_f64()
+        );
+        if let (Some(dir), View::Image) = (&o.save_embeddings, view) {
+            save_embeddings(dir, embedder.dim(), &[(&train, &train_f), (&test, &test_f)])?;
+        }
+
+        // Per class, the train samples that embedded.
+        let mut by_class: Vec<Vec<usize>> = vec![Vec::new(); classes.len()];
+        for (i, (it, f)) in train.iter().zip(&train_f).enumerate() {
+            if f.is_some() {
+                by_class[index[it.class.as_str()]].push(i);
             }
-            let (mean, std, min, max) = stats(&accs);
-            let row = Row {
-                head: format!("{kind:?}").to_lowercase(),
-                shots,
-                runs: accs.len(),
-                mean,
-                std,
-                min,
-                max,
-                train_ms: stats(&train_ms).0,
+        }
+        let tests: Vec<(&[f32], usize)> = test
+            .iter()
+            .zip(&test_f)
+            .filter_map(|(it, f)| Some((f.as_deref()?, *index.get(it.class.as_str())?)))
+            .collect();
+
+        for &kind in &o.heads {
+            let params = TrainParams {
+                kind,
+                auto_min_samples: 5,
+                l2: o.l2,
+                max_iterations: o.max_iterations,
+                unknown: UnknownThreshold::Off,
             };
-            eprintln!(
-                "{:8} {:>4}-shot accuracy {:.4} ± {:.4} (min {:.4}, max {:.4}, {} runs)  train {:.1} ms",
-                row.head, row.shots, row.mean, row.std, row.min, row.max, row.runs, row.train_ms
+            for &shots in &o.shots {
+                let runs = if shots == Shots::All { 1 } else { o.seeds };
+                let mut accs = Vec::new();
+                let mut train_ms = Vec::new();
+                for seed in 0..runs {
+                    let mut rng = fastrand::Rng::with_seed(seed);
+                    let mut picked = Vec::new();
+                    for members in &by_class {
+                        let mut m = members.clone();
+                        rng.shuffle(&mut m);
+                        let k = match shots {
+                            Shots::K(k) => k.min(m.len()),
+                            Shots::All => m.len(),
+                        };
+                        picked.extend_from_slice(&m[..k]);
+                    }
+                    let samples: Vec<Sample> = picked
+                        .iter()
+                        .filter_map(|&i| {
+                            Some(Sample {
+                                features: train_f[i].as_deref()?,
+                                class: index[train[i].class.as_str()],
+                            })
+                        })
+                        .collect();
+                    let t = Instant::now();
+                    let h = head::train(&samples, &classes, embedder.id(), 1, &params)
+                        .map_err(|e| EvalError::Dataset(e.to_string()))?;
+                    train_ms.push(t.elapsed().as_secs_f64() * 1000.0);
+                    let correct = tests
+                        .iter()
+                        .filter(|(f, c)| {
+                            let s = h.predict(f);
+                            s.ranked
+                                .first()
+                                .is_some_and(|(i, _)| h.classes[*i] == classes[*c])
+                        })
+                        .count();
+                    accs.push(correct as f64 / tests.len().max(1) as f64);
+                }
+                let (mean, std, min, max) = stats(&accs);
+                let row = Row {
+                    view: match view {
+                        View::Image => None,
+                        View::Region => Some("region"),
+                        View::Frame => Some("frame"),
+                    },
+                    head: format!("{kind:?}").to_lowercase(),
+                    shots,
+                    runs: accs.len(),
+                    mean,
+                    std,
+                    min,
+                    max,
+                    train_ms: stats(&train_ms).0,
+                };
+                eprintln!(
+                "{}{:8} {:>4}-shot accuracy {:.4} ± {:.4} (min {:.4}, max {:.4}, {} runs)  train {:.1} ms",
+                row.view.map(|v| format!("{v:6} ")).unwrap_or_default(), row.head, row.shots, row.mean, row.std, row.min, row.max, row.runs, row.train_ms
             );
-            rows.push(row);
+                rows.push(row);
+            }
         }
     }
     Ok(Report {

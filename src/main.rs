@@ -39,7 +39,15 @@ enum Command {
     /// Print the feature vector of each image, one JSON line per image.
     Embed { images: Vec<PathBuf> },
     /// Classify images with the saved head in the state directory.
-    Predict { images: Vec<PathBuf> },
+    Predict {
+        images: Vec<PathBuf>,
+        /// The classifier whose saved head classifies (default: the first).
+        #[arg(long)]
+        classifier: Option<String>,
+        /// The images are whole frames: crop them to the classifier's region first.
+        #[arg(long)]
+        apply_region: bool,
+    },
     /// k-shot accuracy of the heads on a folder laid out <split>/<class>/*.jpg.
     Eval {
         dataset: PathBuf,
@@ -62,6 +70,11 @@ enum Command {
         /// Write the embeddings here (for tools/compare_sklearn.py).
         #[arg(long)]
         save_embeddings: Option<PathBuf>,
+        /// Region against whole frame: put each image into a tenth of a 640×480
+        /// frame made from this background image, and evaluate a classifier on
+        /// that region and one on the whole frame, with the same draws.
+        #[arg(long)]
+        scene: Option<PathBuf>,
     },
     /// Measure load time, per-frame latency, end-to-end throughput, training time, RSS.
     Bench {
@@ -99,6 +112,39 @@ enum Command {
         /// Seconds to run the source for.
         #[arg(long, default_value_t = 20.0)]
         seconds: f64,
+    },
+    /// Replay a scene (camera noise, falling light, then one region changes)
+    /// through the real pipeline with two classifiers; print backbone runs per
+    /// minute, CPU per minute and the delay from the change to the new label.
+    BenchScene {
+        /// Seconds of the static scene before the change.
+        #[arg(long, default_value_t = 60.0)]
+        static_secs: f64,
+        /// Seconds after the change.
+        #[arg(long, default_value_t = 10.0)]
+        after_secs: f64,
+        #[arg(long, default_value_t = 15.0)]
+        fps: f64,
+        /// Camera noise, ± grey levels per channel.
+        #[arg(long, default_value_t = 8)]
+        noise: u8,
+        /// How far the light falls over the static phase (0.2: to 80%).
+        #[arg(long, default_value_t = 0.2)]
+        light_drop: f32,
+        #[arg(long, default_value_t = 60.0)]
+        max_age_secs: f64,
+        #[arg(long, default_value_t = 3)]
+        smoothing_window: usize,
+        /// The background photo, and the door's object before and after.
+        #[arg(long, default_value = "tests/fixtures/images/pants-2.jpg")]
+        background: PathBuf,
+        #[arg(long, default_value = "tests/fixtures/images/hat-1.jpg")]
+        before: PathBuf,
+        #[arg(long, default_value = "tests/fixtures/images/shoes-1.jpg")]
+        after: PathBuf,
+        /// Write the results as JSON here.
+        #[arg(long)]
+        json: Option<PathBuf>,
     },
 }
 
@@ -163,7 +209,11 @@ fn main() -> ExitCode {
         Command::Run => return run(settings),
         Command::CheckConfig => check_config(&settings),
         Command::Embed { images } => embed(&settings, images),
-        Command::Predict { images } => predict(&settings, images),
+        Command::Predict {
+            images,
+            classifier,
+            apply_region,
+        } => predict(&settings, images, classifier.as_deref(), *apply_region),
         Command::Eval {
             dataset,
             train_split,
@@ -173,6 +223,7 @@ fn main() -> ExitCode {
             heads,
             json,
             save_embeddings,
+            scene,
         } => eval(
             &settings,
             edgehead::eval::Options {
@@ -185,9 +236,11 @@ fn main() -> ExitCode {
                 l2: settings.raw.head.l2,
                 max_iterations: settings.raw.head.max_iterations,
                 save_embeddings: save_embeddings.clone(),
+                scene: None,
             },
             heads,
             json.as_ref(),
+            scene.as_ref(),
         ),
         Command::Bench {
             threads,
@@ -212,6 +265,52 @@ fn main() -> ExitCode {
             };
             bench(&settings, &o, teach.as_ref(), json.as_ref())
         }
+        Command::BenchScene {
+            static_secs,
+            after_secs,
+            fps,
+            noise,
+            light_drop,
+            max_age_secs,
+            smoothing_window,
+            background,
+            before,
+            after,
+            json,
+        } => (|| -> anyhow::Result<()> {
+            let o = edgehead::bench_scene::Options {
+                background: read_image(background, &settings.raw.learn)?,
+                before: read_image(before, &settings.raw.learn)?,
+                after: read_image(after, &settings.raw.learn)?,
+                fps: fps.clamp(0.1, 1000.0),
+                static_secs: static_secs.clamp(1.0, 86_400.0),
+                after_secs: after_secs.clamp(1.0, 86_400.0),
+                noise: *noise,
+                light_drop: light_drop.clamp(0.0, 0.9),
+                max_age_secs: max_age_secs.clamp(0.0, 86_400.0),
+                smoothing_window: (*smoothing_window).clamp(1, 100),
+            };
+            let embedder = std::sync::Arc::new(edgehead::app::load_backbone(&settings)?);
+            let report = edgehead::bench_scene::run(embedder, &o).map_err(anyhow::Error::msg)?;
+            for c in &report.classifiers {
+                println!(
+                    "classifier {:5}: backbone runs/min static {:.1}, changing {:.1}; skipped while static {}{}",
+                    c.name,
+                    c.runs_per_min_static,
+                    c.runs_per_min_changing,
+                    c.skipped_static,
+                    c.change_to_label_ms
+                        .map(|ms| format!("; change → new stable label {ms:.0} ms"))
+                        .unwrap_or_default()
+                );
+            }
+            println!(
+                "process CPU s/min: static {:.2}, changing {:.2} ({} fps, backbone {:.1} ms per crop)",
+                report.cpu_s_per_min_static, report.cpu_s_per_min_changing, report.fps, report.backbone_ms
+            );
+            println!("{}", serde_json::to_string_pretty(&report)?);
+            write_json(json.as_ref(), &report)
+        })(),
         Command::BenchSource { seconds } => {
             let cost =
                 edgehead::bench_source::source_cost(&settings.raw, seconds.clamp(1.0, 3600.0))
@@ -324,6 +423,15 @@ fn check_config(settings: &Settings) -> anyhow::Result<()> {
         embedder.load_time.as_millis()
     );
     println!("state_dir: {} (writable)", dir.display());
+    for c in &settings.classifiers {
+        println!(
+            "classifier {}: region {}, topics under {}/{}",
+            c.name,
+            serde_json::to_string(&c.region)?,
+            settings.topic_base,
+            c.name
+        );
+    }
     println!(
         "mqtt: {} as {}, topics under {}",
         match settings.embedded_broker {
@@ -440,7 +548,13 @@ fn eval(
     mut o: edgehead::eval::Options,
     heads: &[String],
     json: Option<&PathBuf>,
+    scene: Option<&PathBuf>,
 ) -> anyhow::Result<()> {
+    if let Some(path) = scene {
+        let background = read_image(path, &settings.raw.learn)
+            .with_context(|| format!("--scene {}", path.display()))?;
+        o.scene = Some(edgehead::eval::Scene::new(&background));
+    }
     for h in heads {
         o.heads.push(match h.as_str() {
             "ncm" => config::HeadKind::Ncm,
@@ -454,9 +568,34 @@ fn eval(
     write_json(json, &report)
 }
 
-fn predict(settings: &Settings, images: &[PathBuf]) -> anyhow::Result<()> {
+fn predict(
+    settings: &Settings,
+    images: &[PathBuf],
+    classifier: Option<&str>,
+    apply_region: bool,
+) -> anyhow::Result<()> {
+    let spec = match classifier {
+        None => settings.classifiers.first(),
+        Some(name) => settings.classifiers.iter().find(|c| c.name == name),
+    }
+    .ok_or_else(|| {
+        anyhow::anyhow!(
+            "--classifier: no classifier {:?}; configured: {}",
+            classifier.unwrap_or(""),
+            settings
+                .classifiers
+                .iter()
+                .map(|c| c.name.as_str())
+                .collect::<Vec<_>>()
+                .join(", ")
+        )
+    })?;
     let embedder = edgehead::app::load_backbone(settings)?;
-    let path = settings.state_dir().join("head.json");
+    let path = settings
+        .state_dir()
+        .join(edgehead::classifier::storage::CLASSIFIERS)
+        .join(&spec.name)
+        .join("head.json");
     let bytes =
         std::fs::read(&path).with_context(|| format!("no saved head at {}", path.display()))?;
     let head: edgehead::head::Head =
@@ -469,7 +608,15 @@ fn predict(settings: &Settings, images: &[PathBuf]) -> anyhow::Result<()> {
         );
     }
     for path in images {
-        let img = read_image(path, &settings.raw.learn)?;
+        let mut img = read_image(path, &settings.raw.learn)?;
+        if apply_region {
+            let (w, h) = img.dimensions();
+            let rect = spec
+                .region
+                .rect(w, h)
+                .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+            img = edgehead::classifier::region::crop(&img, rect);
+        }
         let e = embedder.embed(&img)?;
         let s = head.predict(&e.features);
         let top: Vec<_> = s

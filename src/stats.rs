@@ -107,3 +107,16 @@ fn proc_status_kib(field: &str) -> Option<u64> {
 pub fn thread_count() -> Option<u64> {
     proc_status_kib("Threads:")
 }
+
+/// CPU seconds (user + system) of `who` (`libc::RUSAGE_SELF` or
+/// `libc::RUSAGE_CHILDREN`), from getrusage(2); 0 if it fails.
+pub fn cpu_seconds(who: libc::c_int) -> f64 {
+    // SAFETY: getrusage writes into the struct we pass; zeroed is a valid value.
+    let mut u: libc::rusage = unsafe { std::mem::zeroed() };
+    // SAFETY: as above.
+    if unsafe { libc::getrusage(who, &mut u) } != 0 {
+        return 0.0;
+    }
+    let t = |v: libc::timeval| v.tv_sec as f64 + v.tv_usec as f64 / 1e6;
+    t(u.ru_utime) + t(u.ru_stime)
+}

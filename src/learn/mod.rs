@@ -10,6 +10,7 @@
 //! it waits between frames.
 
 pub mod labels;
+mod recent;
 pub mod replies;
 
 use std::collections::HashMap;
@@ -26,6 +27,7 @@ use sha2::{Digest, Sha256};
 use tokio::sync::mpsc;
 
 use crate::backbone::Embedder;
+use crate::classifier::{region, Classifier, ClassifierSpec};
 use crate::config::LearnConfig;
 use crate::head::{self, Head, TrainParams};
 use crate::mqtt::payload::{response_error, response_ok};
@@ -37,7 +39,14 @@ use replies::{Replies, Seen};
 
 /// Operations that only read: every other operation changes the store or the
 /// head and is idempotent by transaction.
-pub const READ_ONLY_OPS: &[&str] = &["classes", "samples", "head"];
+pub const READ_ONLY_OPS: &[&str] = &[
+    "classes",
+    "samples",
+    "head",
+    "recent",
+    "recent_image",
+    "classifiers",
+];
 
 /// Operations understood on `<base>/request/<op>`.
 pub const OPS: &[&str] = &[
@@ -52,6 +61,11 @@ pub const OPS: &[&str] = &[
     "reset",
     "retrain",
     "head",
+    "recent",
+    "recent_image",
+    "label_recent",
+    "discard_recent",
+    "classifiers",
 ];
 
 /// Most frames one `label_frame` request may take, and the longest spacing.
@@ -75,6 +89,9 @@ struct AddSample {
     label: Option<String>,
     /// Base64 of a JPEG or PNG file.
     image: String,
+    /// The image is a whole frame: crop it to the classifier's region first.
+    #[serde(default)]
+    apply_region: bool,
     #[serde(default)]
     #[allow(dead_code)]
     transaction: Option<Value>,
@@ -133,13 +150,13 @@ fn only_fields(v: &Value, allowed: &[&str]) -> Result<(), RequestError> {
 }
 
 /// A decoded sample image, shrunk to the stored thumbnail.
-struct Prepared {
-    image: RgbImage,
-    jpeg: Vec<u8>,
+pub struct Prepared {
+    pub image: RgbImage,
+    pub jpeg: Vec<u8>,
 }
 
 /// Shrink so the short side is at most `side`, and encode as JPEG.
-fn thumbnail(img: RgbImage, side: u32) -> Result<Prepared, RequestError> {
+pub fn thumbnail(img: RgbImage, side: u32) -> Result<Prepared, RequestError> {
     let (w, h) = img.dimensions();
     let short = w.min(h);
     let image = if short > side {
@@ -159,10 +176,16 @@ fn thumbnail(img: RgbImage, side: u32) -> Result<Prepared, RequestError> {
     Ok(Prepared { image, jpeg })
 }
 
+/// The learning task of one classifier: its requests, its store, its head.
 pub struct Learner {
     pub requests_rx: mpsc::Receiver<Request>,
     pub store: Store,
     pub embedder: Arc<dyn Embedder>,
+    /// The classifier taught here, and its index (for the publisher).
+    pub classifier: Classifier,
+    pub index: usize,
+    /// Every classifier, for the `classifiers` request.
+    pub all: Arc<Vec<Arc<ClassifierSpec>>>,
     pub head: Arc<ArcSwapOption<Head>>,
     pub frames: FrameRx,
     pub publisher: Publisher,
@@ -181,6 +204,7 @@ pub struct Learner {
 /// each is embedded and stored as it comes, and the answer goes out at the end.
 struct Collecting {
     op: String,
+    reply: String,
     transaction: Option<Value>,
     key: String,
     label: String,
@@ -196,7 +220,7 @@ impl Learner {
         requests_rx: mpsc::Receiver<Request>,
         store: Store,
         embedder: Arc<dyn Embedder>,
-        head: Arc<ArcSwapOption<Head>>,
+        (classifier, index, all): (Classifier, usize, Arc<Vec<Arc<ClassifierSpec>>>),
         frames: FrameRx,
         publisher: Publisher,
         params: TrainParams,
@@ -206,7 +230,10 @@ impl Learner {
             requests_rx,
             store,
             embedder,
-            head,
+            head: classifier.head.clone(),
+            classifier,
+            index,
+            all,
             frames,
             publisher,
             params,
@@ -337,7 +364,12 @@ impl Learner {
         }
         if let Some(c) = self.collecting.take() {
             c.task.abort();
-            let (op, transaction, key) = (c.op.clone(), c.transaction.clone(), c.key.clone());
+            let (op, reply, transaction, key) = (
+                c.op.clone(),
+                c.reply.clone(),
+                c.transaction.clone(),
+                c.key.clone(),
+            );
             let answer = response_error(
                 &format!(
                     "shutting down; stored {} of {} frames: {:?}",
@@ -347,7 +379,7 @@ impl Learner {
                 ),
                 transaction.as_ref(),
             );
-            self.answer(&op, &key, &answer);
+            self.answer(&reply, &op, &key, &answer);
         }
         if self.retrain_at.is_some() {
             self.retrain().await;
@@ -366,7 +398,7 @@ impl Learner {
                 replies::MAX_TRANSACTION_BYTES
             );
             self.publisher
-                .try_respond(&r.op, &response_error(&msg, None));
+                .try_respond(&r.reply, &r.op, &response_error(&msg, None));
             return;
         }
         let changing = OPS.contains(&r.op.as_str()) && !READ_ONLY_OPS.contains(&r.op.as_str());
@@ -384,7 +416,7 @@ impl Learner {
                 }
                 Seen::Answered(first) => {
                     tracing::info!(op = %r.op, dup = r.dup, "repeated request: answering with the first answer");
-                    self.publisher.try_respond(&r.op, &first);
+                    self.publisher.try_respond(&r.reply, &r.op, &first);
                     return;
                 }
             }
@@ -400,21 +432,21 @@ impl Learner {
             }
         };
         if changing {
-            self.answer(&r.op, &key, &reply);
+            self.answer(&r.reply, &r.op, &key, &reply);
         } else {
-            self.publisher.try_respond(&r.op, &reply);
+            self.publisher.try_respond(&r.reply, &r.op, &reply);
         }
     }
 
     /// Publish the answer to a changing request; remember it for repeats when it
     /// succeeded (a refusal changed nothing and may be retried).
-    fn answer(&mut self, op: &str, key: &str, reply: &Value) {
+    fn answer(&mut self, reply_to: &str, op: &str, key: &str, reply: &Value) {
         if reply["status"] == "ok" {
             self.replies.finish(key, reply, std::time::Instant::now());
         } else {
             self.replies.forget(key);
         }
-        self.publisher.try_respond(op, reply);
+        self.publisher.try_respond(reply_to, op, reply);
     }
 
     /// Refuse changes to classes while `label_frame` adds to one.
@@ -575,6 +607,14 @@ impl Learner {
                 only_fields(&body(&r.payload)?, &[])?;
                 self.head_json()
             }
+            "recent" => self.recent_list(&body(&r.payload)?)?,
+            "recent_image" => self.recent_image(&body(&r.payload)?)?,
+            "label_recent" => self.label_recent(&body(&r.payload)?).await?,
+            "discard_recent" => self.discard_recent(&body(&r.payload)?)?,
+            "classifiers" => {
+                only_fields(&body(&r.payload)?, &[])?;
+                json!({ "classifiers": self.all.iter().map(|c| c.describe()).collect::<Vec<_>>() })
+            }
             other => {
                 return Err(bad(format!(
                     "unknown operation \"{other}\"; known: {}",
@@ -612,7 +652,8 @@ impl Learner {
     }
 
     fn publish_head(&self) {
-        self.publisher.try_publish_head(&self.head_json());
+        self.publisher
+            .try_publish_head(self.index, &self.head_json());
     }
 
     fn schedule_retrain(&mut self) {
@@ -641,6 +682,7 @@ impl Learner {
 
     async fn add_sample(&mut self, r: &Request) -> Result<Value, RequestError> {
         let max_bytes = self.config.max_image_bytes;
+        let mut apply_region = false;
         let (label, bytes) = if r.payload.first() == Some(&b'{') {
             let req: AddSample = serde_json::from_slice(&r.payload)
                 .map_err(|e| bad(format!("bad add_sample request: {e}")))?;
@@ -655,6 +697,7 @@ impl Learner {
             let bytes = base64::engine::general_purpose::STANDARD
                 .decode(req.image.trim())
                 .map_err(|e| bad(format!("\"image\" is not base64: {e}")))?;
+            apply_region = req.apply_region;
             (label, bytes)
         } else {
             let label = r
@@ -684,8 +727,15 @@ impl Learner {
         }
         self.check_room(&label, 1)?;
         let limits = self.limits();
+        let region = apply_region.then_some(self.classifier.spec.region);
         let (prepared, features) = self
-            .embed_sample(move || decode_image(&bytes, &limits).map_err(|e| bad(e.to_string())))
+            .embed_sample(move || {
+                let image = decode_image(&bytes, &limits).map_err(|e| bad(e.to_string()))?;
+                match region {
+                    Some(r) => crop_to(&image, &r),
+                    None => Ok(image),
+                }
+            })
             .await?;
         let id = self.store_sample(
             &label,
@@ -746,6 +796,15 @@ impl Learner {
         Ok(meta.id)
     }
 
+    /// The job that crops a frame to this classifier's region (for `label_frame`).
+    fn region_of(
+        &self,
+        frame: Arc<Frame>,
+    ) -> impl FnOnce() -> Result<RgbImage, RequestError> + Send + 'static {
+        let r = self.classifier.spec.region;
+        move || crop_to(&frame.image, &r)
+    }
+
     fn class_count(&self, label: &str) -> usize {
         self.store
             .samples()
@@ -798,6 +857,7 @@ impl Learner {
         self.replies.start(key, std::time::Instant::now());
         self.collecting = Some(Collecting {
             op: r.op.clone(),
+            reply: r.reply.clone(),
             transaction: r.transaction(),
             key: key.to_string(),
             label,
@@ -818,7 +878,7 @@ impl Learner {
         let outcome = match frame {
             Some(Ok(frame)) => {
                 let stored = match self.check_room(&label, 1) {
-                    Ok(()) => match self.embed_sample(move || Ok(frame.image.clone())).await {
+                    Ok(()) => match self.embed_sample(self.region_of(frame)).await {
                         Ok((prepared, features)) => {
                             self.store_sample(&label, Origin::Frame, &prepared.jpeg, features, None)
                         }
@@ -872,7 +932,7 @@ impl Learner {
                 response_error(&msg, c.transaction.as_ref())
             }
         };
-        self.answer(&c.op, &c.key, &reply);
+        self.answer(&c.reply, &c.op, &c.key, &reply);
     }
 
     /// Train a head on every stored sample, save it and swap it in.
@@ -941,6 +1001,15 @@ impl Learner {
         self.head.store(Some(Arc::new(head)));
         self.publish_head();
     }
+}
+
+/// `image` cropped to `region`; an error when a pixel region does not fit it.
+fn crop_to(image: &RgbImage, region: &region::RegionConfig) -> Result<RgbImage, RequestError> {
+    let (w, h) = image.dimensions();
+    let rect = region
+        .rect(w, h)
+        .map_err(|e| bad(format!("cannot apply the classifier's region: {e}")))?;
+    Ok(region::crop(image, rect))
 }
 
 /// Take `count` new frames from the source, `interval` apart, and hand each to the

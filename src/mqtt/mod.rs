@@ -43,9 +43,13 @@ pub use topics::Topics;
 /// from `mqtt.reconnect_min_ms`.
 pub const STABLE_AFTER: Duration = Duration::from_secs(30);
 
-/// A request received on `<base>/request/<op>[/<arg>]`.
+/// A request received on `<base>/[<classifier>/]request/<op>[/<arg>]`.
 #[derive(Debug, Clone)]
 pub struct Request {
+    /// The classifier it addresses (index in the configuration).
+    pub classifier: usize,
+    /// Where the answer goes: `<reply>/<op>`.
+    pub reply: String,
     pub op: String,
     /// Topic levels after the operation (`add_sample/<label>`).
     pub arg: Option<String>,
@@ -75,6 +79,8 @@ pub struct Publisher {
     /// Replaced when the connection task switches protocol version.
     client: Arc<ArcSwap<Client>>,
     pub topics: Arc<Topics>,
+    /// Every classifier's topics, in configuration order.
+    pub classifiers: Arc<Vec<Arc<crate::classifier::ClassifierTopics>>>,
     stats: Arc<Stats>,
     connected: Arc<AtomicBool>,
     predictions: TopicOptions,
@@ -114,9 +120,12 @@ impl Publisher {
 
     /// Publish one prediction; while disconnected, or when the queue is full, the
     /// prediction is dropped (a stale prediction is worth nothing) and counted.
-    pub fn try_publish_prediction(&self, payload: Vec<u8>) -> bool {
+    pub fn try_publish_prediction(&self, classifier: usize, payload: Vec<u8>) -> bool {
         let sent = self.is_connected()
-            && self.try_send(&self.topics.prediction, self.predictions, payload);
+            && self
+                .classifiers
+                .get(classifier)
+                .is_some_and(|t| self.try_send(&t.prediction, self.predictions, payload));
         let counter = if sent {
             &self.stats.predictions_published
         } else {
@@ -134,18 +143,18 @@ impl Publisher {
         )
     }
 
-    pub fn try_publish_head(&self, payload: &Value) -> bool {
-        self.try_send(
-            &self.topics.head,
-            self.status,
-            payload.to_string().into_bytes(),
-        )
+    /// Publish classifier `classifier`'s retained head description.
+    pub fn try_publish_head(&self, classifier: usize, payload: &Value) -> bool {
+        let Some(t) = self.classifiers.get(classifier) else {
+            return false;
+        };
+        self.try_send(&t.head, self.status, payload.to_string().into_bytes())
     }
 
-    /// Answer a request on `<base>/response/<op>`.
-    pub fn try_respond(&self, op: &str, payload: &Value) -> bool {
+    /// Answer a request on `<reply>/<op>` (see [`Request::reply`]).
+    pub fn try_respond(&self, reply: &str, op: &str, payload: &Value) -> bool {
         let sent = self.try_send(
-            &self.topics.response(op),
+            &format!("{reply}/{op}"),
             self.responses,
             payload.to_string().into_bytes(),
         );
@@ -167,7 +176,10 @@ pub struct Connection {
     /// `auto`, and no connection has succeeded yet: failures switch versions.
     probing: bool,
     publisher: Publisher,
-    requests_tx: Option<mpsc::Sender<Request>>,
+    /// The learning task of each classifier, in configuration order.
+    requests_tx: Option<Vec<mpsc::Sender<Request>>>,
+    /// Classifier names, in configuration order.
+    names: Vec<String>,
     backoff: Backoff,
     announcements: Announcements,
     /// When the current connection was acknowledged.
@@ -184,11 +196,21 @@ pub enum MqttError {
 pub fn connect(
     settings: &Settings,
     broker: Option<std::net::SocketAddr>,
-    requests_tx: mpsc::Sender<Request>,
+    requests_tx: Vec<mpsc::Sender<Request>>,
     stats: Arc<Stats>,
 ) -> Result<(Publisher, Connection), MqttError> {
     let m = &settings.raw.mqtt;
     let topics = Arc::new(Topics::new(&settings.topic_base));
+    let classifiers: Vec<Arc<crate::classifier::ClassifierTopics>> = settings
+        .classifiers
+        .iter()
+        .map(|c| {
+            Arc::new(crate::classifier::ClassifierTopics::new(
+                &settings.topic_base,
+                &c.name,
+            ))
+        })
+        .collect();
     let (host, port) = match broker {
         Some(addr) => (addr.ip().to_string(), addr.port()),
         None => (m.host.clone(), m.port),
@@ -218,6 +240,7 @@ pub fn connect(
     let publisher = Publisher {
         client: Arc::new(ArcSwap::from_pointee(client)),
         topics: topics.clone(),
+        classifiers: Arc::new(classifiers.clone()),
         stats,
         connected: Arc::new(AtomicBool::new(false)),
         predictions: m.predictions,
@@ -230,6 +253,7 @@ pub fn connect(
             &settings.raw.homeassistant.prefix,
             &settings.device_id,
             &topics,
+            &classifiers,
         )
     } else {
         Vec::new()
@@ -243,6 +267,11 @@ pub fn connect(
             probing,
             publisher,
             requests_tx: Some(requests_tx),
+            names: settings
+                .classifiers
+                .iter()
+                .map(|c| c.name.clone())
+                .collect(),
             backoff: Backoff::from_millis(m.reconnect_min_ms, m.reconnect_max_ms),
             announcements,
             connected_at: None,
@@ -285,6 +314,7 @@ impl Connection {
         }
         let client = p.client.load();
         let mut ok = client.try_subscribe_requests(&p.topics.request_filter);
+        ok &= client.try_subscribe_requests(&p.topics.classifier_request_filter);
         ok &= client.try_publish(&p.topics.availability, 1, true, topics::ONLINE.into());
         for (topic, config) in &self.announcements {
             ok &= client.try_publish(topic, 1, true, config.to_string().into_bytes());
@@ -306,9 +336,10 @@ impl Connection {
     }
 
     fn on_publish(&self, topic: &str, payload: Bytes, retain: bool, dup: bool) {
-        let Some((op, arg)) = self.publisher.topics.parse_request(topic) else {
+        let Some((route, op, arg)) = self.publisher.topics.parse_request(topic) else {
             return;
         };
+        let reply = self.publisher.topics.reply_base(route);
         if payload.is_empty() {
             // What clearing a retained message looks like to subscribers; no
             // operation takes a zero-byte payload.
@@ -318,7 +349,13 @@ impl Connection {
             );
             return;
         }
+        let classifier = match route {
+            topics::Route::Device => Some(0),
+            topics::Route::Classifier(name) => self.names.iter().position(|n| n == name),
+        };
         let request = Request {
+            classifier: classifier.unwrap_or(0),
+            reply,
             op: op.to_string(),
             arg: arg.map(str::to_string),
             payload,
@@ -329,19 +366,30 @@ impl Connection {
             .stats
             .requests
             .fetch_add(1, Ordering::Relaxed);
-        let refused = match &self.requests_tx {
+        let refused: Option<String> = match (&self.requests_tx, route) {
+            (_, topics::Route::Classifier(name)) if classifier.is_none() => Some(format!(
+                "there is no classifier \"{name}\"; configured: {}",
+                self.names.join(", ")
+            )),
             _ if retain => {
                 tracing::warn!(topic, "refused a retained request: clear it with an empty retained message on that topic");
-                Some("refused: this request was delivered with the retain flag (a copy the broker keeps), so it is not carried out; requests must be published without retain. Clear it by publishing an empty retained message to the same topic")
+                Some("refused: this request was delivered with the retain flag (a copy the broker keeps), so it is not carried out; requests must be published without retain. Clear it by publishing an empty retained message to the same topic".into())
             }
-            None => Some("shutting down"),
-            Some(tx) => match tx.try_send(request.clone()) {
-                Ok(()) => None,
-                Err(mpsc::error::TrySendError::Full(_)) => {
-                    Some("busy: too many requests waiting, try again shortly")
+            (None, _) => Some("shutting down".into()),
+            (Some(txs), _) => {
+                // Err(true): the queue is full; Err(false): the learner is gone.
+                let sent = txs.get(request.classifier).map(|tx| {
+                    tx.try_send(request.clone())
+                        .map_err(|e| matches!(e, mpsc::error::TrySendError::Full(_)))
+                });
+                match sent {
+                    Some(Ok(())) => None,
+                    Some(Err(true)) => {
+                        Some("busy: too many requests waiting, try again shortly".into())
+                    }
+                    Some(Err(false)) | None => Some("shutting down".into()),
                 }
-                Err(mpsc::error::TrySendError::Closed(_)) => Some("shutting down"),
-            },
+            }
         };
         if let Some(why) = refused {
             self.publisher
@@ -349,8 +397,9 @@ impl Connection {
                 .requests_failed
                 .fetch_add(1, Ordering::Relaxed);
             self.publisher.try_respond(
+                &request.reply,
                 &request.op,
-                &payload::response_error(why, request.transaction().as_ref()),
+                &payload::response_error(&why, request.transaction().as_ref()),
             );
         }
     }

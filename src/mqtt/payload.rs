@@ -44,6 +44,12 @@ pub struct Prediction {
     /// The file the frame came from (`files` source only).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub image: Option<String>,
+    /// The classifier that made the prediction.
+    pub classifier: String,
+    /// Why the backbone ran on this crop (`first`, `changed`, `settling`,
+    /// `interval`, `max_age`, `every_frame`), or `head_changed`: the last
+    /// features classified again by a retrained head.
+    pub trigger: &'static str,
 }
 
 pub fn timestamp(t: SystemTime) -> String {
@@ -67,11 +73,16 @@ pub fn response_error(error: &str, transaction: Option<&Value>) -> Value {
     v
 }
 
-/// Home Assistant MQTT discovery messages: (topic, retained config payload).
+/// Home Assistant MQTT discovery messages: (topic, retained config payload), a
+/// label and a confidence sensor per classifier, all under one device. The first
+/// classifier's entities keep the names of a single-classifier edgehead
+/// (`homeassistant/sensor/<device>/label/config`, `sensor.edgehead_<device>_label`);
+/// the others add their name (`.../<name>_label/config`).
 pub fn homeassistant_discovery(
     prefix: &str,
     device_id: &str,
     topics: &super::Topics,
+    classifiers: &[std::sync::Arc<crate::classifier::ClassifierTopics>],
 ) -> Vec<(String, Value)> {
     let device = json!({
         "identifiers": [format!("edgehead_{device_id}")],
@@ -80,37 +91,45 @@ pub fn homeassistant_discovery(
         "manufacturer": "edgehead",
         "sw_version": env!("CARGO_PKG_VERSION"),
     });
-    let sensor = |key: &str, name: &str, template: &str, extra: Value| {
-        let mut config = json!({
-            "name": name,
-            "unique_id": format!("edgehead_{device_id}_{key}"),
-            "object_id": format!("edgehead_{device_id}_{key}"),
-            "state_topic": topics.prediction,
-            "value_template": template,
-            "availability_topic": topics.availability,
-            "payload_available": super::topics::ONLINE,
-            "payload_not_available": super::topics::OFFLINE,
-            "device": device,
-        });
-        if let (Some(c), Some(e)) = (config.as_object_mut(), extra.as_object()) {
-            c.extend(e.clone());
-        }
-        (format!("{prefix}/sensor/{device_id}/{key}/config"), config)
-    };
-    vec![
-        sensor(
+    let mut out = Vec::new();
+    for (i, c) in classifiers.iter().enumerate() {
+        let (key_prefix, name_prefix) = if i == 0 {
+            (String::new(), String::new())
+        } else {
+            (format!("{}_", c.name), format!("{} ", c.name))
+        };
+        let sensor = |key: &str, name: &str, template: &str, extra: Value| {
+            let key = format!("{key_prefix}{key}");
+            let mut config = json!({
+                "name": format!("{name_prefix}{name}"),
+                "unique_id": format!("edgehead_{device_id}_{key}"),
+                "object_id": format!("edgehead_{device_id}_{key}"),
+                "state_topic": c.prediction,
+                "value_template": template,
+                "availability_topic": topics.availability,
+                "payload_available": super::topics::ONLINE,
+                "payload_not_available": super::topics::OFFLINE,
+                "device": device,
+            });
+            if let (Some(cfg), Some(e)) = (config.as_object_mut(), extra.as_object()) {
+                cfg.extend(e.clone());
+            }
+            (format!("{prefix}/sensor/{device_id}/{key}/config"), config)
+        };
+        out.push(sensor(
             "label",
             "Label",
             "{{ value_json.label if value_json.label is not none else 'none' }}",
-            json!({ "json_attributes_topic": topics.prediction, "icon": "mdi:eye" }),
-        ),
-        sensor(
+            json!({ "json_attributes_topic": c.prediction, "icon": "mdi:eye" }),
+        ));
+        out.push(sensor(
             "confidence",
             "Confidence",
             "{{ (value_json.confidence * 100) | round(1) }}",
             json!({ "unit_of_measurement": "%", "state_class": "measurement", "icon": "mdi:percent" }),
-        ),
-    ]
+        ));
+    }
+    out
 }
 
 #[cfg(test)]
@@ -137,6 +156,8 @@ mod tests {
             backbone: "m@abc".into(),
             head: Some("ncm-v1".into()),
             image: None,
+            classifier: "door".into(),
+            trigger: "changed",
         };
         let v = serde_json::to_value(&p).expect("json");
         assert_eq!(v["label"], "cat");
@@ -149,6 +170,7 @@ mod tests {
             [
                 "backbone",
                 "captured_at",
+                "classifier",
                 "confidence",
                 "embedding_norm",
                 "frame_label",
@@ -158,7 +180,8 @@ mod tests {
                 "latency_ms",
                 "seq",
                 "similarity",
-                "top"
+                "top",
+                "trigger"
             ]
         );
     }
@@ -180,14 +203,24 @@ mod tests {
 
     #[test]
     fn discovery_points_home_assistant_at_our_topics() {
+        use crate::classifier::ClassifierTopics;
+        use std::sync::Arc;
         let topics = super::super::Topics::new("edgehead/cam1");
-        let msgs = homeassistant_discovery("homeassistant", "cam1", &topics);
+        let classifiers = [
+            Arc::new(ClassifierTopics::new("edgehead/cam1", "default")),
+            Arc::new(ClassifierTopics::new("edgehead/cam1", "door")),
+        ];
+        let msgs = homeassistant_discovery("homeassistant", "cam1", &topics, &classifiers);
+        assert_eq!(msgs.len(), 4);
         assert_eq!(msgs[0].0, "homeassistant/sensor/cam1/label/config");
-        assert_eq!(msgs[0].1["state_topic"], "edgehead/cam1/prediction");
+        assert_eq!(msgs[0].1["state_topic"], "edgehead/cam1/default/prediction");
         assert_eq!(
             msgs[0].1["availability_topic"],
             "edgehead/cam1/availability"
         );
         assert_eq!(msgs[1].1["unique_id"], "edgehead_cam1_confidence");
+        assert_eq!(msgs[2].0, "homeassistant/sensor/cam1/door_label/config");
+        assert_eq!(msgs[2].1["state_topic"], "edgehead/cam1/door/prediction");
+        assert_eq!(msgs[3].1["name"], "door Confidence");
     }
 }

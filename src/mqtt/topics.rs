@@ -1,4 +1,9 @@
-//! MQTT topic names, all below `<base_topic>/<device_id>`.
+//! MQTT topic names, all below `<base_topic>/<device_id>` (the device base).
+//!
+//! Device-level: `availability`, `status`, and `request/<op>` / `response/<op>`,
+//! which address the first classifier. Per classifier, below `<base>/<name>/`:
+//! `prediction`, `head`, `request/<op>`, `response/<op>` (built by
+//! [`crate::classifier::ClassifierTopics`]).
 
 /// Topic segments; the full names are built by [`Topics`].
 pub const AVAILABILITY: &str = "availability";
@@ -17,14 +22,21 @@ pub struct Topics {
     pub base: String,
     /// Retained `online` / `offline` (the last will).
     pub availability: String,
-    /// One JSON message per published prediction.
-    pub prediction: String,
     /// Retained daemon status: source state, counters, head.
     pub status: String,
-    /// Retained description and quality of the current head.
-    pub head: String,
-    /// Subscription filter for requests: `<base>/request/#`.
+    /// Subscription filter for device-level requests: `<base>/request/#`.
     pub request_filter: String,
+    /// Subscription filter for every classifier's requests: `<base>/+/request/#`.
+    pub classifier_request_filter: String,
+}
+
+/// Which requests a request topic addresses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Route<'t> {
+    /// `<base>/request/...`: the first classifier.
+    Device,
+    /// `<base>/<name>/request/...`.
+    Classifier(&'t str),
 }
 
 impl Topics {
@@ -32,31 +44,50 @@ impl Topics {
         Self {
             base: base.to_string(),
             availability: format!("{base}/{AVAILABILITY}"),
-            prediction: format!("{base}/{PREDICTION}"),
             status: format!("{base}/{STATUS}"),
-            head: format!("{base}/{HEAD}"),
             request_filter: format!("{base}/{REQUEST}/#"),
+            classifier_request_filter: format!("{base}/+/{REQUEST}/#"),
         }
     }
 
-    /// Where the answer to request `op` goes.
+    /// Where the answer to device-level request `op` goes.
     pub fn response(&self, op: &str) -> String {
         format!("{}/{RESPONSE}/{op}", self.base)
     }
 
-    /// For a topic under `<base>/request/`, the operation and any further levels
-    /// (`request/add_sample/cat` → `("add_sample", Some("cat"))`).
-    pub fn parse_request<'t>(&self, topic: &'t str) -> Option<(&'t str, Option<&'t str>)> {
-        let rest = topic
-            .strip_prefix(self.base.as_str())?
-            .strip_prefix('/')?
-            .strip_prefix(REQUEST)?
-            .strip_prefix('/')?;
-        match rest.split_once('/') {
+    /// The response topic prefix for requests that came by `route`:
+    /// `<base>/response` or `<base>/<name>/response`.
+    pub fn reply_base(&self, route: Route) -> String {
+        match route {
+            Route::Device => format!("{}/{RESPONSE}", self.base),
+            Route::Classifier(name) => format!("{}/{name}/{RESPONSE}", self.base),
+        }
+    }
+
+    /// For a request topic, who it addresses, the operation and any further levels
+    /// (`<base>/door/request/add_sample/cat` → `(Classifier("door"), "add_sample", Some("cat"))`).
+    pub fn parse_request<'t>(
+        &self,
+        topic: &'t str,
+    ) -> Option<(Route<'t>, &'t str, Option<&'t str>)> {
+        let rest = topic.strip_prefix(self.base.as_str())?.strip_prefix('/')?;
+        let (route, rest) = match rest.strip_prefix(REQUEST).and_then(|r| r.strip_prefix('/')) {
+            Some(r) => (Route::Device, r),
+            None => {
+                let (name, r) = rest.split_once('/')?;
+                let r = r.strip_prefix(REQUEST)?.strip_prefix('/')?;
+                if name.is_empty() {
+                    return None;
+                }
+                (Route::Classifier(name), r)
+            }
+        };
+        let parsed = match rest.split_once('/') {
             Some((op, arg)) if !op.is_empty() => Some((op, Some(arg))),
             None if !rest.is_empty() => Some((rest, None)),
             _ => None,
-        }
+        };
+        parsed.map(|(op, arg)| (route, op, arg))
     }
 }
 
@@ -68,7 +99,6 @@ mod tests {
     fn builds_topics_below_the_device() {
         let t = Topics::new("edgehead/cam1");
         assert_eq!(t.availability, "edgehead/cam1/availability");
-        assert_eq!(t.prediction, "edgehead/cam1/prediction");
         assert_eq!(t.request_filter, "edgehead/cam1/request/#");
         assert_eq!(
             t.response("add_sample"),
@@ -79,18 +109,29 @@ mod tests {
     #[test]
     fn parses_request_topics() {
         let t = Topics::new("edgehead/cam1");
+        use Route::*;
         assert_eq!(
             t.parse_request("edgehead/cam1/request/classes"),
-            Some(("classes", None))
+            Some((Device, "classes", None))
         );
         assert_eq!(
             t.parse_request("edgehead/cam1/request/add_sample/cat"),
-            Some(("add_sample", Some("cat")))
+            Some((Device, "add_sample", Some("cat")))
         );
         assert_eq!(
             t.parse_request("edgehead/cam1/request/add_sample/a/b"),
-            Some(("add_sample", Some("a/b")))
+            Some((Device, "add_sample", Some("a/b")))
         );
+        assert_eq!(
+            t.parse_request("edgehead/cam1/door/request/add_sample/open"),
+            Some((Classifier("door"), "add_sample", Some("open")))
+        );
+        assert_eq!(
+            t.parse_request("edgehead/cam1/door/request/head"),
+            Some((Classifier("door"), "head", None))
+        );
+        assert_eq!(t.parse_request("edgehead/cam1/door/response/head"), None);
+        assert_eq!(t.parse_request("edgehead/cam1//request/head"), None);
         assert_eq!(t.parse_request("edgehead/cam1/request/"), None);
         assert_eq!(t.parse_request("edgehead/cam1/requests/x"), None);
         assert_eq!(t.parse_request("edgehead/cam2/request/x"), None);

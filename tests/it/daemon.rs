@@ -24,7 +24,7 @@ async fn predictions_arrive_with_the_documented_schema() {
     let mut seqs = Vec::new();
     for _ in 0..3 {
         let p = sub
-            .wait_for(&format!("{BASE}/prediction"), 30, |_| true)
+            .wait_for(&format!("{BASE}/default/prediction"), 30, |_| true)
             .await
             .json();
         // No head yet: label is null, and the embedding norm shows the backbone ran.
@@ -63,7 +63,10 @@ async fn predictions_arrive_with_the_documented_schema() {
         .wait_for("homeassistant/sensor/it/label/config", 10, |m| m.retain)
         .await
         .json();
-    assert_eq!(discovery["state_topic"], format!("{BASE}/prediction"));
+    assert_eq!(
+        discovery["state_topic"],
+        format!("{BASE}/default/prediction")
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -95,7 +98,7 @@ async fn sigterm_publishes_offline_and_exits_zero() {
     let config = config_file(dir.path(), broker.port, "");
     let mut sub = Client::connect(broker.port, &[&format!("{BASE}/#")]).await;
     let mut daemon = Process::start(&config);
-    sub.wait_for(&format!("{BASE}/prediction"), 60, |_| true)
+    sub.wait_for(&format!("{BASE}/default/prediction"), 60, |_| true)
         .await;
     daemon.terminate(15);
     sub.wait_for(&format!("{BASE}/availability"), 10, |m| {
@@ -118,8 +121,8 @@ async fn the_daemon_survives_a_broker_restart_and_resumes_publishing() {
     let config = config_file(dir.path(), broker.port, "");
     let mut daemon = Process::start(&config);
     {
-        let mut sub = Client::connect(broker.port, &[&format!("{BASE}/prediction")]).await;
-        sub.wait_for(&format!("{BASE}/prediction"), 60, |_| true)
+        let mut sub = Client::connect(broker.port, &[&format!("{BASE}/default/prediction")]).await;
+        sub.wait_for(&format!("{BASE}/default/prediction"), 60, |_| true)
             .await;
     }
     broker.restart();
@@ -134,11 +137,11 @@ async fn the_daemon_survives_a_broker_restart_and_resumes_publishing() {
     let m = Client::retained(broker.port, &format!("{BASE}/availability")).await;
     assert_eq!(m.text(), "online");
     let first = sub
-        .wait_for(&format!("{BASE}/prediction"), 30, |_| true)
+        .wait_for(&format!("{BASE}/default/prediction"), 30, |_| true)
         .await
         .json();
     let later = sub
-        .wait_for(&format!("{BASE}/prediction"), 30, |m| {
+        .wait_for(&format!("{BASE}/default/prediction"), 30, |m| {
             m.json()["seq"].as_u64() > first["seq"].as_u64()
         })
         .await;
@@ -175,7 +178,7 @@ async fn the_embedded_broker_serves_outside_clients() {
     })
     .await;
     let p = sub
-        .wait_for(&format!("{BASE}/prediction"), 30, |_| true)
+        .wait_for(&format!("{BASE}/default/prediction"), 30, |_| true)
         .await
         .json();
     assert!(p["seq"].as_u64().is_some());
@@ -261,7 +264,7 @@ async fn predictions_flow_over_tls_and_a_wrong_ca_is_refused() {
         m.text() == "online"
     })
     .await;
-    sub.wait_for(&format!("{BASE}/prediction"), 30, |_| true)
+    sub.wait_for(&format!("{BASE}/default/prediction"), 30, |_| true)
         .await;
     daemon.terminate(15);
 

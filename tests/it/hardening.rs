@@ -300,8 +300,10 @@ async fn a_long_label_frame_does_not_hold_up_short_requests() {
 async fn retained_state_is_published_again_after_a_broker_restart() {
     let (mut broker, _dir, _daemon, mut c) = start("\n[learn]\ndebounce_ms = 50\n").await;
     teach_hat_and_shoes(&mut c).await;
-    c.wait_for(&format!("{BASE}/head"), 30, |m| !m.json()["head"].is_null())
-        .await;
+    c.wait_for(&format!("{BASE}/default/head"), 30, |m| {
+        !m.json()["head"].is_null()
+    })
+    .await;
     drop(c);
     for _ in 0..3 {
         broker.restart();
@@ -312,7 +314,7 @@ async fn retained_state_is_published_again_after_a_broker_restart() {
             m.text() == "online"
         })
         .await;
-        let head = retained_soon(broker.port, &format!("{BASE}/head")).await;
+        let head = retained_soon(broker.port, &format!("{BASE}/default/head")).await;
         assert_eq!(
             head.json()["classes"],
             json!(["hat", "shoes"]),
@@ -343,7 +345,9 @@ async fn changing_the_preprocessing_re_embeds_the_samples_and_retrains() {
     let (_broker, dir, mut daemon, mut c) = start("\n[learn]\ndebounce_ms = 50\n").await;
     teach_hat_and_shoes(&mut c).await;
     let before = c
-        .wait_for(&format!("{BASE}/head"), 30, |m| !m.json()["head"].is_null())
+        .wait_for(&format!("{BASE}/default/head"), 30, |m| {
+            !m.json()["head"].is_null()
+        })
         .await
         .json();
     daemon.terminate(30);
@@ -356,7 +360,7 @@ async fn changing_the_preprocessing_re_embeds_the_samples_and_retrains() {
     });
     let daemon = Process::start(&config);
     let after = c
-        .wait_for(&format!("{BASE}/head"), 60, |m| {
+        .wait_for(&format!("{BASE}/default/head"), 60, |m| {
             let h = m.json();
             !h["head"].is_null() && h["backbone"] != before["backbone"]
         })
@@ -710,7 +714,7 @@ async fn on_a_full_disk_the_daemon_starts_says_so_predicts_and_deletes() {
     .await;
     teach_hat_and_shoes(&mut c).await;
     // The head is saved before the disk fills up.
-    c.wait_for(&format!("{BASE}/head"), 30, |m| {
+    c.wait_for(&format!("{BASE}/default/head"), 30, |m| {
         m.json()["head"] == "ncm-v1"
     })
     .await;
@@ -728,7 +732,7 @@ async fn on_a_full_disk_the_daemon_starts_says_so_predicts_and_deletes() {
             .is_some_and(|e| e.contains("disk is full")),
         "{r}"
     );
-    let leftovers: Vec<_> = std::fs::read_dir(state.join("samples"))
+    let leftovers: Vec<_> = std::fs::read_dir(state.join("classifiers/default/samples"))
         .expect("ls")
         .map(|e| e.expect("entry").file_name())
         .collect();
@@ -751,7 +755,7 @@ async fn on_a_full_disk_the_daemon_starts_says_so_predicts_and_deletes() {
         .await
         .json();
     assert_eq!(status["head"], "ncm-v1", "{status}");
-    c.wait_for(&format!("{BASE}/prediction"), 30, |m| {
+    c.wait_for(&format!("{BASE}/default/prediction"), 30, |m| {
         !m.json()["head"].is_null()
     })
     .await;

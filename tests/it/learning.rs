@@ -95,7 +95,7 @@ async fn labeled_samples_teach_the_head_and_survive_a_restart() {
     );
     // The head is retrained and announced, with its quality.
     let head = sub
-        .wait_for(&format!("{BASE}/head"), 60, |m| {
+        .wait_for(&format!("{BASE}/default/head"), 60, |m| {
             m.json()["quality"]["samples"] == 24
         })
         .await
@@ -113,7 +113,7 @@ async fn labeled_samples_teach_the_head_and_survive_a_restart() {
     let mut verdicts = std::collections::BTreeMap::new();
     while verdicts.len() < 22 {
         let p = sub
-            .wait_for(&format!("{BASE}/prediction"), 60, |m| {
+            .wait_for(&format!("{BASE}/default/prediction"), 60, |m| {
                 m.json()["head"] == head_id.as_str()
             })
             .await
@@ -142,7 +142,7 @@ async fn labeled_samples_teach_the_head_and_survive_a_restart() {
     let mut daemon = Process::start(&config);
     let mut sub = Client::connect(broker.port, &[&format!("{BASE}/#")]).await;
     let first = sub
-        .wait_for(&format!("{BASE}/prediction"), 60, |m| !m.retain)
+        .wait_for(&format!("{BASE}/default/prediction"), 60, |m| !m.retain)
         .await
         .json();
     assert_eq!(
@@ -156,7 +156,7 @@ async fn labeled_samples_teach_the_head_and_survive_a_restart() {
     // A head saved by an older edgehead (no `format` field) is not used: it is
     // retrained from the stored samples at start-up, under the next version.
     daemon.terminate(20);
-    let head_file = dir.path().join("state/head.json");
+    let head_file = dir.path().join("state/classifiers/default/head.json");
     let mut saved: serde_json::Value =
         serde_json::from_slice(&std::fs::read(&head_file).expect("read head")).expect("json");
     let old_version = saved["version"].as_u64().expect("version");
@@ -165,14 +165,14 @@ async fn labeled_samples_teach_the_head_and_survive_a_restart() {
     let _daemon = Process::start(&config);
     let mut sub = Client::connect(broker.port, &[&format!("{BASE}/#")]).await;
     let head = sub
-        .wait_for(&format!("{BASE}/head"), 60, |m| {
+        .wait_for(&format!("{BASE}/default/head"), 60, |m| {
             m.json()["version"].as_u64() == Some(old_version + 1)
         })
         .await
         .json();
     assert_eq!(head["quality"]["samples"], 24, "{head}");
     let first = sub
-        .wait_for(&format!("{BASE}/prediction"), 60, |m| !m.retain)
+        .wait_for(&format!("{BASE}/default/prediction"), 60, |m| !m.retain)
         .await
         .json();
     assert_ne!(first["head"], head_id.as_str(), "{first}");

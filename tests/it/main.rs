@@ -2,6 +2,7 @@
 //! They start real mosquitto brokers and the real daemon with the real backbone.
 
 mod backbone;
+mod classifiers;
 mod daemon;
 mod hardening;
 mod harness;

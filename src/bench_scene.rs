@@ -1,0 +1,335 @@
+//! `edgehead bench-scene`: what the change gate saves, measured on a replayed scene.
+//!
+//! A 640×480 scene (a background photo) is replayed at `fps` through the real
+//! inference pipeline (gate, backbone, heads, smoothing) with two classifiers:
+//! `door`, whose region (a tenth of the frame) holds one object and later
+//! another, and `bins`, whose region never changes. Every frame carries fresh
+//! camera noise (uniform, ±`noise` grey levels per channel) and the light falls
+//! slowly by `light_drop` over the static phase, like an afternoon. After
+//! `static_secs` the door's object is swapped; the run goes on for `after_secs`.
+//!
+//! Printed per classifier: backbone runs per minute while static and while
+//! changing, and for `door` the delay from the swap to the first published
+//! prediction with the new stable label; for the process, CPU seconds per minute
+//! of each phase (getrusage, the frames are made in advance so the replay costs
+//! nothing measurable).
+
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime};
+
+use image::RgbImage;
+use serde::Serialize;
+use tokio::sync::watch;
+
+use crate::backbone::{Embedder, TractEmbedder};
+use crate::classifier::gate::TriggerConfig;
+use crate::classifier::region::{self, RegionConfig, RegionUnit};
+use crate::classifier::{Classifier, ClassifierSpec};
+use crate::config::HeadKind;
+use crate::eval::Scene;
+use crate::head::{self, Sample, TrainParams};
+use crate::mqtt::payload::Prediction;
+use crate::pipeline::{Inference, PredictionSink};
+use crate::source::{Demand, Frame};
+use crate::stats::{cpu_seconds, Stats};
+
+pub struct Options {
+    pub background: RgbImage,
+    /// The door's object before and after the change.
+    pub before: RgbImage,
+    pub after: RgbImage,
+    pub fps: f64,
+    pub static_secs: f64,
+    pub after_secs: f64,
+    /// Camera noise, ± grey levels per channel.
+    pub noise: u8,
+    /// Fraction the light falls by over the static phase (0.2: to 80%).
+    pub light_drop: f32,
+    pub max_age_secs: f64,
+    pub smoothing_window: usize,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct ClassifierResult {
+    pub name: String,
+    pub runs_per_min_static: f64,
+    pub runs_per_min_changing: f64,
+    pub skipped_static: u64,
+    /// Backbone runs by reason over the whole run.
+    pub runs: serde_json::Value,
+    /// `door` only: swap → first published prediction with the new stable label.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub change_to_label_ms: Option<f64>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Report {
+    pub backbone: String,
+    pub fps: f64,
+    pub static_secs: f64,
+    pub after_secs: f64,
+    pub noise: u8,
+    pub light_drop: f32,
+    pub max_age_secs: f64,
+    pub smoothing_window: usize,
+    /// Backbone run on one crop, median, ms (for scale: what every frame would cost).
+    pub backbone_ms: f64,
+    pub cpu_s_per_min_static: f64,
+    pub cpu_s_per_min_changing: f64,
+    pub classifiers: Vec<ClassifierResult>,
+}
+
+/// When a prediction was published, by which classifier, with which stable label.
+type Published = (Instant, usize, Option<String>);
+
+/// Records what the pipeline publishes.
+#[derive(Clone, Default)]
+struct Recorder(Arc<Mutex<Vec<Published>>>);
+
+impl PredictionSink for Recorder {
+    fn publish(&mut self, classifier: usize, p: &Prediction) {
+        if let Ok(mut v) = self.0.lock() {
+            v.push((Instant::now(), classifier, p.label.clone()));
+        }
+    }
+}
+
+/// `image` with its light scaled by `gain` and fresh uniform noise.
+fn camera(image: &RgbImage, gain: f32, noise: u8, rng: &mut fastrand::Rng) -> RgbImage {
+    let mut out = image.clone();
+    let n = noise as i32;
+    for p in out.pixels_mut() {
+        for c in p.0.iter_mut() {
+            let v = *c as f32 * gain + rng.i32(-n..=n) as f32;
+            *c = v.round().clamp(0.0, 255.0) as u8;
+        }
+    }
+    out
+}
+
+const LIGHT_STEPS: usize = 8;
+const NOISE_VARIANTS: usize = 4;
+
+fn bins_region() -> RegionConfig {
+    RegionConfig {
+        x: 0.05,
+        y: 0.55,
+        width: 0.3,
+        height: 0.35,
+        unit: RegionUnit::Fraction,
+    }
+}
+
+/// A head for `spec`'s region from labeled frames (NCM: one mean per class).
+fn head_for(
+    e: &TractEmbedder,
+    region: &RegionConfig,
+    examples: &[(&RgbImage, usize)],
+    classes: &[&str],
+) -> Result<head::Head, String> {
+    let mut feats = Vec::new();
+    for (frame, class) in examples {
+        let (w, h) = frame.dimensions();
+        let rect = region.rect(w, h).map_err(|e| e.to_string())?;
+        let f = e
+            .embed(&region::crop(frame, rect))
+            .map_err(|e| e.to_string())?
+            .features;
+        feats.push((f, *class));
+    }
+    let samples: Vec<Sample> = feats
+        .iter()
+        .map(|(f, c)| Sample {
+            features: f,
+            class: *c,
+        })
+        .collect();
+    let classes: Vec<String> = classes.iter().map(|c| c.to_string()).collect();
+    let params = TrainParams {
+        kind: HeadKind::Ncm,
+        auto_min_samples: 5,
+        l2: 1e-3,
+        max_iterations: 100,
+        unknown: crate::config::UnknownThreshold::Off,
+    };
+    head::train(&samples, &classes, e.id(), 1, &params).map_err(|e| e.to_string())
+}
+
+pub fn run(e: Arc<TractEmbedder>, o: &Options) -> Result<Report, String> {
+    let scene = Scene::new(&o.background);
+    let before = scene.compose(&o.before);
+    let after = scene.compose(&o.after);
+    let mut rng = fastrand::Rng::with_seed(11);
+    let last_gain = 1.0 - o.light_drop;
+    // The frames, made in advance: light steps × noise variants, then the changed scene.
+    let gains: Vec<f32> = (0..LIGHT_STEPS)
+        .map(|i| 1.0 - o.light_drop * i as f32 / (LIGHT_STEPS - 1) as f32)
+        .collect();
+    let static_frames: Vec<Vec<RgbImage>> = gains
+        .iter()
+        .map(|g| {
+            (0..NOISE_VARIANTS)
+                .map(|_| camera(&before, *g, o.noise, &mut rng))
+                .collect()
+        })
+        .collect();
+    let after_frames: Vec<RgbImage> = (0..NOISE_VARIANTS)
+        .map(|_| camera(&after, last_gain, o.noise, &mut rng))
+        .collect();
+
+    // Heads taught on clean frames of both states (the door) and of the scene
+    // against the other object (the bins).
+    let door_region = scene.region;
+    let door_head = head_for(
+        &e,
+        &door_region,
+        &[(&before, 0), (&after, 1)],
+        &["before", "after"],
+    )?;
+    let elsewhere = Scene::new(&o.after).compose(&o.before);
+    let bins_head = head_for(
+        &e,
+        &bins_region(),
+        &[(&before, 0), (&elsewhere, 1)],
+        &["out", "in"],
+    )?;
+    let mut backbone_ms: Vec<f64> = (0..5)
+        .filter_map(|_| e.embed(&region::crop(&before, scene.rect())).ok())
+        .map(|x| x.inference.as_secs_f64() * 1000.0)
+        .collect();
+    backbone_ms.sort_by(f64::total_cmp);
+    let backbone_ms = backbone_ms
+        .get(backbone_ms.len() / 2)
+        .copied()
+        .unwrap_or(0.0);
+
+    let trigger = TriggerConfig {
+        max_age_secs: o.max_age_secs,
+        ..TriggerConfig::default()
+    };
+    let make = |name: &str, region: RegionConfig, h: head::Head| {
+        let mut spec = ClassifierSpec::new(name, region, trigger);
+        spec.predictions.smoothing_window = o.smoothing_window;
+        let c = Classifier::new(Arc::new(spec), "bench");
+        c.head.store(Some(Arc::new(h)));
+        c
+    };
+    let classifiers = vec![
+        make("door", door_region, door_head),
+        make("bins", bins_region(), bins_head),
+    ];
+
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| e.to_string())?;
+    let recorder = Recorder::default();
+    let stats = Arc::new(Stats::default());
+    let (frame_tx, frame_rx) = watch::channel(None);
+    let inference = Inference {
+        frames: frame_rx,
+        embedder: e.clone() as Arc<dyn Embedder>,
+        classifiers: classifiers.clone(),
+        sink: recorder.clone(),
+        stats: stats.clone(),
+        demand: Arc::new(Demand::default()),
+        recent_side: 320,
+    };
+    let period = Duration::from_secs_f64(1.0 / o.fps.max(0.1));
+    let (static_secs, after_secs) = (o.static_secs, o.after_secs);
+    let (phases, change_at) = runtime.block_on(async move {
+        let task = tokio::spawn(inference.run());
+        let started = Instant::now();
+        let cpu0 = cpu_seconds(libc::RUSAGE_SELF);
+        let mut tick = tokio::time::interval(period);
+        let mut seq = 0u64;
+        let mut change_at = None;
+        let mut marks = Vec::new();
+        loop {
+            tick.tick().await;
+            let t = started.elapsed().as_secs_f64();
+            if t >= static_secs + after_secs {
+                break;
+            }
+            let image = if t < static_secs {
+                let step = ((t / static_secs) * LIGHT_STEPS as f64) as usize;
+                static_frames[step.min(LIGHT_STEPS - 1)][seq as usize % NOISE_VARIANTS].clone()
+            } else {
+                if change_at.is_none() {
+                    change_at = Some(Instant::now());
+                    marks.push((
+                        cpu_seconds(libc::RUSAGE_SELF),
+                        classifiers
+                            .iter()
+                            .map(|c| (c.gate.runs(), c.gate.skips()))
+                            .collect::<Vec<_>>(),
+                    ));
+                }
+                after_frames[seq as usize % NOISE_VARIANTS].clone()
+            };
+            seq += 1;
+            let _ = frame_tx.send(Some(Arc::new(Frame {
+                seq,
+                captured_at: SystemTime::now(),
+                captured: Instant::now(),
+                image,
+                name: None,
+            })));
+        }
+        marks.push((
+            cpu_seconds(libc::RUSAGE_SELF),
+            classifiers
+                .iter()
+                .map(|c| (c.gate.runs(), c.gate.skips()))
+                .collect::<Vec<_>>(),
+        ));
+        drop(frame_tx);
+        let _ = task.await;
+        let mut phases = vec![(cpu0, vec![(0, 0); classifiers.len()])];
+        phases.extend(marks);
+        ((phases, classifiers), change_at)
+    });
+    let (phases, classifiers) = phases;
+    if phases.len() < 3 {
+        return Err(
+            "the run ended before the change (is --static-secs shorter than the run?)".into(),
+        );
+    }
+    let (s0, s1, s2) = (&phases[0], &phases[1], &phases[2]);
+    let per_min = |n: f64, secs: f64| n / secs.max(1e-9) * 60.0;
+    let records = recorder.0.lock().map(|v| v.clone()).unwrap_or_default();
+    let results = classifiers
+        .iter()
+        .enumerate()
+        .map(|(i, c)| ClassifierResult {
+            name: c.spec.name.clone(),
+            runs_per_min_static: per_min((s1.1[i].0 - s0.1[i].0) as f64, static_secs),
+            runs_per_min_changing: per_min((s2.1[i].0 - s1.1[i].0) as f64, after_secs),
+            skipped_static: s1.1[i].1 - s0.1[i].1,
+            runs: c.gate.json()["runs"].clone(),
+            change_to_label_ms: (i == 0)
+                .then(|| {
+                    let at = change_at?;
+                    records
+                        .iter()
+                        .find(|(t, k, l)| *k == 0 && *t >= at && l.as_deref() == Some("after"))
+                        .map(|(t, _, _)| t.duration_since(at).as_secs_f64() * 1000.0)
+                })
+                .flatten(),
+        })
+        .collect();
+    Ok(Report {
+        backbone: e.id().to_string(),
+        fps: o.fps,
+        static_secs,
+        after_secs,
+        noise: o.noise,
+        light_drop: o.light_drop,
+        max_age_secs: o.max_age_secs,
+        smoothing_window: o.smoothing_window,
+        backbone_ms,
+        cpu_s_per_min_static: per_min(s1.0 - s0.0, static_secs),
+        cpu_s_per_min_changing: per_min(s2.0 - s1.0, after_secs),
+        classifiers: results,
+    })
+}

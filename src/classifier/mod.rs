@@ -1,0 +1,191 @@
+//! Classifiers: named questions about regions of the frame, each with its own
+//! classes, samples, head, prediction settings and trigger. One backbone serves
+//! them all.
+//!
+//! The classifier is the unit: adding one is configuration, not code. Its topics
+//! ([`ClassifierTopics`]), its store directory ([`storage`]) and its Home
+//! Assistant entities are derived from its name here and nowhere else.
+//!
+//! - [`region`]: the rectangle of the frame and cropping it.
+//! - [`gate`]: the change measure and the trigger policy (run the backbone only
+//!   when the answer can change).
+//! - [`recent`]: recent crops worth a label (Frigate 0.17's "Recent classifications").
+//! - [`storage`]: a store per classifier under `<state_dir>/classifiers/`, and the
+//!   migration from the single-store layout of edgehead 0.1.
+
+pub mod config;
+pub mod gate;
+pub mod recent;
+pub mod region;
+pub mod storage;
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+use arc_swap::ArcSwapOption;
+
+use serde_json::{json, Map, Value};
+
+use crate::config::{HeadConfig, PredictionConfig, UnknownThreshold};
+use gate::{Run, Skip, TriggerConfig};
+use recent::Recent;
+use recent::RecentConfig;
+use region::RegionConfig;
+
+use crate::head::Head;
+
+/// The handles of one classifier the tasks share: the inference task reads the head
+/// and fills `recent` and `gate`; the learning task swaps the head in and serves
+/// `recent`.
+#[derive(Clone)]
+pub struct Classifier {
+    pub spec: Arc<ClassifierSpec>,
+    pub topics: Arc<ClassifierTopics>,
+    pub head: Arc<ArcSwapOption<Head>>,
+    pub recent: Arc<Mutex<Recent>>,
+    pub gate: Arc<GateStats>,
+}
+
+impl Classifier {
+    /// A classifier without a head, below `<device_base>/<name>/`.
+    pub fn new(spec: Arc<ClassifierSpec>, device_base: &str) -> Self {
+        Self {
+            topics: Arc::new(ClassifierTopics::new(device_base, &spec.name)),
+            head: Arc::new(ArcSwapOption::empty()),
+            recent: Arc::new(Mutex::new(Recent::new(spec.recent))),
+            gate: Arc::new(GateStats::default()),
+            spec,
+        }
+    }
+
+    /// What `status` shows: gate counters, head, classes and recent crops.
+    pub fn status(&self) -> Value {
+        let head = self.head.load();
+        let mut v = self.gate.json();
+        v["head"] = json!(head.as_ref().map(|h| h.id()));
+        v["classes"] = json!(head.as_ref().map(|h| h.classes.clone()).unwrap_or_default());
+        v["recent"] = json!(self.recent.lock().map(|r| r.len()).unwrap_or(0));
+        v
+    }
+}
+
+/// A classifier's settings after validation, with the defaults from `[head]` and
+/// `[predictions]` filled in.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ClassifierSpec {
+    pub name: String,
+    pub region: RegionConfig,
+    pub trigger: TriggerConfig,
+    pub head: HeadConfig,
+    pub unknown_threshold: UnknownThreshold,
+    pub predictions: PredictionConfig,
+    pub recent: RecentConfig,
+}
+
+impl ClassifierSpec {
+    /// A classifier with the built-in head, prediction and recent settings (for
+    /// the measuring subcommands and tests).
+    pub fn new(name: &str, region: RegionConfig, trigger: TriggerConfig) -> Self {
+        Self {
+            name: name.to_string(),
+            region,
+            trigger,
+            head: HeadConfig::default(),
+            unknown_threshold: UnknownThreshold::Auto,
+            predictions: PredictionConfig::default(),
+            recent: RecentConfig::default(),
+        }
+    }
+
+    /// What the `classifiers` request and `status` show about it.
+    pub fn describe(&self) -> Value {
+        json!({
+            "name": self.name,
+            "region": self.region,
+            "trigger": self.trigger,
+            "publish": self.predictions.publish,
+            "smoothing_window": self.predictions.smoothing_window,
+            "head_kind": self.head.kind,
+            "recent_size": self.recent.size,
+        })
+    }
+}
+
+/// The topics of one classifier, all below `<base>/<name>/`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClassifierTopics {
+    pub name: String,
+    /// `<base>/<name>`.
+    pub base: String,
+    /// One JSON message per published prediction.
+    pub prediction: String,
+    /// Retained description and quality of the head.
+    pub head: String,
+    /// `<base>/<name>/request/#`.
+    pub request_filter: String,
+}
+
+impl ClassifierTopics {
+    pub fn new(device_base: &str, name: &str) -> Self {
+        let base = format!("{device_base}/{name}");
+        Self {
+            name: name.to_string(),
+            prediction: format!("{base}/{}", crate::mqtt::topics::PREDICTION),
+            head: format!("{base}/{}", crate::mqtt::topics::HEAD),
+            request_filter: format!("{base}/{}/#", crate::mqtt::topics::REQUEST),
+            base,
+        }
+    }
+}
+
+/// Counters of one classifier's gate: backbone runs by reason, skipped crops by
+/// reason. Monotonic; shown in `status`.
+#[derive(Debug, Default)]
+pub struct GateStats {
+    runs: [AtomicU64; Run::ALL.len()],
+    skips: [AtomicU64; Skip::ALL.len()],
+    pub predictions_published: AtomicU64,
+}
+
+impl GateStats {
+    pub fn ran(&self, why: Run) {
+        let i = Run::ALL.iter().position(|r| *r == why).unwrap_or(0);
+        self.runs[i].fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub fn skipped(&self, why: Skip) {
+        let i = Skip::ALL.iter().position(|r| *r == why).unwrap_or(0);
+        self.skips[i].fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Backbone runs, all reasons.
+    pub fn runs(&self) -> u64 {
+        self.runs.iter().map(|a| a.load(Ordering::Relaxed)).sum()
+    }
+
+    /// Skipped crops, all reasons.
+    pub fn skips(&self) -> u64 {
+        self.skips.iter().map(|a| a.load(Ordering::Relaxed)).sum()
+    }
+
+    /// `{"backbone_runs": n, "runs": {reason: n}, "skipped": n, "skips": {reason: n}, ...}`.
+    pub fn json(&self) -> Value {
+        let runs: Map<String, Value> = Run::ALL
+            .iter()
+            .zip(&self.runs)
+            .map(|(r, a)| (r.name().to_string(), a.load(Ordering::Relaxed).into()))
+            .collect();
+        let skips: Map<String, Value> = Skip::ALL
+            .iter()
+            .zip(&self.skips)
+            .map(|(r, a)| (r.name().to_string(), a.load(Ordering::Relaxed).into()))
+            .collect();
+        json!({
+            "backbone_runs": self.runs(),
+            "runs": runs,
+            "skipped": self.skips(),
+            "skips": skips,
+            "predictions_published": self.predictions_published.load(Ordering::Relaxed),
+        })
+    }
+}

@@ -1,0 +1,215 @@
+//! The state directory with one sample store per classifier:
+//!
+//! ```text
+//! <state_dir>/lock                    held while the daemon runs (one daemon per directory)
+//! <state_dir>/classifiers/<name>/     a store (samples.json, samples/, head.json)
+//! ```
+//!
+//! edgehead 0.1 kept one store at the top of the state directory. At the first
+//! start of this version that store is moved, whole, into the first configured
+//! classifier's directory (the built-in `default` when none is configured): every
+//! sample, embedding and the head keep their ids and bytes. The move is a series of
+//! renames inside one file system into `classifiers.migrating/<name>/`, then one
+//! rename of that directory to `classifiers/`, each followed by a directory fsync:
+//! a crash at any point leaves every file either at its old or its new place, and
+//! the next start finishes the move.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+
+use crate::store::{io, sync_dir, StoreError};
+
+/// Where the classifiers' stores live, below the state directory.
+pub const CLASSIFIERS: &str = "classifiers";
+const MIGRATING: &str = "classifiers.migrating";
+const LOCK: &str = "lock";
+/// What edgehead 0.1 kept at the top of the state directory, moved as a whole.
+const SINGLE_STORE: &[&str] = &["samples.json", "samples", "head.json", "reserve"];
+
+/// The locked state directory.
+#[derive(Debug)]
+pub struct StateDir {
+    pub root: PathBuf,
+    _lock: fs::File,
+}
+
+/// What [`StateDir::open`] did to an old layout.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Migrated {
+    /// The classifier the single store became.
+    pub into: String,
+    /// The entries moved (file and directory names).
+    pub moved: Vec<String>,
+}
+
+impl StateDir {
+    /// Create (if needed) and lock `root`, and migrate a single-store layout into
+    /// `classifiers/<first>`. Errors: the directory is in use, or a file operation
+    /// failed (nothing is lost: see the module documentation).
+    pub fn open(root: &Path, first: &str) -> Result<(Self, Option<Migrated>), StoreError> {
+        fs::create_dir_all(root).map_err(io(root))?;
+        let lock_path = root.join(LOCK);
+        let lock = fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&lock_path)
+            .map_err(io(&lock_path))?;
+        match lock.try_lock() {
+            Ok(()) => {}
+            Err(fs::TryLockError::WouldBlock) => {
+                return Err(StoreError::Locked(root.to_path_buf()))
+            }
+            Err(fs::TryLockError::Error(e)) => return Err(io(&lock_path)(e)),
+        }
+        let migrated = migrate_single_store(root, first)?;
+        Ok((
+            Self {
+                root: root.to_path_buf(),
+                _lock: lock,
+            },
+            migrated,
+        ))
+    }
+
+    /// The store directory of classifier `name`.
+    pub fn classifier_dir(&self, name: &str) -> PathBuf {
+        self.root.join(CLASSIFIERS).join(name)
+    }
+}
+
+/// Move edgehead 0.1's single store into `classifiers/<into>/`; `None` when there
+/// is none to move. Resumes a move a crash interrupted.
+pub fn migrate_single_store(root: &Path, into: &str) -> Result<Option<Migrated>, StoreError> {
+    let present: Vec<&str> = SINGLE_STORE
+        .iter()
+        .copied()
+        .filter(|n| fs::symlink_metadata(root.join(n)).is_ok())
+        .collect();
+    let migrating = root.join(MIGRATING);
+    let resuming = migrating.is_dir();
+    let done = root.join(CLASSIFIERS);
+    if !resuming
+        && (present.is_empty()
+            || !present.contains(&"samples.json") && !present.contains(&"samples"))
+    {
+        return Ok(None);
+    }
+    if !resuming && done.exists() {
+        tracing::warn!(
+            dir = %root.display(),
+            "the state directory has both a single store (edgehead 0.1) and classifiers/; the single store is left alone"
+        );
+        return Ok(None);
+    }
+    // The target is the one classifier directory inside the migrating folder
+    // (when resuming, whatever name the first attempt chose).
+    let target = if resuming {
+        match fs::read_dir(&migrating)
+            .map_err(io(&migrating))?
+            .filter_map(Result::ok)
+            .find(|e| e.path().is_dir())
+        {
+            Some(e) => e.path(),
+            None => migrating.join(into),
+        }
+    } else {
+        migrating.join(into)
+    };
+    fs::create_dir_all(&target).map_err(io(&target))?;
+    sync_dir(&migrating)?;
+    sync_dir(root)?;
+    let mut moved = Vec::new();
+    for name in SINGLE_STORE {
+        let from = root.join(name);
+        if fs::symlink_metadata(&from).is_err() {
+            continue;
+        }
+        let to = target.join(name);
+        fs::rename(&from, &to).map_err(io(&to))?;
+        sync_dir(&target)?;
+        sync_dir(root)?;
+        moved.push(name.to_string());
+    }
+    // Temporary files of the old store's interrupted writes are not data.
+    if let Ok(entries) = fs::read_dir(root) {
+        for e in entries.filter_map(Result::ok) {
+            let name = e.file_name().to_string_lossy().into_owned();
+            if name.starts_with('.') && name.ends_with(".tmp") && e.path().is_file() {
+                let _ = fs::remove_file(e.path());
+            }
+        }
+    }
+    fs::rename(&migrating, &done).map_err(io(&done))?;
+    sync_dir(root)?;
+    let into = target
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_else(|| into.to_string());
+    Ok(Some(Migrated { into, moved }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn old_layout(dir: &Path) {
+        fs::create_dir_all(dir.join("samples")).unwrap();
+        fs::write(dir.join("samples.json"), b"{\"format\":1}").unwrap();
+        fs::write(dir.join("samples/1.jpg"), b"jpeg").unwrap();
+        fs::write(dir.join("head.json"), b"{}").unwrap();
+        fs::write(dir.join(".samples.json.tmp"), b"half").unwrap();
+    }
+
+    #[test]
+    fn a_single_store_moves_into_the_first_classifier_whole() {
+        let t = tempfile::tempdir().unwrap();
+        old_layout(t.path());
+        let (state, m) = StateDir::open(t.path(), "door").unwrap();
+        let m = m.unwrap();
+        assert_eq!(m.into, "door");
+        assert_eq!(m.moved, vec!["samples.json", "samples", "head.json"]);
+        let d = state.classifier_dir("door");
+        assert_eq!(fs::read(d.join("samples/1.jpg")).unwrap(), b"jpeg");
+        assert_eq!(fs::read(d.join("samples.json")).unwrap(), b"{\"format\":1}");
+        assert!(!t.path().join("samples.json").exists());
+        assert!(!t.path().join(".samples.json.tmp").exists());
+        assert!(!t.path().join(MIGRATING).exists());
+        drop(state);
+        // The second start finds nothing to move.
+        let (_, again) = StateDir::open(t.path(), "door").unwrap();
+        assert_eq!(again, None);
+    }
+
+    #[test]
+    fn an_interrupted_move_is_finished_at_the_next_start() {
+        let t = tempfile::tempdir().unwrap();
+        old_layout(t.path());
+        // As if the first attempt stopped after moving samples.json.
+        fs::create_dir_all(t.path().join(MIGRATING).join("default")).unwrap();
+        fs::rename(
+            t.path().join("samples.json"),
+            t.path().join(MIGRATING).join("default/samples.json"),
+        )
+        .unwrap();
+        // A different first classifier now: the move goes on where it started.
+        let (state, m) = StateDir::open(t.path(), "other").unwrap();
+        assert_eq!(m.unwrap().into, "default");
+        let d = state.classifier_dir("default");
+        assert!(
+            d.join("samples.json").exists()
+                && d.join("samples/1.jpg").exists()
+                && d.join("head.json").exists()
+        );
+    }
+
+    #[test]
+    fn a_second_daemon_cannot_open_the_same_state_directory() {
+        let t = tempfile::tempdir().unwrap();
+        let _first = StateDir::open(t.path(), "a").unwrap();
+        assert!(matches!(
+            StateDir::open(t.path(), "a"),
+            Err(StoreError::Locked(_))
+        ));
+    }
+}

@@ -1,0 +1,130 @@
+//! Requests on a classifier's recent crops ([`crate::classifier::recent`]):
+//! `recent` lists them (`{"images": true}` adds each JPEG as base64),
+//! `recent_image` fetches one, `label_recent` turns one into a sample of a class
+//! (the same path as `add_sample`: dedupe, limits, embed, store, retrain) and
+//! removes it from the list, `discard_recent` removes one.
+
+use base64::Engine;
+use serde_json::{json, Value};
+use sha2::{Digest, Sha256};
+
+use super::{bad, field, only_fields, Learner, RequestError};
+use crate::classifier::recent::Entry;
+use crate::source::decode::decode_image;
+use crate::store::Origin;
+
+fn b64(bytes: &[u8]) -> String {
+    base64::engine::general_purpose::STANDARD.encode(bytes)
+}
+
+fn entry_json(e: &Entry, image: bool) -> Value {
+    let mut v = json!(e);
+    if image {
+        v["image"] = json!(b64(&e.jpeg));
+    }
+    v
+}
+
+fn id_field(b: &Value) -> Result<u64, RequestError> {
+    b.get("id")
+        .and_then(Value::as_u64)
+        .ok_or_else(|| bad("the payload needs a numeric field \"id\" (from the recent list)"))
+}
+
+impl Learner {
+    fn recent_entry(&self, id: u64) -> Result<Entry, RequestError> {
+        self.classifier
+            .recent
+            .lock()
+            .map_err(|_| bad("internal error: the recent list is unavailable"))?
+            .get(id)
+            .ok_or_else(|| bad(format!("there is no recent crop {id}")))
+    }
+
+    pub(super) fn recent_list(&self, b: &Value) -> Result<Value, RequestError> {
+        only_fields(b, &["images"])?;
+        let images = match b.get("images") {
+            None | Some(Value::Null) => false,
+            Some(Value::Bool(v)) => *v,
+            Some(_) => return Err(bad("\"images\" must be true or false")),
+        };
+        let list = self
+            .classifier
+            .recent
+            .lock()
+            .map(|r| r.list())
+            .unwrap_or_default();
+        Ok(json!({
+            "classifier": self.classifier.spec.name,
+            "recent": list.iter().map(|e| entry_json(e, images)).collect::<Vec<_>>(),
+        }))
+    }
+
+    pub(super) fn recent_image(&self, b: &Value) -> Result<Value, RequestError> {
+        only_fields(b, &["id"])?;
+        let e = self.recent_entry(id_field(b)?)?;
+        Ok(entry_json(&e, true))
+    }
+
+    pub(super) fn discard_recent(&mut self, b: &Value) -> Result<Value, RequestError> {
+        only_fields(b, &["id"])?;
+        let id = id_field(b)?;
+        let removed = self
+            .classifier
+            .recent
+            .lock()
+            .map(|mut r| r.remove(id))
+            .unwrap_or(false);
+        if !removed {
+            return Err(bad(format!("there is no recent crop {id}")));
+        }
+        Ok(json!({ "discarded": id }))
+    }
+
+    pub(super) async fn label_recent(&mut self, b: &Value) -> Result<Value, RequestError> {
+        only_fields(b, &["id", "label"])?;
+        let id = id_field(b)?;
+        let label = self.class_name(field(b, "label")?)?;
+        let entry = self.recent_entry(id)?;
+        let sha256 = format!("{:x}", Sha256::digest(entry.jpeg.as_slice()));
+        if let Some(existing) = self.store.find_image(&label, &sha256) {
+            let sample = existing.id;
+            self.drop_recent(id);
+            return Ok(json!({
+                "id": sample,
+                "recent": id,
+                "label": label,
+                "class_samples": self.class_count(&label),
+                "duplicate": true,
+            }));
+        }
+        self.check_room(&label, 1)?;
+        let limits = self.limits();
+        let jpeg = entry.jpeg.clone();
+        let (prepared, features) = self
+            .embed_sample(move || decode_image(&jpeg, &limits).map_err(|e| bad(e.to_string())))
+            .await?;
+        let sample = self.store_sample(
+            &label,
+            Origin::Frame,
+            &prepared.jpeg,
+            features,
+            Some(sha256),
+        )?;
+        self.drop_recent(id);
+        tracing::info!(classifier = %self.classifier.spec.name, recent = id, sample, label = %label, "recent crop labeled");
+        Ok(json!({
+            "id": sample,
+            "recent": id,
+            "label": label,
+            "class_samples": self.class_count(&label),
+            "retrain_in_ms": self.config.debounce_ms,
+        }))
+    }
+
+    fn drop_recent(&self, id: u64) {
+        if let Ok(mut r) = self.classifier.recent.lock() {
+            r.remove(id);
+        }
+    }
+}
