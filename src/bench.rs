@@ -35,6 +35,20 @@ pub struct Options {
     pub fps: f64,
     /// Also print the time per operator kind of the optimized plan.
     pub profile: bool,
+    /// Also time one run on this many crops batched, against as many runs of one
+    /// (several classifiers due on the same frame); 0 or 1: not measured.
+    pub batch: usize,
+}
+
+/// One batched backbone run against as many single runs, per crop.
+#[derive(Debug, Clone, Serialize)]
+pub struct BatchResult {
+    pub batch: usize,
+    pub threads: usize,
+    /// Median of the batched run divided by the batch, ms.
+    pub batched_ms_per_crop: f64,
+    /// Median of a single run, ms.
+    pub single_ms_per_crop: f64,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -74,6 +88,7 @@ pub struct Report {
     pub backbone: String,
     pub input: String,
     pub results: Vec<ThreadResult>,
+    pub batches: Vec<BatchResult>,
     pub train_ncm_ms: f64,
     pub train_softmax_ms: f64,
     pub softmax_iterations_note: String,
@@ -233,6 +248,7 @@ fn training_times() -> (f64, f64) {
 pub fn run(o: &Options) -> Result<Report, crate::backbone::EmbedError> {
     let frame = synthetic::pattern(o.width, o.height, 1);
     let mut results = Vec::new();
+    let mut batches = Vec::new();
     let mut ident = String::new();
     for &threads in &o.threads {
         let cfg = BackboneConfig {
@@ -276,6 +292,14 @@ pub fn run(o: &Options) -> Result<Report, crate::backbone::EmbedError> {
             r.preprocess.median_ms, r.backbone.median_ms, r.backbone.p90_ms, r.backbone.min_ms, o.runs,
             o.fps, r.e2e_fps, o.seconds, r.e2e_frames, r.e2e_dropped, r.e2e_mean_latency_ms, r.process_threads
         );
+        if o.batch > 1 {
+            let b = time_batch(&cfg, &e, o.batch, o.runs)?;
+            println!(
+                "threads {}: {} crops in one batched run {:.2} ms per crop; one by one {:.2} ms per crop",
+                threads, b.batch, b.batched_ms_per_crop, b.single_ms_per_crop
+            );
+            batches.push(b);
+        }
         results.push(r);
     }
     let (ncm, softmax) = training_times();
@@ -287,10 +311,48 @@ pub fn run(o: &Options) -> Result<Report, crate::backbone::EmbedError> {
         backbone: ident,
         input: format!("{}x{} synthetic frames", o.width, o.height),
         results,
+        batches,
         train_ncm_ms: ncm,
         train_softmax_ms: softmax,
         softmax_iterations_note: "L-BFGS, at most 300 iterations".into(),
         peak_rss_mib: rss,
+    })
+}
+
+/// Median time of a batched run of `batch` crops against a single run of `single`.
+fn time_batch(
+    cfg: &BackboneConfig,
+    single: &TractEmbedder,
+    batch: usize,
+    runs: usize,
+) -> Result<BatchResult, crate::backbone::EmbedError> {
+    let batched = TractEmbedder::load_batch(cfg, batch)?;
+    let one = single.preprocess().run(&synthetic::pattern(320, 240, 3));
+    let many: Vec<f32> = (0..batch).flat_map(|_| one.iter().copied()).collect();
+    let median = |mut v: Vec<f64>| {
+        v.sort_by(f64::total_cmp);
+        v[v.len() / 2]
+    };
+    let mut b = Vec::new();
+    let mut s = Vec::new();
+    for i in 0..runs.max(1) + 2 {
+        let t = Instant::now();
+        batched.embed_tensor(many.clone())?;
+        let tb = t.elapsed().as_secs_f64() * 1000.0;
+        let t = Instant::now();
+        single.embed_tensor(one.clone())?;
+        let ts = t.elapsed().as_secs_f64() * 1000.0;
+        // The first runs warm up.
+        if i >= 2 {
+            b.push(tb / batch as f64);
+            s.push(ts);
+        }
+    }
+    Ok(BatchResult {
+        batch,
+        threads: cfg.threads,
+        batched_ms_per_crop: median(b),
+        single_ms_per_crop: median(s),
     })
 }
 

@@ -47,6 +47,8 @@ pub struct Options {
     pub light_drop: f32,
     pub max_age_secs: f64,
     pub smoothing_window: usize,
+    /// Run the backbone on every frame (the gate off), for comparison.
+    pub every_frame: bool,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -72,6 +74,7 @@ pub struct Report {
     pub light_drop: f32,
     pub max_age_secs: f64,
     pub smoothing_window: usize,
+    pub every_frame: bool,
     /// Backbone run on one crop, median, ms (for scale: what every frame would cost).
     pub backbone_ms: f64,
     pub cpu_s_per_min_static: f64,
@@ -205,6 +208,7 @@ pub fn run(e: Arc<TractEmbedder>, o: &Options) -> Result<Report, String> {
 
     let trigger = TriggerConfig {
         max_age_secs: o.max_age_secs,
+        every_frame: o.every_frame,
         ..TriggerConfig::default()
     };
     let make = |name: &str, region: RegionConfig, h: head::Head| {
@@ -327,9 +331,107 @@ pub fn run(e: Arc<TractEmbedder>, o: &Options) -> Result<Report, String> {
         light_drop: o.light_drop,
         max_age_secs: o.max_age_secs,
         smoothing_window: o.smoothing_window,
+        every_frame: o.every_frame,
         backbone_ms,
         cpu_s_per_min_static: per_min(s1.0 - s0.0, static_secs),
         cpu_s_per_min_changing: per_min(s2.0 - s1.0, after_secs),
         classifiers: results,
     })
+}
+
+/// Percentiles of a sample: (p1, p5, p50, p95, p99, max).
+#[derive(Debug, Clone, Serialize)]
+pub struct Spread {
+    pub n: usize,
+    pub min: f32,
+    pub p1: f32,
+    pub p5: f32,
+    pub p50: f32,
+    pub p95: f32,
+    pub p99: f32,
+    pub max: f32,
+}
+
+fn spread(mut v: Vec<f32>) -> Spread {
+    v.sort_by(f32::total_cmp);
+    let at = |q: f64| {
+        v.get(((v.len().max(1) - 1) as f64 * q).round() as usize)
+            .copied()
+            .unwrap_or(0.0)
+    };
+    Spread {
+        n: v.len(),
+        min: at(0.0),
+        p1: at(0.01),
+        p5: at(0.05),
+        p50: at(0.5),
+        p95: at(0.95),
+        p99: at(0.99),
+        max: at(1.0),
+    }
+}
+
+/// The change measure ([`crate::classifier::gate::change`]) on real photos, to
+/// choose `trigger.change_threshold`.
+#[derive(Debug, Clone, Serialize)]
+pub struct GateCalibration {
+    /// The same photo in the region, against itself under fresh noise and a light
+    /// change of up to ±30%: what must stay below the threshold.
+    pub unchanged: Spread,
+    /// Another photo of the same class in the region (a bee for a bee).
+    pub same_class: Spread,
+    /// A photo of another class in the region: a change of state.
+    pub other_class: Spread,
+    /// Share of `unchanged` at or above the threshold, and of `other_class` below it.
+    pub threshold: f32,
+    pub false_runs: f64,
+    pub missed_changes: f64,
+}
+
+/// Measure [`gate::change`](crate::classifier::gate::change) on `objects` (photo,
+/// class) put into the region of `background`'s scene, with camera noise `noise`.
+pub fn calibrate_gate(
+    background: &RgbImage,
+    objects: &[(RgbImage, String)],
+    noise: u8,
+    threshold: f32,
+) -> GateCalibration {
+    use crate::classifier::gate::{change, thumb};
+    let scene = Scene::new(background);
+    let rect = scene.rect();
+    let mut rng = fastrand::Rng::with_seed(3);
+    let frames: Vec<RgbImage> = objects.iter().map(|(o, _)| scene.compose(o)).collect();
+    let grids: Vec<_> = frames
+        .iter()
+        .map(|f| thumb(&camera(f, 1.0, noise, &mut rng), rect))
+        .collect();
+    let (mut unchanged, mut same, mut other) = (Vec::new(), Vec::new(), Vec::new());
+    for (i, f) in frames.iter().enumerate() {
+        for gain in [0.7, 0.85, 1.0, 1.15, 1.3] {
+            unchanged.push(change(
+                &thumb(&camera(f, gain, noise, &mut rng), rect),
+                &grids[i],
+            ));
+        }
+        // The next photo of the same class and of another class.
+        for j in (1..objects.len()).map(|d| (i + d) % objects.len()) {
+            if objects[j].1 == objects[i].1 && same.len() < (i + 1) {
+                same.push(change(&grids[j], &grids[i]));
+            }
+            if objects[j].1 != objects[i].1 && other.len() < (i + 1) {
+                other.push(change(&grids[j], &grids[i]));
+            }
+        }
+    }
+    let share = |v: &[f32], f: &dyn Fn(f32) -> bool| {
+        v.iter().filter(|x| f(**x)).count() as f64 / v.len().max(1) as f64
+    };
+    GateCalibration {
+        threshold,
+        false_runs: share(&unchanged, &|x| x >= threshold),
+        missed_changes: share(&other, &|x| x < threshold),
+        unchanged: spread(unchanged),
+        same_class: spread(same),
+        other_class: spread(other),
+    }
 }

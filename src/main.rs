@@ -98,6 +98,9 @@ enum Command {
         /// Print the time spent per operator kind of the optimized plan.
         #[arg(long)]
         profile: bool,
+        /// Also time N crops in one batched backbone run against N single runs.
+        #[arg(long, default_value_t = 0)]
+        batch: usize,
         /// Also time teaching: labeled sample over MQTT to the first prediction
         /// that knows its label (runs the daemon in-process on these images).
         #[arg(long)]
@@ -112,6 +115,24 @@ enum Command {
         /// Seconds to run the source for.
         #[arg(long, default_value_t = 20.0)]
         seconds: f64,
+    },
+    /// The change gate's measure on real photos put into a scene's region: static
+    /// (noise, light ±30%) against another photo; to choose the change threshold.
+    BenchGate {
+        /// A labeled folder (<split>/<class>/*.jpg), e.g. ../shared/data/hymenoptera.
+        dataset: PathBuf,
+        #[arg(long, default_value = "train")]
+        split: String,
+        /// Most photos to use.
+        #[arg(long, default_value_t = 200)]
+        limit: usize,
+        #[arg(long, default_value = "tests/fixtures/images/pants-2.jpg")]
+        background: PathBuf,
+        #[arg(long, default_value_t = 8)]
+        noise: u8,
+        /// The threshold to report false runs and missed changes for.
+        #[arg(long, default_value_t = edgehead::classifier::gate::DEFAULT_CHANGE_THRESHOLD)]
+        threshold: f32,
     },
     /// Replay a scene (camera noise, falling light, then one region changes)
     /// through the real pipeline with two classifiers; print backbone runs per
@@ -135,6 +156,9 @@ enum Command {
         max_age_secs: f64,
         #[arg(long, default_value_t = 3)]
         smoothing_window: usize,
+        /// Run the backbone on every frame (the gate off), for comparison.
+        #[arg(long)]
+        every_frame: bool,
         /// The background photo, and the door's object before and after.
         #[arg(long, default_value = "tests/fixtures/images/pants-2.jpg")]
         background: PathBuf,
@@ -250,6 +274,7 @@ fn main() -> ExitCode {
             height,
             fps,
             profile,
+            batch,
             teach,
             json,
         } => {
@@ -262,6 +287,7 @@ fn main() -> ExitCode {
                 height: (*height).clamp(16, 8192),
                 fps: fps.clamp(0.0, 1000.0),
                 profile: *profile,
+                batch: (*batch).min(16),
             };
             bench(&settings, &o, teach.as_ref(), json.as_ref())
         }
@@ -273,6 +299,7 @@ fn main() -> ExitCode {
             light_drop,
             max_age_secs,
             smoothing_window,
+            every_frame,
             background,
             before,
             after,
@@ -289,6 +316,7 @@ fn main() -> ExitCode {
                 light_drop: light_drop.clamp(0.0, 0.9),
                 max_age_secs: max_age_secs.clamp(0.0, 86_400.0),
                 smoothing_window: (*smoothing_window).clamp(1, 100),
+                every_frame: *every_frame,
             };
             let embedder = std::sync::Arc::new(edgehead::app::load_backbone(&settings)?);
             let report = edgehead::bench_scene::run(embedder, &o).map_err(anyhow::Error::msg)?;
@@ -310,6 +338,26 @@ fn main() -> ExitCode {
             );
             println!("{}", serde_json::to_string_pretty(&report)?);
             write_json(json.as_ref(), &report)
+        })(),
+        Command::BenchGate {
+            dataset,
+            split,
+            limit,
+            background,
+            noise,
+            threshold,
+        } => (|| -> anyhow::Result<()> {
+            let items = edgehead::eval::list_split(dataset, split)?;
+            // An even spread over the classes, in file order.
+            let step = (items.len() / (*limit).max(1)).max(1);
+            let mut objects = Vec::new();
+            for it in items.iter().step_by(step).take(*limit) {
+                objects.push((read_image(&it.path, &settings.raw.learn)?, it.class.clone()));
+            }
+            let bg = read_image(background, &settings.raw.learn)?;
+            let c = edgehead::bench_scene::calibrate_gate(&bg, &objects, *noise, *threshold);
+            println!("{}", serde_json::to_string_pretty(&c)?);
+            Ok(())
         })(),
         Command::BenchSource { seconds } => {
             let cost =

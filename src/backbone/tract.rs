@@ -41,6 +41,14 @@ impl TractEmbedder {
     /// Load, optimize and plan the model described by `config`. Slow (seconds): call
     /// it once at start-up.
     pub fn load(config: &BackboneConfig) -> Result<Self, EmbedError> {
+        Self::load_batch(config, 1)
+    }
+
+    /// [`TractEmbedder::load`] with `batch` images per run (the first input
+    /// dimension): [`TractEmbedder::embed_tensor`] then takes `batch` inputs one
+    /// after the other and returns their features concatenated. Used by `bench
+    /// --batch` to measure whether batching crops pays.
+    pub fn load_batch(config: &BackboneConfig, batch: usize) -> Result<Self, EmbedError> {
         let started = Instant::now();
         let path = config.model.as_path();
         let bytes = std::fs::read(path).map_err(|source| EmbedError::Read {
@@ -53,7 +61,8 @@ impl TractEmbedder {
             .map(|s| s.to_string_lossy().into_owned())
             .unwrap_or_else(|| "model".into());
         let preprocess = Preprocess::from_config(config);
-        let shape = preprocess.shape();
+        let mut shape = preprocess.shape();
+        shape[0] = batch.max(1);
 
         let mut model = tract_onnx::onnx()
             .with_ignore_value_info(true)

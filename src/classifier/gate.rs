@@ -119,7 +119,7 @@ impl Default for TriggerConfig {
 
 /// The default of `trigger.change_threshold` (see README, "Choosing the change
 /// threshold", for the measurements behind it).
-pub const DEFAULT_CHANGE_THRESHOLD: f32 = 4.0;
+pub const DEFAULT_CHANGE_THRESHOLD: f32 = 8.0;
 
 /// Why the backbone ran on a region.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
