@@ -461,6 +461,7 @@ impl StatusReporter {
         let mut tick = tokio::time::interval(self.interval);
         tick.tick().await;
         let mut last = Snapshot::default();
+        let mut last_gate = (0, 0);
         let mut last_at = Instant::now();
         let mut source_open = true;
         loop {
@@ -476,7 +477,10 @@ impl StatusReporter {
                     let now = self.stats.snapshot();
                     let d = now.since(&last);
                     let secs = last_at.elapsed().as_secs_f64().max(1e-9);
+                    let gate = self.classifiers.iter().fold((0, 0), |(r, s), c| (r + c.gate.runs(), s + c.gate.skips()));
                     tracing::info!(
+                        backbone_runs = gate.0 - last_gate.0,
+                        crops_skipped = gate.1 - last_gate.1,
                         fps_captured = format!("{:.1}", d.frames_captured as f64 / secs),
                         fps_inferred = format!("{:.1}", d.frames_inferred as f64 / secs),
                         frames_dropped = d.frames_dropped,
@@ -489,6 +493,7 @@ impl StatusReporter {
                         "summary"
                     );
                     last = now;
+                    last_gate = gate;
                     last_at = Instant::now();
                     self.publish();
                 }

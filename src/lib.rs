@@ -8,14 +8,14 @@
 //! # Layout
 //!
 //! ```text
-//! [thread "capture"] FrameSource ──watch (latest frame wins)──► [task infer] ──► Embedder (tract, blocking pool)
-//!                                                                      │             │
-//!                                                                      │        Head (ArcSwap, read per frame)
+//! [thread "capture"] FrameSource ──watch (latest frame wins)──► [task infer] per classifier: region → change gate
+//!                                                                      │   due crops ──► Embedder (tract, blocking pool)
+//!                                                                      │   per classifier: Head (ArcSwap) → Smoother → Recent
 //!                                                                      ▼
 //!                    broker ◄──► [task mqtt: owns rumqttc EventLoop, only polls] ◄── Publisher::try_publish(prediction)
-//!                                       │ incoming request
+//!                                       │ incoming request, routed by classifier
 //!                                       ▼ bounded mpsc + try_send (full → "busy" reply, never block the poll loop)
-//!                                [task learn] → embed → Store (fsync) → debounce → train head → save (tmp+rename) → swap
+//!                                [task learn, one per classifier] → embed → Store (fsync) → debounce → train head → save → swap
 //! ```
 //!
 //! - [`app`]: wiring, task supervision and ordered shutdown.
@@ -25,6 +25,7 @@
 //! - [`head`]: nearest-class-mean and softmax-regression heads; training is a pure function.
 //! - [`store`]: samples, embeddings and the saved head on disk, written atomically.
 //! - [`mqtt`]: the event-loop task, topics, payloads and the embedded broker.
+//! - [`classifier`]: named classifiers on regions: region, change gate, recent crops, stores.
 //! - [`pipeline`]: the inference task; [`learn`]: the learning task.
 //! - [`eval`] and [`bench`]: the measurement subcommands.
 
