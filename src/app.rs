@@ -93,6 +93,9 @@ impl Daemon {
         let (state, migrated) = StateDir::open(settings.state_dir(), &first)?;
         if let Some(m) = &migrated {
             tracing::info!(dir = %settings.state_dir().display(), into = %m.into, moved = %m.moved.join(","), "moved the single sample store of edgehead 0.1 into a classifier");
+            if !settings.classifiers.iter().any(|c| c.name == m.into) {
+                tracing::warn!(into = %m.into, "an interrupted move finished into a classifier that is no longer configured: rename its directory under classifiers/ to the classifier that should have the samples");
+            }
         }
         let mut disk_full = false;
         let mut opened = Vec::new();

@@ -101,8 +101,9 @@ struct CountingSink {
 }
 
 impl PredictionSink for CountingSink {
-    fn publish(&mut self, _classifier: usize, p: &Prediction) {
+    fn publish(&mut self, _classifier: usize, p: &Prediction) -> bool {
         self.bytes += serde_json::to_vec(p).map(|v| v.len()).unwrap_or(0);
+        true
     }
 }
 

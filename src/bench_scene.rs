@@ -90,10 +90,11 @@ type Published = (Instant, usize, Option<String>);
 struct Recorder(Arc<Mutex<Vec<Published>>>);
 
 impl PredictionSink for Recorder {
-    fn publish(&mut self, classifier: usize, p: &Prediction) {
+    fn publish(&mut self, classifier: usize, p: &Prediction) -> bool {
         if let Ok(mut v) = self.0.lock() {
             v.push((Instant::now(), classifier, p.label.clone()));
         }
+        true
     }
 }
 
@@ -376,16 +377,21 @@ fn spread(mut v: Vec<f32>) -> Spread {
 #[derive(Debug, Clone, Serialize)]
 pub struct GateCalibration {
     /// The same photo in the region, against itself under fresh noise and a light
-    /// change of up to ±30%: what must stay below the threshold.
+    /// drift of up to ±5% (two runs a minute apart): what must stay below the threshold.
     pub unchanged: Spread,
+    /// The same photo with the light 30% lower or higher (a cloud, a lamp): above
+    /// the threshold when the mean moves by 32 levels or more.
+    pub light_jump: Spread,
     /// Another photo of the same class in the region (a bee for a bee).
     pub same_class: Spread,
     /// A photo of another class in the region: a change of state.
     pub other_class: Spread,
-    /// Share of `unchanged` at or above the threshold, and of `other_class` below it.
+    /// Share of `unchanged` at or above the threshold, of `other_class` below it,
+    /// and of `light_jump` at or above it.
     pub threshold: f32,
     pub false_runs: f64,
     pub missed_changes: f64,
+    pub light_jumps_run: f64,
 }
 
 /// Measure [`gate::change`](crate::classifier::gate::change) on `objects` (photo,
@@ -405,13 +411,17 @@ pub fn calibrate_gate(
         .iter()
         .map(|f| thumb(&camera(f, 1.0, noise, &mut rng), rect))
         .collect();
-    let (mut unchanged, mut same, mut other) = (Vec::new(), Vec::new(), Vec::new());
+    let (mut unchanged, mut jumps, mut same, mut other) =
+        (Vec::new(), Vec::new(), Vec::new(), Vec::new());
     for (i, f) in frames.iter().enumerate() {
-        for gain in [0.7, 0.85, 1.0, 1.15, 1.3] {
-            unchanged.push(change(
-                &thumb(&camera(f, gain, noise, &mut rng), rect),
-                &grids[i],
-            ));
+        let measure = |gain: f32, rng: &mut fastrand::Rng| {
+            change(&thumb(&camera(f, gain, noise, rng), rect), &grids[i])
+        };
+        for gain in [0.95, 0.975, 1.0, 1.025, 1.05] {
+            unchanged.push(measure(gain, &mut rng));
+        }
+        for gain in [0.7, 1.3] {
+            jumps.push(measure(gain, &mut rng));
         }
         // The next photo of the same class and of another class.
         for j in (1..objects.len()).map(|d| (i + d) % objects.len()) {
@@ -430,7 +440,9 @@ pub fn calibrate_gate(
         threshold,
         false_runs: share(&unchanged, &|x| x >= threshold),
         missed_changes: share(&other, &|x| x < threshold),
+        light_jumps_run: share(&jumps, &|x| x >= threshold),
         unchanged: spread(unchanged),
+        light_jump: spread(jumps),
         same_class: spread(same),
         other_class: spread(other),
     }

@@ -639,11 +639,19 @@ fn predict(
         )
     })?;
     let embedder = edgehead::app::load_backbone(settings)?;
-    let path = settings
+    let mut path = settings
         .state_dir()
         .join(edgehead::classifier::storage::CLASSIFIERS)
         .join(&spec.name)
         .join("head.json");
+    // A state directory of edgehead 0.1 the daemon has not migrated yet.
+    let old = settings.state_dir().join("head.json");
+    if !path.exists()
+        && old.exists()
+        && settings.classifiers.first().map(|c| &c.name) == Some(&spec.name)
+    {
+        path = old;
+    }
     let bytes =
         std::fs::read(&path).with_context(|| format!("no saved head at {}", path.display()))?;
     let head: edgehead::head::Head =

@@ -21,17 +21,19 @@ use crate::stats::Stats;
 
 /// Where predictions go: MQTT in the daemon, a vector in tests and `eval`.
 pub trait PredictionSink: Send {
-    /// A prediction of classifier `classifier` (its index in the configuration).
-    fn publish(&mut self, classifier: usize, prediction: &Prediction);
+    /// A prediction of classifier `classifier` (its index in the configuration);
+    /// whether it was sent.
+    fn publish(&mut self, classifier: usize, prediction: &Prediction) -> bool;
 }
 
 impl PredictionSink for Publisher {
-    fn publish(&mut self, classifier: usize, prediction: &Prediction) {
+    fn publish(&mut self, classifier: usize, prediction: &Prediction) -> bool {
         match serde_json::to_vec(prediction) {
-            Ok(bytes) => {
-                self.try_publish_prediction(classifier, bytes);
+            Ok(bytes) => self.try_publish_prediction(classifier, bytes),
+            Err(e) => {
+                tracing::error!(error = %e, "cannot encode prediction");
+                false
             }
-            Err(e) => tracing::error!(error = %e, "cannot encode prediction"),
         }
     }
 }
@@ -90,6 +92,22 @@ impl Smoother {
     /// Whether every label in the window is the stable one (nothing left to settle).
     pub fn settled(&self) -> bool {
         self.window.iter().all(|l| *l == self.stable)
+    }
+
+    /// Forget the votes (they came from a head that was replaced); the stable
+    /// label stays until the next vote.
+    pub fn forget_votes(&mut self) {
+        self.window.clear();
+    }
+
+    /// Whether a prediction with stable label `label` that [`Smoother::should_publish`]
+    /// refused is waiting for the minimum interval (rather than not wanted: the
+    /// same label again in `on_change` mode).
+    pub fn holds_back(&self, label: &Option<String>) -> bool {
+        match &self.last_published {
+            None => false,
+            Some((last, _)) => self.mode == PublishMode::EveryFrame || last != label,
+        }
     }
 
     /// Whether a prediction with stable label `label` should be published at `now`.
@@ -180,6 +198,9 @@ struct Lane {
     head_used: Option<Arc<Head>>,
     /// The stable label last published or held, for `recent`'s label changes.
     stable: Option<Option<String>>,
+    /// A prediction the publish rule held back (`min_interval_ms`), sent from a
+    /// later frame once it is due even if the gate skips that frame.
+    pending: Option<Prediction>,
     outside_logged: Option<Instant>,
 }
 
@@ -231,6 +252,7 @@ impl<S: PredictionSink> Inference<S> {
                 settling: 0,
                 head_used: None,
                 stable: None,
+                pending: None,
                 outside_logged: None,
             })
             .collect();
@@ -264,7 +286,6 @@ impl<S: PredictionSink> Inference<S> {
                             tracing::warn!(classifier = %lane.c.spec.name, error = %e, "the classifier's region does not fit the frame; skipped (logged once a minute)");
                             lane.outside_logged = Some(now);
                         }
-                        lane.last = None;
                         continue;
                     }
                 };
@@ -283,6 +304,18 @@ impl<S: PredictionSink> Inference<S> {
                     }),
                     Err(skip) => {
                         lane.c.gate.skipped(skip);
+                        if let Some(p) = lane.pending.take() {
+                            if lane.smoother.should_publish(&p.label, now) {
+                                if self.sink.publish(i, &p) {
+                                    lane.c
+                                        .gate
+                                        .predictions_published
+                                        .fetch_add(1, Ordering::Relaxed);
+                                }
+                            } else {
+                                lane.pending = Some(p);
+                            }
+                        }
                         let head = lane.c.head.load_full();
                         let retrained = match (&head, &lane.head_used) {
                             (Some(a), Some(b)) => !Arc::ptr_eq(a, b),
@@ -350,6 +383,7 @@ impl<S: PredictionSink> Inference<S> {
             }
             self.stats.frames_inferred.fetch_add(1, Ordering::Relaxed);
             if ran {
+                self.stats.frames_embedded.fetch_add(1, Ordering::Relaxed);
                 self.stats.latency_us_total.fetch_add(
                     frame.captured.elapsed().as_micros() as u64,
                     Ordering::Relaxed,
@@ -375,14 +409,22 @@ impl<S: PredictionSink> Inference<S> {
             return;
         };
         let head = lane.c.head.load_full();
+        let retrained = match (&head, &lane.head_used) {
+            (Some(a), Some(b)) => !Arc::ptr_eq(a, b),
+            (a, b) => a.is_some() != b.is_some(),
+        };
+        if retrained {
+            // The window's votes came from the old head: the new one decides.
+            lane.smoother.forget_votes();
+        }
         // A head trained on another backbone's features is not used.
-        let head = head.filter(|h| h.backbone == *self.embedder.id());
+        let head_usable = head.clone().filter(|h| h.backbone == *self.embedder.id());
         let options = &lane.c.spec.predictions;
         let mut prediction = build_prediction(
             frame,
             &last.features,
             last.inference,
-            head.as_deref(),
+            head_usable.as_deref(),
             options.top_k,
             backbone,
         );
@@ -404,10 +446,10 @@ impl<S: PredictionSink> Inference<S> {
         let first = lane.stable.is_none();
         let changed = lane.stable.as_ref().is_some_and(|s| *s != prediction.label);
         lane.stable = Some(prediction.label.clone());
-        lane.head_used = head.clone();
+        lane.head_used = head;
         if let Some(crop) = crop {
             let unknown = prediction.frame_label.as_deref() == Some(UNKNOWN);
-            let confidence = head.as_ref().map(|_| frame_confidence);
+            let confidence = head_usable.as_ref().map(|_| frame_confidence);
             let now = Instant::now();
             let worth = lane
                 .c
@@ -437,11 +479,15 @@ impl<S: PredictionSink> Inference<S> {
             .smoother
             .should_publish(&prediction.label, Instant::now())
         {
-            lane.c
-                .gate
-                .predictions_published
-                .fetch_add(1, Ordering::Relaxed);
-            self.sink.publish(index, &prediction);
+            lane.pending = None;
+            if self.sink.publish(index, &prediction) {
+                lane.c
+                    .gate
+                    .predictions_published
+                    .fetch_add(1, Ordering::Relaxed);
+            }
+        } else if lane.smoother.holds_back(&prediction.label) {
+            lane.pending = Some(prediction);
         }
     }
 }
@@ -461,6 +507,174 @@ mod tests {
 
     fn l(s: &str) -> Option<String> {
         Some(s.to_string())
+    }
+
+    /// A backbone whose features are the crop's mean colour: red and blue scenes
+    /// are told apart, the rest is the real pipeline.
+    struct MeanColour(crate::backbone::BackboneId);
+
+    impl Embedder for MeanColour {
+        fn id(&self) -> &crate::backbone::BackboneId {
+            &self.0
+        }
+        fn dim(&self) -> usize {
+            3
+        }
+        fn embed(
+            &self,
+            image: &RgbImage,
+        ) -> Result<crate::backbone::Embedding, crate::backbone::EmbedError> {
+            let n = (image.width() * image.height()).max(1) as f32;
+            let mut f = vec![0.0f32; 3];
+            for p in image.pixels() {
+                for (acc, v) in f.iter_mut().zip(p.0) {
+                    *acc += v as f32 / n;
+                }
+            }
+            Ok(crate::backbone::Embedding {
+                features: f,
+                preprocess: Duration::ZERO,
+                inference: Duration::ZERO,
+            })
+        }
+    }
+
+    #[derive(Clone, Default)]
+    struct Kept(std::sync::Arc<std::sync::Mutex<Vec<Prediction>>>);
+
+    impl PredictionSink for Kept {
+        fn publish(&mut self, _: usize, p: &Prediction) -> bool {
+            self.0.lock().expect("lock").push(p.clone());
+            true
+        }
+    }
+
+    fn frame(seq: u64, rgb: [u8; 3]) -> Option<Arc<Frame>> {
+        Some(Arc::new(Frame {
+            seq,
+            captured_at: std::time::SystemTime::now(),
+            captured: Instant::now(),
+            image: RgbImage::from_pixel(64, 48, image::Rgb(rgb)),
+            name: None,
+        }))
+    }
+
+    fn head(e: &MeanColour, classes: &[(&str, [f32; 3])], version: u64) -> Arc<crate::head::Head> {
+        let names: Vec<String> = classes.iter().map(|c| c.0.to_string()).collect();
+        let samples: Vec<crate::head::Sample> = classes
+            .iter()
+            .enumerate()
+            .map(|(i, c)| crate::head::Sample {
+                features: &c.1,
+                class: i,
+            })
+            .collect();
+        let params = crate::head::TrainParams {
+            kind: crate::config::HeadKind::Ncm,
+            auto_min_samples: 5,
+            l2: 1e-3,
+            max_iterations: 10,
+            unknown: crate::config::UnknownThreshold::Off,
+        };
+        Arc::new(crate::head::train(&samples, &names, &e.0, version, &params).expect("train"))
+    }
+
+    /// Frames of one colour, `gap` apart, for `n` frames; returns the next seq.
+    async fn show(
+        tx: &tokio::sync::watch::Sender<Option<Arc<Frame>>>,
+        mut seq: u64,
+        rgb: [u8; 3],
+        n: u32,
+        gap: Duration,
+    ) -> u64 {
+        for _ in 0..n {
+            seq += 1;
+            let _ = tx.send(frame(seq, rgb));
+            tokio::time::sleep(gap).await;
+        }
+        seq
+    }
+
+    #[tokio::test(flavor = "multi_thread")]
+    async fn held_back_changes_and_retrained_heads_are_published_while_the_gate_skips() {
+        use crate::classifier::{gate::TriggerConfig, region::RegionConfig, ClassifierSpec};
+        let e = Arc::new(MeanColour(crate::backbone::BackboneId::new(
+            "mean".into(),
+            "0".into(),
+            "",
+        )));
+        let mut spec = ClassifierSpec::new("door", RegionConfig::WHOLE, TriggerConfig::default());
+        spec.predictions = cfg(3, PublishMode::OnChange, 400);
+        let c = Classifier::new(Arc::new(spec), "t");
+        // Uniform colours: the gate sees the change of brightness (79 to 31 grey levels).
+        let red = [220u8, 20, 20];
+        let blue = [20u8, 20, 120];
+        c.head.store(Some(head(
+            &e,
+            &[
+                ("closed", [220.0, 20.0, 20.0]),
+                ("open", [20.0, 20.0, 120.0]),
+            ],
+            1,
+        )));
+        let (tx, rx) = tokio::sync::watch::channel(None);
+        let kept = Kept::default();
+        let stats = Arc::new(Stats::default());
+        let task = tokio::spawn(
+            Inference {
+                frames: rx,
+                embedder: e.clone(),
+                classifiers: vec![c.clone()],
+                sink: kept.clone(),
+                stats: stats.clone(),
+                demand: Arc::new(Demand::default()),
+                recent_side: 64,
+            }
+            .run(),
+        );
+        let gap = Duration::from_millis(40);
+        let mut seq = show(&tx, 0, red, 5, gap).await;
+        // The change comes inside min_interval_ms of the first publish; the gate
+        // skips the frames after it once the window agrees, and the held-back
+        // change must still go out when the interval has passed.
+        seq = show(&tx, seq, blue, 20, gap).await;
+        let labels = |k: &Kept| -> Vec<Option<String>> {
+            k.0.lock()
+                .expect("lock")
+                .iter()
+                .map(|p| p.label.clone())
+                .collect()
+        };
+        assert_eq!(
+            labels(&kept),
+            vec![Some("closed".into()), Some("open".into())]
+        );
+        // Retrained: the same blue now means "ajar". The smoothing window (3) is
+        // not left to outvote the new head, and no backbone run is needed.
+        let runs = c.gate.runs();
+        c.head.store(Some(head(
+            &e,
+            &[
+                ("closed", [220.0, 20.0, 20.0]),
+                ("ajar", [20.0, 20.0, 120.0]),
+            ],
+            2,
+        )));
+        show(&tx, seq, blue, 15, gap).await;
+        let all = kept.0.lock().expect("lock").clone();
+        let last = all.last().expect("a prediction");
+        assert_eq!(last.label.as_deref(), Some("ajar"), "{all:?}");
+        assert_eq!(last.trigger, "head_changed");
+        assert_eq!(
+            c.gate.runs(),
+            runs,
+            "a retrained head needs no backbone run"
+        );
+        // The mean latency is over the frames that ran the backbone.
+        let s = stats.snapshot();
+        assert!(s.frames_embedded < s.frames_inferred / 3, "{s:?}");
+        drop(tx);
+        task.await.expect("join").expect("run");
     }
 
     #[test]

@@ -9,6 +9,9 @@ use serde::Serialize;
 pub struct Stats {
     pub frames_captured: AtomicU64,
     pub frames_inferred: AtomicU64,
+    /// Frames on which the backbone ran for at least one classifier (the rest were
+    /// skipped by the change gate); the mean latency is over these.
+    pub frames_embedded: AtomicU64,
     /// Frames replaced by a newer one before inference took them.
     pub frames_dropped: AtomicU64,
     pub frame_errors: AtomicU64,
@@ -30,6 +33,7 @@ pub struct Stats {
 pub struct Snapshot {
     pub frames_captured: u64,
     pub frames_inferred: u64,
+    pub frames_embedded: u64,
     pub frames_dropped: u64,
     pub frame_errors: u64,
     pub predictions_published: u64,
@@ -46,6 +50,7 @@ impl Stats {
         Snapshot {
             frames_captured: g(&self.frames_captured),
             frames_inferred: g(&self.frames_inferred),
+            frames_embedded: g(&self.frames_embedded),
             frames_dropped: g(&self.frames_dropped),
             frame_errors: g(&self.frame_errors),
             predictions_published: g(&self.predictions_published),
@@ -64,6 +69,7 @@ impl Snapshot {
         Snapshot {
             frames_captured: self.frames_captured - earlier.frames_captured,
             frames_inferred: self.frames_inferred - earlier.frames_inferred,
+            frames_embedded: self.frames_embedded - earlier.frames_embedded,
             frames_dropped: self.frames_dropped - earlier.frames_dropped,
             frame_errors: self.frame_errors - earlier.frame_errors,
             predictions_published: self.predictions_published - earlier.predictions_published,
@@ -75,12 +81,13 @@ impl Snapshot {
         }
     }
 
-    /// Mean capture-to-prediction latency in milliseconds.
+    /// Mean capture-to-prediction latency in milliseconds, over the frames the
+    /// backbone ran on.
     pub fn mean_latency_ms(&self) -> f64 {
-        if self.frames_inferred == 0 {
+        if self.frames_embedded == 0 {
             0.0
         } else {
-            self.latency_us_total as f64 / self.frames_inferred as f64 / 1000.0
+            self.latency_us_total as f64 / self.frames_embedded as f64 / 1000.0
         }
     }
 }

@@ -147,6 +147,17 @@ pub fn resolve(
             problems.push((k, m));
         };
         let name = match crate::learn::labels::normalize(&c.name) {
+            Ok(n) if n.len() > 200 => {
+                fail(
+                    key("name"),
+                    format!(
+                        "{n:?} is {} bytes of UTF-8; a directory name allows 200",
+                        n.len()
+                    ),
+                    problems,
+                );
+                n
+            }
             Ok(n) if n.contains(['/', '+', '#']) => {
                 fail(
                     key("name"),

@@ -6,9 +6,10 @@
 //! crop. Here the picture is a [`GRID`]×[`GRID`] grid of cell means, each a mean
 //! over up to 8×8 sampled pixels, so sensor noise averages out. The last grid is
 //! fitted to the new one by a gain and an offset before they are compared, so a
-//! change of light or exposure (which shifts and scales all cells alike) is not a
-//! change; something entering, leaving or moving in the region is. The result is
-//! the mean absolute residual per cell, in grey levels (0–255).
+//! slow change of light or exposure (which shifts and scales all cells alike) is
+//! not a change; something entering, leaving or moving in the region is, and so is
+//! a large jump of the mean brightness (a light switched on: "is the light on?" is
+//! a question a classifier may be asked). The result is in grey levels (0–255).
 //!
 //! Everything here is a pure function of (grids, elapsed times, counters) and is
 //! tested without the backbone.
@@ -63,10 +64,16 @@ const FLAT_STD: f32 = 2.0;
 /// The range of brightness gains treated as a change of light, not of the scene.
 const GAIN: (f32, f32) = (0.5, 2.0);
 
-/// How different two grids are, in grey levels per cell, after removing a uniform
-/// change of brightness and contrast: `b` is fitted to `a` by least squares
-/// (`a ≈ g·b + o`, `g` within [0.5, 2]), and the result is the mean absolute
-/// residual. A light change is fitted away; a new object leaves a residual.
+/// How much of a change of the mean brightness counts: a quarter, so a shift of
+/// 32 grey levels (a light switched on or off) reaches the default threshold of
+/// 8, while the few levels of a slow drift between two runs do not.
+pub const BRIGHTNESS_WEIGHT: f32 = 0.25;
+
+/// How different two grids are, in grey levels per cell: the larger of
+/// - the structure: `b` fitted to `a` by least squares (`a ≈ g·b + o`, `g` within
+///   [0.5, 2]), the mean absolute residual. A change of light or exposure is
+///   fitted away; a new object leaves a residual;
+/// - the brightness: the change of the mean, times [`BRIGHTNESS_WEIGHT`].
 pub fn change(a: &Thumb, b: &Thumb) -> f32 {
     let n = a.0.len().min(b.0.len()).max(1) as f32;
     let ma = a.0.iter().sum::<f32>() / n;
@@ -81,11 +88,13 @@ pub fn change(a: &Thumb, b: &Thumb) -> f32 {
     } else {
         1.0
     };
-    a.0.iter()
-        .zip(&b.0)
-        .map(|(x, y)| ((x - ma) - (y - mb) * gain).abs())
-        .sum::<f32>()
-        / n
+    let residual =
+        a.0.iter()
+            .zip(&b.0)
+            .map(|(x, y)| ((x - ma) - (y - mb) * gain).abs())
+            .sum::<f32>()
+            / n;
+    residual.max((ma - mb).abs() * BRIGHTNESS_WEIGHT)
 }
 
 /// When a classifier runs the backbone on its region (`trigger` in its config).
@@ -264,15 +273,24 @@ mod tests {
         let mut seed = 7;
         let noise = noisy(&base, 12, &mut seed);
         assert!(change(&t0, &thumb(&noise, whole(&noise))) < 1.0);
-        // 20% darker and 10 levels lower: a cloud, the evening.
-        let dim = RgbImage::from_fn(320, 240, |x, y| {
-            let p = base.get_pixel(x, y).0;
-            image::Rgb(p.map(|c| (c as f32 * 0.8 - 10.0).max(0.0) as u8))
-        });
-        let d = change(&t0, &thumb(&dim, whole(&dim)));
+        let lit = |gain: f32, offset: f32| {
+            let img = RgbImage::from_fn(320, 240, |x, y| {
+                let p = base.get_pixel(x, y).0;
+                image::Rgb(p.map(|c| (c as f32 * gain + offset).clamp(0.0, 255.0) as u8))
+            });
+            change(&t0, &thumb(&img, whole(&img)))
+        };
+        // The drift between two runs a minute apart: 5% darker, 3 levels lower.
+        let d = lit(0.95, -3.0);
         assert!(
             d < DEFAULT_CHANGE_THRESHOLD / 2.0,
-            "light change measured {d}"
+            "light drift measured {d}"
+        );
+        // A light switched off: half as bright.
+        let d = lit(0.5, 0.0);
+        assert!(
+            d >= DEFAULT_CHANGE_THRESHOLD,
+            "light switched off measured {d}"
         );
         // A box appearing in a quarter of the region.
         let mut boxed = base.clone();

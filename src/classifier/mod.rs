@@ -111,6 +111,29 @@ impl ClassifierSpec {
     }
 }
 
+/// `name` made safe for Home Assistant's discovery topics and entity ids
+/// (`[a-z0-9_]`): other characters become `_`, and a name that changed gets 8 hex
+/// digits of its SHA-256 so that `garage door` and `garage_door` stay apart.
+pub fn slug(name: &str) -> String {
+    use sha2::{Digest, Sha256};
+    let s: String = name
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() {
+                c.to_ascii_lowercase()
+            } else {
+                '_'
+            }
+        })
+        .collect();
+    if s == name {
+        s
+    } else {
+        let h = Sha256::digest(name.as_bytes());
+        format!("{s}_{:02x}{:02x}{:02x}{:02x}", h[0], h[1], h[2], h[3])
+    }
+}
+
 /// The topics of one classifier, all below `<base>/<name>/`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ClassifierTopics {
@@ -187,5 +210,19 @@ impl GateStats {
             "skips": skips,
             "predictions_published": self.predictions_published.load(Ordering::Relaxed),
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn slugs_are_safe_for_home_assistant_and_keep_names_apart() {
+        assert_eq!(super::slug("garage_door"), "garage_door");
+        let spaced = super::slug("garage door");
+        assert!(spaced.starts_with("garage_door_") && spaced.len() == "garage_door_".len() + 8);
+        assert_ne!(spaced, super::slug("garage.door"));
+        assert!(super::slug("Tür")
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '_'));
     }
 }

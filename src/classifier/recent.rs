@@ -11,6 +11,7 @@
 //! other entry out.
 
 use std::collections::VecDeque;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
@@ -66,12 +67,15 @@ pub struct Entry {
     pub jpeg: Arc<Vec<u8>>,
 }
 
+/// Ids of recent crops, unique across classifiers: an id of one classifier's list
+/// sent to another is refused, never taken for one of its crops.
+static NEXT_ID: AtomicU64 = AtomicU64::new(1);
+
 /// The bounded list of one classifier.
 #[derive(Debug)]
 pub struct Recent {
     config: RecentConfig,
     entries: VecDeque<Entry>,
-    next_id: u64,
     last_doubtful: Option<Instant>,
 }
 
@@ -80,7 +84,6 @@ impl Recent {
         Self {
             config,
             entries: VecDeque::new(),
-            next_id: 1,
             last_doubtful: None,
         }
     }
@@ -135,8 +138,7 @@ impl Recent {
         while self.entries.len() >= self.config.size.max(1) {
             self.entries.pop_front();
         }
-        let id = self.next_id;
-        self.next_id += 1;
+        let id = NEXT_ID.fetch_add(1, Ordering::Relaxed);
         self.entries.push_back(Entry {
             id,
             captured_at: crate::mqtt::payload::timestamp(captured_at),
@@ -234,6 +236,10 @@ mod tests {
         assert!(r.remove(ids[2]));
         assert!(!r.remove(ids[2]));
         assert_eq!(r.len(), 2);
+        // Ids are unique across classifiers' lists.
+        let mut other = Recent::new(RecentConfig::default());
+        let theirs = other.push(Reason::First, at, None, 0.0, vec![0], t0);
+        assert!(r.get(theirs).is_none() && !ids.contains(&theirs));
         let none = Recent::new(RecentConfig {
             size: 0,
             ..RecentConfig::default()

@@ -96,6 +96,16 @@ impl RegionConfig {
         match self.unit {
             RegionUnit::Fraction => {
                 const EPS: f64 = 1e-9;
+                for (k, v) in [("width", self.width), ("height", self.height)] {
+                    if v < MIN_FRACTION {
+                        return Err((
+                            k,
+                            RegionError(format!(
+                                "{v} is too small to classify (at least {MIN_FRACTION} of the frame)"
+                            )),
+                        ));
+                    }
+                }
                 if self.x >= 1.0 {
                     return Err((
                         "x",
@@ -131,6 +141,17 @@ impl RegionConfig {
                             self.y + self.height
                         )),
                     ));
+                }
+                if let Some((w, h)) = frame {
+                    // Too few pixels of this frame.
+                    if let Err(e) = self.rect(w, h) {
+                        let key = if self.width * (w as f64) < MIN_SIDE as f64 + 1.0 {
+                            "width"
+                        } else {
+                            "height"
+                        };
+                        return Err((key, e));
+                    }
                 }
             }
             RegionUnit::Px => {
@@ -193,17 +214,28 @@ impl RegionConfig {
         // At least one pixel, inside the frame.
         let x0 = x0.min(fw - 1.0).max(0.0);
         let y0 = y0.min(fh - 1.0).max(0.0);
-        Ok(Rect {
+        let r = Rect {
             x: x0 as u32,
             y: y0 as u32,
             width: (x1 - x0).max(1.0) as u32,
             height: (y1 - y0).max(1.0) as u32,
-        })
+        };
+        if r.width < MIN_SIDE || r.height < MIN_SIDE {
+            return Err(RegionError(format!(
+                "the region is {}×{} pixels of the {frame_width}×{frame_height} frame, too small to classify (at least {MIN_SIDE} per side)",
+                r.width, r.height
+            )));
+        }
+        Ok(r)
     }
 }
 
-/// Smallest side of a pixel region.
+/// Smallest side of a region in pixels: a smaller crop is refused (config, a whole
+/// frame sent with `apply_region`) or skipped (a frame too small for the region).
 pub const MIN_SIDE: u32 = 8;
+
+/// Smallest side of a fraction region, as a fraction of the frame's side.
+pub const MIN_FRACTION: f64 = 0.01;
 
 /// Copy the pixels of `r` out of `image` (`r` must lie inside it, as
 /// [`RegionConfig::rect`] guarantees). The whole image is returned as a clone.
@@ -310,9 +342,22 @@ mod tests {
     #[test]
     fn crop_copies_the_region_pixels() {
         let img = RgbImage::from_fn(10, 8, |x, y| image::Rgb([x as u8, y as u8, 0]));
-        let c = crop(&img, px(2.0, 3.0, 8.0, 5.0).rect(10, 8).unwrap());
-        assert_eq!(c.dimensions(), (8, 5));
-        assert_eq!(c.get_pixel(0, 0).0, [2, 3, 0]);
-        assert_eq!(c.get_pixel(7, 4).0, [9, 7, 0]);
+        let c = crop(&img, px(2.0, 0.0, 8.0, 8.0).rect(10, 8).unwrap());
+        assert_eq!(c.dimensions(), (8, 8));
+        assert_eq!(c.get_pixel(0, 0).0, [2, 0, 0]);
+        assert_eq!(c.get_pixel(7, 7).0, [9, 7, 0]);
+        // Fewer than 8 pixels a side is no crop to classify.
+        assert!(frac(0.0, 0.0, 0.5, 0.5).rect(10, 8).is_err());
+        assert_eq!(
+            frac(0.0, 0.0, 0.001, 0.5).check(None).unwrap_err().0,
+            "width"
+        );
+        assert_eq!(
+            frac(0.0, 0.0, 0.5, 0.012)
+                .check(Some((640, 480)))
+                .unwrap_err()
+                .0,
+            "height"
+        );
     }
 }

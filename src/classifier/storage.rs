@@ -89,10 +89,10 @@ pub fn migrate_single_store(root: &Path, into: &str) -> Result<Option<Migrated>,
     let migrating = root.join(MIGRATING);
     let resuming = migrating.is_dir();
     let done = root.join(CLASSIFIERS);
-    if !resuming
-        && (present.is_empty()
-            || !present.contains(&"samples.json") && !present.contains(&"samples"))
-    {
+    // A store is a manifest or a samples directory; a stray file named `samples`
+    // is not one.
+    let is_store = root.join("samples.json").is_file() || root.join("samples").is_dir();
+    if !resuming && (present.is_empty() || !is_store) {
         return Ok(None);
     }
     if !resuming && done.exists() {

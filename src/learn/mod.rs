@@ -716,7 +716,16 @@ impl Learner {
         if bytes.is_empty() {
             return Err(bad("the image is empty"));
         }
-        let sha256 = format!("{:x}", Sha256::digest(&bytes));
+        // The digest names what is stored: the image as sent, or the image and the
+        // region it is cropped to.
+        let sha256 = if apply_region {
+            let mut h = Sha256::new();
+            h.update(&bytes);
+            h.update(serde_json::to_vec(&self.classifier.spec.region).unwrap_or_default());
+            format!("{:x}", h.finalize())
+        } else {
+            format!("{:x}", Sha256::digest(&bytes))
+        };
         if let Some(existing) = self.store.find_image(&label, &sha256) {
             return Ok(json!({
                 "id": existing.id,

@@ -13,6 +13,11 @@ use crate::classifier::recent::Entry;
 use crate::source::decode::decode_image;
 use crate::store::Origin;
 
+/// Most base64 image bytes one `recent` answer carries (one MQTT message); the
+/// newest crops first, the others are counted in `images_omitted` and can be
+/// fetched one by one with `recent_image`.
+pub const MAX_LIST_IMAGE_BYTES: usize = 1 << 20;
+
 fn b64(bytes: &[u8]) -> String {
     base64::engine::general_purpose::STANDARD.encode(bytes)
 }
@@ -54,10 +59,28 @@ impl Learner {
             .lock()
             .map(|r| r.list())
             .unwrap_or_default();
-        Ok(json!({
+        let (mut budget, mut omitted) = (MAX_LIST_IMAGE_BYTES, 0);
+        let entries: Vec<Value> = list
+            .iter()
+            .map(|e| {
+                let size = e.jpeg.len().div_ceil(3) * 4;
+                let with = images && size <= budget;
+                if with {
+                    budget -= size;
+                } else if images {
+                    omitted += 1;
+                }
+                entry_json(e, with)
+            })
+            .collect();
+        let mut v = json!({
             "classifier": self.classifier.spec.name,
-            "recent": list.iter().map(|e| entry_json(e, images)).collect::<Vec<_>>(),
-        }))
+            "recent": entries,
+        });
+        if images {
+            v["images_omitted"] = json!(omitted);
+        }
+        Ok(v)
     }
 
     pub(super) fn recent_image(&self, b: &Value) -> Result<Value, RequestError> {

@@ -184,6 +184,8 @@ pub struct Connection {
     announcements: Announcements,
     /// When the current connection was acknowledged.
     connected_at: Option<Instant>,
+    /// Retained messages to publish again since the last connect (see `on_connect`).
+    backlog: std::collections::VecDeque<(String, Vec<u8>)>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -275,6 +277,7 @@ pub fn connect(
             backoff: Backoff::from_millis(m.reconnect_min_ms, m.reconnect_max_ms),
             announcements,
             connected_at: None,
+            backlog: std::collections::VecDeque::new(),
         },
     ))
 }
@@ -315,24 +318,38 @@ impl Connection {
         let client = p.client.load();
         let mut ok = client.try_subscribe_requests(&p.topics.request_filter);
         ok &= client.try_subscribe_requests(&p.topics.classifier_request_filter);
-        ok &= client.try_publish(&p.topics.availability, 1, true, topics::ONLINE.into());
+        if !ok {
+            tracing::warn!("MQTT queue full right after connecting; a subscription was dropped");
+        }
+        // Everything retained goes out again, through a backlog: with many
+        // classifiers it can be more than the outgoing queue holds at once.
+        self.backlog.clear();
+        self.backlog
+            .push_back((p.topics.availability.clone(), topics::ONLINE.into()));
         for (topic, config) in &self.announcements {
-            ok &= client.try_publish(topic, 1, true, config.to_string().into_bytes());
+            self.backlog
+                .push_back((topic.clone(), config.to_string().into_bytes()));
         }
         let kept: Vec<(String, Vec<u8>)> = p
             .retained
             .lock()
             .map(|k| k.iter().map(|(t, v)| (t.clone(), v.clone())).collect())
             .unwrap_or_default();
-        for (topic, payload) in kept {
-            ok &= client.try_publish(&topic, 1, true, payload);
-        }
-        if !ok {
-            tracing::warn!(
-                "MQTT queue full right after connecting; some announcements were dropped"
-            );
-        }
+        self.backlog.extend(kept);
         tracing::info!(topics = %p.topics.base, protocol = self.protocol.name(), "MQTT connected");
+        self.flush_backlog();
+    }
+
+    /// Publish the retained messages still owed since the last connect, as many as
+    /// the outgoing queue takes now; the rest after the next event.
+    fn flush_backlog(&mut self) {
+        let client = self.publisher.client.load();
+        while let Some((topic, payload)) = self.backlog.pop_front() {
+            if !client.try_publish(&topic, 1, true, payload.clone()) {
+                self.backlog.push_front((topic, payload));
+                break;
+            }
+        }
     }
 
     fn on_publish(&self, topic: &str, payload: Bytes, retain: bool, dup: bool) {
@@ -417,8 +434,11 @@ impl Connection {
                 }
                 event = self.eventloop.poll() => match event {
                     Ok(Net::ConnAck) => self.on_connect(),
-                    Ok(Net::Publish { topic, payload, retain, dup }) => self.on_publish(&topic, payload, retain, dup),
-                    Ok(_) => {}
+                    Ok(Net::Publish { topic, payload, retain, dup }) => {
+                        self.on_publish(&topic, payload, retain, dup);
+                        self.flush_backlog();
+                    }
+                    Ok(_) => self.flush_backlog(),
                     Err(error) => {
                         let was = self.publisher.connected.swap(false, Ordering::Relaxed);
                         // Only a connection that lasted starts the backoff over.

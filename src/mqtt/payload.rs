@@ -96,7 +96,10 @@ pub fn homeassistant_discovery(
         let (key_prefix, name_prefix) = if i == 0 {
             (String::new(), String::new())
         } else {
-            (format!("{}_", c.name), format!("{} ", c.name))
+            (
+                format!("{}_", crate::classifier::slug(&c.name)),
+                format!("{} ", c.name),
+            )
         };
         let sensor = |key: &str, name: &str, template: &str, extra: Value| {
             let key = format!("{key_prefix}{key}");
