@@ -482,6 +482,17 @@ impl Learner {
 
     /// Carry out one request. `Ok(None)`: the answer is sent later (`label_frame`).
     async fn dispatch(&mut self, r: &Request, key: &str) -> Result<Option<Value>, RequestError> {
+        // Only the teaching operations take a label as a further topic level.
+        if let Some(arg) = &r.arg {
+            if OPS.contains(&r.op.as_str())
+                && !matches!(r.op.as_str(), "add_sample" | "label_frame")
+            {
+                return Err(bad(format!(
+                    "{} takes no further topic level (got \"{arg}\")",
+                    r.op
+                )));
+            }
+        }
         let data = match r.op.as_str() {
             "add_sample" => self.add_sample(r).await?,
             "label_frame" => return self.label_frame(r, key).map(|()| None),
@@ -686,9 +697,11 @@ impl Learner {
         let (label, bytes) = if r.payload.first() == Some(&b'{') {
             let req: AddSample = serde_json::from_slice(&r.payload)
                 .map_err(|e| bad(format!("bad add_sample request: {e}")))?;
-            let label = req.label.or_else(|| r.arg.clone()).ok_or_else(|| {
-                bad("no label: put it in the topic (add_sample/<label>) or in \"label\"")
-            })?;
+            let label = one_label(req.label, r.arg.as_deref())?
+                .or_else(|| r.arg.clone())
+                .ok_or_else(|| {
+                    bad("no label: put it in the topic (add_sample/<label>) or in \"label\"")
+                })?;
             if req.image.len() > max_bytes / 3 * 4 + 4 {
                 return Err(bad(format!(
                     "the image is larger than {max_bytes} bytes (learn.max_image_bytes)"
@@ -836,9 +849,11 @@ impl Learner {
             serde_json::from_slice(&r.payload)
                 .map_err(|e| bad(format!("bad label_frame request: {e}")))?
         };
-        let label = req.label.or_else(|| r.arg.clone()).ok_or_else(|| {
-            bad("no label: put it in the topic (label_frame/<label>) or in \"label\"")
-        })?;
+        let label = one_label(req.label, r.arg.as_deref())?
+            .or_else(|| r.arg.clone())
+            .ok_or_else(|| {
+                bad("no label: put it in the topic (label_frame/<label>) or in \"label\"")
+            })?;
         let label = self.class_name(&label)?;
         if req.count == 0 || req.count > MAX_FRAMES {
             return Err(bad(format!("count must be 1 to {MAX_FRAMES}")));
@@ -1012,6 +1027,16 @@ impl Learner {
     }
 }
 
+/// The label of the payload, refused when the topic names another one.
+fn one_label(payload: Option<String>, topic: Option<&str>) -> Result<Option<String>, RequestError> {
+    match (payload, topic) {
+        (Some(p), Some(t)) if !labels::same(&p, t) => Err(bad(format!(
+            "the topic names the label \"{t}\" and the payload \"{p}\": give one"
+        ))),
+        (p, _) => Ok(p),
+    }
+}
+
 /// `image` cropped to `region`; an error when a pixel region does not fit it.
 fn crop_to(image: &RgbImage, region: &region::RegionConfig) -> Result<RgbImage, RequestError> {
     let (w, h) = image.dimensions();
@@ -1068,6 +1093,16 @@ mod tests {
         let v = body(br#"{"id": 3, "transaction": "t"}"#).expect("json");
         assert!(only_fields(&v, &["id"]).is_ok());
         assert!(only_fields(&v, &["label"]).is_err());
+    }
+
+    #[test]
+    fn a_label_in_the_topic_and_another_in_the_payload_is_refused() {
+        assert_eq!(
+            one_label(Some("Cat".into()), Some("cat")),
+            Ok(Some("Cat".into()))
+        );
+        assert_eq!(one_label(None, Some("cat")), Ok(None));
+        assert!(one_label(Some("dog".into()), Some("cat")).is_err());
     }
 
     #[test]

@@ -171,6 +171,39 @@ region = { x = 320, y = 0, width = 320, height = 320, unit = "px" }
             .is_some_and(|e| e.contains("no classifier \"nope\"")),
         "{r}"
     );
+    // Extra topic levels are refused, and so is a label given twice, differently.
+    c.publish(
+        &format!("{left}/request/classes/extra"),
+        json!({"transaction": "x1"}).to_string(),
+    )
+    .await;
+    let r = c
+        .wait_for(&format!("{left}/response/classes"), 30, |m| {
+            m.json()["transaction"] == "x1"
+        })
+        .await
+        .json();
+    assert!(
+        r["error"]
+            .as_str()
+            .is_some_and(|e| e.contains("no further topic level")),
+        "{r}"
+    );
+    c.publish(
+        &format!("{left}/request/label_frame/hat"),
+        json!({"label": "shoes", "transaction": "x2"}).to_string(),
+    )
+    .await;
+    let r = c
+        .wait_for(&format!("{left}/response/label_frame"), 30, |m| {
+            m.json()["transaction"] == "x2"
+        })
+        .await
+        .json();
+    assert!(
+        r["error"].as_str().is_some_and(|e| e.contains("give one")),
+        "{r}"
+    );
     // Their stores are apart.
     assert!(dir
         .path()
