@@ -47,7 +47,7 @@ wait "$pid" || code=$?
 [ "$code" = 0 ] || { cat "$log"; fail "daemon exited with $code"; }
 grep -q "stopped" "$log" || { cat "$log"; fail "no clean stop"; }
 rm -f "$log"
-[ -f /var/lib/edgehead/samples.json ] || [ -d /var/lib/edgehead/samples ] || fail "no state written to /var/lib/edgehead"
+[ -d /var/lib/edgehead/classifiers/default/samples ] || fail "no state written to /var/lib/edgehead/classifiers/default"
 
 echo "== reinstall keeps an edited config"
 echo "# local edit" | $sudo tee -a /etc/edgehead/edgehead.toml >/dev/null

@@ -634,8 +634,18 @@ pub struct Sources {
     pub env: Option<HashMap<String, String>>,
 }
 
-/// Merge defaults, the file and the environment into a [`RawConfig`].
+/// Merge defaults, the file and the environment into a [`RawConfig`]; unknown
+/// keys are errors.
 pub fn load(sources: &Sources) -> Result<RawConfig, ConfigError> {
+    match load_keeping_unknown(sources)? {
+        (raw, unknown) if unknown.is_empty() => Ok(raw),
+        (_, problems) => Err(ConfigError { problems }),
+    }
+}
+
+/// [`load`], with the unknown keys returned beside the configuration (so that
+/// [`load_settings`] reports them together with the invalid values).
+fn load_keeping_unknown(sources: &Sources) -> Result<(RawConfig, Vec<Problem>), ConfigError> {
     use config::{Config, Environment, File, FileFormat};
 
     let defaults = Config::try_from(&RawConfig::default())
@@ -670,8 +680,7 @@ pub fn load(sources: &Sources) -> Result<RawConfig, ConfigError> {
         })
         .collect();
     match raw {
-        Ok(raw) if problems.is_empty() => Ok(raw),
-        Ok(_) => Err(ConfigError { problems }),
+        Ok(raw) => Ok((raw, problems)),
         Err(e) => {
             problems.push(Problem {
                 key: error_key(&e),
@@ -726,8 +735,18 @@ impl Settings {
 }
 
 /// Load and validate in one step.
+/// Every problem is reported at once: unknown keys and invalid values together.
 pub fn load_settings(sources: &Sources) -> Result<Settings, ConfigError> {
-    validate(load(sources)?)
+    let (raw, unknown) = load_keeping_unknown(sources)?;
+    match validate(raw) {
+        Ok(s) if unknown.is_empty() => Ok(s),
+        Ok(_) => Err(ConfigError { problems: unknown }),
+        Err(mut e) => {
+            let mut problems = unknown;
+            problems.append(&mut e.problems);
+            Err(ConfigError { problems })
+        }
+    }
 }
 
 struct Checker {
@@ -1282,6 +1301,29 @@ mod tests {
             vec!["colour", "mqtt.passwrod", "mqtt.prot", "source.files.fsp"]
         );
         assert!(err.to_string().contains("EDGEHEAD__MQTT__PROT"));
+    }
+
+    #[test]
+    fn a_classifier_s_own_settings_are_checked_under_its_key() {
+        let (_d, s) = file(
+            "[[classifiers]]\nname = \"door\"\npredictions = { top_k = 0 }\nhead = { l2 = -1.0 }\n",
+        );
+        let err = load_settings(&s).expect_err("two problems");
+        let mut k = keys(&err);
+        k.sort();
+        assert_eq!(
+            k,
+            vec!["classifiers[0].head.l2", "classifiers[0].predictions.top_k"]
+        );
+    }
+
+    #[test]
+    fn unknown_keys_do_not_hide_invalid_values() {
+        let (_d, s) = file("[mqtt]\nprot = 1\n[predictions]\ntop_k = 0\n");
+        let err = load_settings(&s).expect_err("two problems");
+        let mut k = keys(&err);
+        k.sort();
+        assert_eq!(k, vec!["mqtt.prot", "predictions.top_k"]);
     }
 
     #[test]

@@ -261,32 +261,35 @@ pub fn resolve(
             head_check(&key("head"), &head, problems)
         };
         let predictions = c.predictions.over(&raw.predictions);
-        if predictions.top_k == 0 || predictions.top_k > 100 {
-            fail(
-                key("predictions.top_k"),
-                format!("{} is out of range (1 to 100)", predictions.top_k),
-                problems,
-            );
-        }
-        if predictions.smoothing_window == 0 || predictions.smoothing_window > 100 {
-            fail(
-                key("predictions.smoothing_window"),
-                format!(
-                    "{} is out of range (1 to 100)",
-                    predictions.smoothing_window
-                ),
-                problems,
-            );
-        }
-        if predictions.min_interval_ms > 3_600_000 {
-            fail(
-                key("predictions.min_interval_ms"),
-                format!(
-                    "{} is out of range (0 to 3600000)",
-                    predictions.min_interval_ms
-                ),
-                problems,
-            );
+        // Only the classifier's own keys are checked again (the rest were, as `[predictions]`).
+        if c.predictions != PredictionOverrides::default() {
+            if predictions.top_k == 0 || predictions.top_k > 100 {
+                fail(
+                    key("predictions.top_k"),
+                    format!("{} is out of range (1 to 100)", predictions.top_k),
+                    problems,
+                );
+            }
+            if predictions.smoothing_window == 0 || predictions.smoothing_window > 100 {
+                fail(
+                    key("predictions.smoothing_window"),
+                    format!(
+                        "{} is out of range (1 to 100)",
+                        predictions.smoothing_window
+                    ),
+                    problems,
+                );
+            }
+            if predictions.min_interval_ms > 3_600_000 {
+                fail(
+                    key("predictions.min_interval_ms"),
+                    format!(
+                        "{} is out of range (0 to 3600000)",
+                        predictions.min_interval_ms
+                    ),
+                    problems,
+                );
+            }
         }
         let _ = ok;
         out.push(Arc::new(ClassifierSpec {

@@ -144,7 +144,7 @@ impl Recent {
             captured_at: crate::mqtt::payload::timestamp(captured_at),
             reason,
             label,
-            confidence,
+            confidence: (confidence * 10_000.0).round() / 10_000.0,
             bytes: jpeg.len(),
             jpeg: Arc::new(jpeg),
         });

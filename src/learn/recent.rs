@@ -43,7 +43,12 @@ impl Learner {
             .lock()
             .map_err(|_| bad("internal error: the recent list is unavailable"))?
             .get(id)
-            .ok_or_else(|| bad(format!("there is no recent crop {id}")))
+            .ok_or_else(|| {
+                bad(format!(
+                    "there is no recent crop {id} in the list of classifier \"{}\" (each classifier has its own list)",
+                    self.classifier.spec.name
+                ))
+            })
     }
 
     pub(super) fn recent_list(&self, b: &Value) -> Result<Value, RequestError> {
