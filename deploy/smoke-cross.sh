@@ -68,7 +68,7 @@ for _ in $(seq 1 300); do
     kill -0 "$pid" 2>/dev/null || { cat "$tmp/daemon.log"; echo "daemon exited early"; exit 1; }
     sleep 0.5
 done
-mosquitto_sub -h 127.0.0.1 -p "$port" -t edgehead/smoke/prediction -C 2 -W 300 > "$tmp/predictions"
+mosquitto_sub -h 127.0.0.1 -p "$port" -t edgehead/smoke/default/prediction -C 2 -W 300 > "$tmp/predictions"
 head -c 300 "$tmp/predictions"; echo
 kill -TERM "$pid"
 code=0

@@ -395,6 +395,11 @@ pub fn teach_latency(
     let debounce_ms = raw.learn.debounce_ms;
     let settings = crate::config::validate(raw).map_err(|e| anyhow::anyhow!("{e}"))?;
     let base = settings.topic_base.clone();
+    // The first classifier's predictions (the built-in `default` over the whole frame).
+    let prediction_topic = match settings.classifiers.first() {
+        Some(c) => format!("{base}/{}/prediction", c.name),
+        None => anyhow::bail!("no classifier"),
+    };
     let files: Vec<std::path::PathBuf> = crate::source::files::list(&images.display().to_string())
         .map_err(|e| anyhow::anyhow!("{e}"))?;
     let daemon = crate::app::Daemon::build(settings).context("start the daemon")?;
@@ -408,9 +413,7 @@ pub fn teach_latency(
         let mut opts = MqttOptions::new("edgehead-bench-client", "127.0.0.1", port);
         opts.set_max_packet_size(16 << 20, 16 << 20);
         let (client, mut events) = AsyncClient::new(opts, 64);
-        client
-            .subscribe(format!("{base}/prediction"), QoS::AtMostOnce)
-            .await?;
+        client.subscribe(prediction_topic, QoS::AtMostOnce).await?;
         client
             .subscribe(format!("{base}/response/add_sample"), QoS::AtLeastOnce)
             .await?;
