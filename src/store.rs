@@ -86,6 +86,24 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), StoreError> {
     sync_dir(dir)
 }
 
+/// Take the exclusive lock of `dir` (its file `lock`, created if needed), held
+/// while the returned file is open. Errors: [`StoreError::Locked`] when another
+/// process holds it.
+pub(crate) fn lock_dir(dir: &Path) -> Result<File, StoreError> {
+    let lock_path = dir.join(LOCK);
+    let lock = fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&lock_path)
+        .map_err(io(&lock_path))?;
+    match lock.try_lock() {
+        Ok(()) => Ok(lock),
+        Err(fs::TryLockError::WouldBlock) => Err(StoreError::Locked(dir.to_path_buf())),
+        Err(fs::TryLockError::Error(e)) => Err(io(&lock_path)(e)),
+    }
+}
+
 /// Whether an error is "no space left on device" (ENOSPC) or "quota exceeded".
 pub fn is_disk_full(e: &StoreError) -> bool {
     match e {
@@ -187,18 +205,7 @@ impl Store {
     pub fn open(dir: &Path) -> Result<(Self, OpenReport), StoreError> {
         let samples_dir = dir.join(SAMPLES);
         fs::create_dir_all(&samples_dir).map_err(io(&samples_dir))?;
-        let lock_path = dir.join(LOCK);
-        let lock = fs::OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(&lock_path)
-            .map_err(io(&lock_path))?;
-        match lock.try_lock() {
-            Ok(()) => {}
-            Err(fs::TryLockError::WouldBlock) => return Err(StoreError::Locked(dir.to_path_buf())),
-            Err(fs::TryLockError::Error(e)) => return Err(io(&lock_path)(e)),
-        }
+        let lock = lock_dir(dir)?;
         let manifest_path = dir.join(MANIFEST);
         let manifest = match fs::read(&manifest_path) {
             Ok(bytes) => {

@@ -17,12 +17,11 @@
 use std::fs;
 use std::path::{Path, PathBuf};
 
-use crate::store::{io, sync_dir, StoreError};
+use crate::store::{io, lock_dir, sync_dir, StoreError};
 
 /// Where the classifiers' stores live, below the state directory.
 pub const CLASSIFIERS: &str = "classifiers";
 const MIGRATING: &str = "classifiers.migrating";
-const LOCK: &str = "lock";
 /// What edgehead 0.1 kept at the top of the state directory, moved as a whole.
 const SINGLE_STORE: &[&str] = &["samples.json", "samples", "head.json", "reserve"];
 
@@ -48,20 +47,8 @@ impl StateDir {
     /// failed (nothing is lost: see the module documentation).
     pub fn open(root: &Path, first: &str) -> Result<(Self, Option<Migrated>), StoreError> {
         fs::create_dir_all(root).map_err(io(root))?;
-        let lock_path = root.join(LOCK);
-        let lock = fs::OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(&lock_path)
-            .map_err(io(&lock_path))?;
-        match lock.try_lock() {
-            Ok(()) => {}
-            Err(fs::TryLockError::WouldBlock) => {
-                return Err(StoreError::Locked(root.to_path_buf()))
-            }
-            Err(fs::TryLockError::Error(e)) => return Err(io(&lock_path)(e)),
-        }
+        // The same lock file a store of edgehead 0.1 at the top held.
+        let lock = lock_dir(root)?;
         let migrated = migrate_single_store(root, first)?;
         Ok((
             Self {
@@ -81,18 +68,13 @@ impl StateDir {
 /// Move edgehead 0.1's single store into `classifiers/<into>/`; `None` when there
 /// is none to move. Resumes a move a crash interrupted.
 pub fn migrate_single_store(root: &Path, into: &str) -> Result<Option<Migrated>, StoreError> {
-    let present: Vec<&str> = SINGLE_STORE
-        .iter()
-        .copied()
-        .filter(|n| fs::symlink_metadata(root.join(n)).is_ok())
-        .collect();
     let migrating = root.join(MIGRATING);
     let resuming = migrating.is_dir();
     let done = root.join(CLASSIFIERS);
     // A store is a manifest or a samples directory; a stray file named `samples`
     // is not one.
     let is_store = root.join("samples.json").is_file() || root.join("samples").is_dir();
-    if !resuming && (present.is_empty() || !is_store) {
+    if !resuming && !is_store {
         return Ok(None);
     }
     if !resuming && done.exists() {
