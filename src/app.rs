@@ -141,12 +141,7 @@ impl Daemon {
         for (spec, store, report) in opened {
             let (tx, rx) = mpsc::channel(settings.raw.learn.queue);
             requests_tx.push(tx);
-            classifiers.push((
-                Classifier::new(spec, &settings.topic_base),
-                store,
-                report,
-                rx,
-            ));
+            classifiers.push((Classifier::new(spec), store, report, rx));
         }
         let (publisher, connection) = mqtt::connect(
             &settings,
@@ -439,7 +434,8 @@ impl StatusReporter {
         let first = self
             .classifiers
             .first()
-            .map(|c| c.status())
+            .and_then(|c| classifiers.get(&c.spec.name))
+            .cloned()
             .unwrap_or_default();
         json!({
             "state": "running",

@@ -152,7 +152,7 @@ fn end_to_end(e: Arc<TractEmbedder>, o: &Options) -> (f64, u64, u64, f64, u64) {
             ..TriggerConfig::default()
         },
     );
-    let classifier = Classifier::new(Arc::new(spec), "bench");
+    let classifier = Classifier::new(Arc::new(spec));
     classifier.head.store(demo_head(&e).map(Arc::new));
     let synth = SyntheticConfig {
         width: o.width,

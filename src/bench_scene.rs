@@ -215,7 +215,7 @@ pub fn run(e: Arc<TractEmbedder>, o: &Options) -> Result<Report, String> {
     let make = |name: &str, region: RegionConfig, h: head::Head| {
         let mut spec = ClassifierSpec::new(name, region, trigger);
         spec.predictions.smoothing_window = o.smoothing_window;
-        let c = Classifier::new(Arc::new(spec), "bench");
+        let c = Classifier::new(Arc::new(spec));
         c.head.store(Some(Arc::new(h)));
         c
     };

@@ -40,17 +40,16 @@ use crate::head::Head;
 #[derive(Clone)]
 pub struct Classifier {
     pub spec: Arc<ClassifierSpec>,
-    pub topics: Arc<ClassifierTopics>,
     pub head: Arc<ArcSwapOption<Head>>,
     pub recent: Arc<Mutex<Recent>>,
     pub gate: Arc<GateStats>,
 }
 
 impl Classifier {
-    /// A classifier without a head, below `<device_base>/<name>/`.
-    pub fn new(spec: Arc<ClassifierSpec>, device_base: &str) -> Self {
+    /// A classifier without a head (its topics are the publisher's, built by
+    /// [`ClassifierTopics::new`]).
+    pub fn new(spec: Arc<ClassifierSpec>) -> Self {
         Self {
-            topics: Arc::new(ClassifierTopics::new(device_base, &spec.name)),
             head: Arc::new(ArcSwapOption::empty()),
             recent: Arc::new(Mutex::new(Recent::new(spec.recent))),
             gate: Arc::new(GateStats::default()),
@@ -138,25 +137,21 @@ pub fn slug(name: &str) -> String {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ClassifierTopics {
     pub name: String,
-    /// `<base>/<name>`.
-    pub base: String,
     /// One JSON message per published prediction.
     pub prediction: String,
     /// Retained description and quality of the head.
     pub head: String,
-    /// `<base>/<name>/request/#`.
-    pub request_filter: String,
 }
 
 impl ClassifierTopics {
+    /// Requests arrive on `<base>/<name>/request/#`, one subscription for all
+    /// classifiers ([`crate::mqtt::Topics::classifier_request_filter`]).
     pub fn new(device_base: &str, name: &str) -> Self {
         let base = format!("{device_base}/{name}");
         Self {
             name: name.to_string(),
             prediction: format!("{base}/{}", crate::mqtt::topics::PREDICTION),
             head: format!("{base}/{}", crate::mqtt::topics::HEAD),
-            request_filter: format!("{base}/{}/#", crate::mqtt::topics::REQUEST),
-            base,
         }
     }
 }
