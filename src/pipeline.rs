@@ -204,6 +204,19 @@ struct Lane {
     outside_logged: Option<Instant>,
 }
 
+impl Lane {
+    /// The classifier's current head, and whether it differs from the one the
+    /// last prediction used (retrained, reset, or the first one).
+    fn head_now(&self) -> (Option<Arc<Head>>, bool) {
+        let head = self.c.head.load_full();
+        let changed = match (&head, &self.head_used) {
+            (Some(a), Some(b)) => !Arc::ptr_eq(a, b),
+            (a, b) => a.is_some() != b.is_some(),
+        };
+        (head, changed)
+    }
+}
+
 struct LastRun {
     thumb: gate::Thumb,
     at: Instant,
@@ -306,22 +319,12 @@ impl<S: PredictionSink> Inference<S> {
                         lane.c.gate.skipped(skip);
                         if let Some(p) = lane.pending.take() {
                             if lane.smoother.should_publish(&p.label, now) {
-                                if self.sink.publish(i, &p) {
-                                    lane.c
-                                        .gate
-                                        .predictions_published
-                                        .fetch_add(1, Ordering::Relaxed);
-                                }
+                                self.send(lane, i, &p);
                             } else {
                                 lane.pending = Some(p);
                             }
                         }
-                        let head = lane.c.head.load_full();
-                        let retrained = match (&head, &lane.head_used) {
-                            (Some(a), Some(b)) => !Arc::ptr_eq(a, b),
-                            (a, b) => a.is_some() != b.is_some(),
-                        };
-                        if retrained && lane.last.is_some() {
+                        if lane.head_now().1 && lane.last.is_some() {
                             again.push(i);
                         }
                     }
@@ -393,6 +396,16 @@ impl<S: PredictionSink> Inference<S> {
         Ok(())
     }
 
+    /// Publish a prediction of lane `index`, counting it when it was sent.
+    fn send(&mut self, lane: &Lane, index: usize, p: &Prediction) {
+        if self.sink.publish(index, p) {
+            lane.c
+                .gate
+                .predictions_published
+                .fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
     /// Classify the lane's last features, smooth, publish by its rule and keep the
     /// crop in `recent` when it is worth a label. `why` is `None` for a prediction
     /// again from the last features (the head changed).
@@ -408,11 +421,7 @@ impl<S: PredictionSink> Inference<S> {
         let Some(last) = lane.last.as_ref() else {
             return;
         };
-        let head = lane.c.head.load_full();
-        let retrained = match (&head, &lane.head_used) {
-            (Some(a), Some(b)) => !Arc::ptr_eq(a, b),
-            (a, b) => a.is_some() != b.is_some(),
-        };
+        let (head, retrained) = lane.head_now();
         if retrained {
             // The window's votes came from the old head: the new one decides.
             lane.smoother.forget_votes();
@@ -480,12 +489,7 @@ impl<S: PredictionSink> Inference<S> {
             .should_publish(&prediction.label, Instant::now())
         {
             lane.pending = None;
-            if self.sink.publish(index, &prediction) {
-                lane.c
-                    .gate
-                    .predictions_published
-                    .fetch_add(1, Ordering::Relaxed);
-            }
+            self.send(lane, index, &prediction);
         } else if lane.smoother.holds_back(&prediction.label) {
             lane.pending = Some(prediction);
         }
@@ -605,7 +609,7 @@ mod tests {
         )));
         let mut spec = ClassifierSpec::new("door", RegionConfig::WHOLE, TriggerConfig::default());
         spec.predictions = cfg(3, PublishMode::OnChange, 400);
-        let c = Classifier::new(Arc::new(spec), "t");
+        let c = Classifier::new(Arc::new(spec));
         // Uniform colours: the gate sees the change of brightness (79 to 31 grey levels).
         let red = [220u8, 20, 20];
         let blue = [20u8, 20, 120];
