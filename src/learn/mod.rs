@@ -739,37 +739,45 @@ impl Learner {
         } else {
             format!("{:x}", Sha256::digest(&bytes))
         };
-        if let Some(existing) = self.store.find_image(&label, &sha256) {
+        let limits = self.limits();
+        let region = apply_region.then_some(self.classifier.spec.region);
+        self.add_image(&label, Origin::Image, sha256, move || {
+            let image = decode_image(&bytes, &limits).map_err(|e| bad(e.to_string()))?;
+            match region {
+                Some(r) => crop_to(&image, &r),
+                None => Ok(image),
+            }
+        })
+        .await
+    }
+
+    /// Store an image as a sample of `label` (`add_sample`, `label_recent`): the
+    /// sample that has the same digest in that class is answered `duplicate`;
+    /// otherwise the limits are checked, the image made by `image` is embedded and
+    /// stored, and a retrain scheduled. The answer: `id`, `label`, `class_samples`,
+    /// and `duplicate: true` or `retrain_in_ms`.
+    async fn add_image(
+        &mut self,
+        label: &str,
+        origin: Origin,
+        sha256: String,
+        image: impl FnOnce() -> Result<RgbImage, RequestError> + Send + 'static,
+    ) -> Result<Value, RequestError> {
+        if let Some(existing) = self.store.find_image(label, &sha256) {
             return Ok(json!({
                 "id": existing.id,
                 "label": label,
-                "class_samples": self.class_count(&label),
+                "class_samples": self.class_count(label),
                 "duplicate": true,
             }));
         }
-        self.check_room(&label, 1)?;
-        let limits = self.limits();
-        let region = apply_region.then_some(self.classifier.spec.region);
-        let (prepared, features) = self
-            .embed_sample(move || {
-                let image = decode_image(&bytes, &limits).map_err(|e| bad(e.to_string()))?;
-                match region {
-                    Some(r) => crop_to(&image, &r),
-                    None => Ok(image),
-                }
-            })
-            .await?;
-        let id = self.store_sample(
-            &label,
-            Origin::Image,
-            &prepared.jpeg,
-            features,
-            Some(sha256),
-        )?;
+        self.check_room(label, 1)?;
+        let (prepared, features) = self.embed_sample(image).await?;
+        let id = self.store_sample(label, origin, &prepared.jpeg, features, Some(sha256))?;
         Ok(json!({
             "id": id,
             "label": label,
-            "class_samples": self.class_count(&label),
+            "class_samples": self.class_count(label),
             "retrain_in_ms": self.config.debounce_ms,
         }))
     }

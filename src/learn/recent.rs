@@ -115,39 +115,17 @@ impl Learner {
         let label = self.class_name(field(b, "label")?)?;
         let entry = self.recent_entry(id)?;
         let sha256 = format!("{:x}", Sha256::digest(entry.jpeg.as_slice()));
-        if let Some(existing) = self.store.find_image(&label, &sha256) {
-            let sample = existing.id;
-            self.drop_recent(id);
-            return Ok(json!({
-                "id": sample,
-                "recent": id,
-                "label": label,
-                "class_samples": self.class_count(&label),
-                "duplicate": true,
-            }));
-        }
-        self.check_room(&label, 1)?;
         let limits = self.limits();
         let jpeg = entry.jpeg.clone();
-        let (prepared, features) = self
-            .embed_sample(move || decode_image(&jpeg, &limits).map_err(|e| bad(e.to_string())))
+        let mut answer = self
+            .add_image(&label, Origin::Frame, sha256, move || {
+                decode_image(&jpeg, &limits).map_err(|e| bad(e.to_string()))
+            })
             .await?;
-        let sample = self.store_sample(
-            &label,
-            Origin::Frame,
-            &prepared.jpeg,
-            features,
-            Some(sha256),
-        )?;
         self.drop_recent(id);
-        tracing::info!(classifier = %self.classifier.spec.name, recent = id, sample, label = %label, "recent crop labeled");
-        Ok(json!({
-            "id": sample,
-            "recent": id,
-            "label": label,
-            "class_samples": self.class_count(&label),
-            "retrain_in_ms": self.config.debounce_ms,
-        }))
+        tracing::info!(classifier = %self.classifier.spec.name, recent = id, sample = %answer["id"], label = %label, "recent crop labeled");
+        answer["recent"] = json!(id);
+        Ok(answer)
     }
 
     fn drop_recent(&self, id: u64) {
