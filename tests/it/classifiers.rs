@@ -44,18 +44,28 @@ fn show(scene_dir: &Path, frame: &RgbImage) {
     std::fs::rename(&tmp, scene_dir.join("scene.jpg")).expect("rename");
 }
 
-/// A files source replaying one file, `scene/scene.jpg`, at 5 frames a second.
-fn scene_config(dir: &Path, port: u16, extra: &str) -> (PathBuf, PathBuf) {
-    let scene = dir.join("scene");
+/// A daemon on a files source replaying one file, `scene/scene.jpg`, at 5 frames a
+/// second, first showing a hat beside pants; `extra` is appended to its
+/// configuration. Returns, once the daemon is online: the broker, the temporary
+/// directory, the scene folder, the daemon and a client subscribed to every topic
+/// of the device.
+async fn start_on_scene(extra: &str) -> (Mosquitto, tempfile::TempDir, PathBuf, Process, Client) {
+    let broker = Mosquitto::start();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let scene = dir.path().join("scene");
     std::fs::create_dir_all(&scene).expect("mkdir");
-    let config = config_file(dir, port, extra);
+    let config = config_file(dir.path(), broker.port, extra);
     edit_config(&config, |t| {
         t.replace(
             &fixtures().display().to_string(),
             &scene.display().to_string(),
         )
     });
-    (config, scene)
+    show(&scene, &two_up("hat-1.jpg", "pants-1.jpg"));
+    let daemon = Process::start(&config);
+    let mut c = Client::connect(broker.port, &[&format!("{BASE}/#")]).await;
+    online(&mut c).await;
+    (broker, dir, scene, daemon, c)
 }
 
 async fn online(c: &mut Client) {
@@ -88,11 +98,7 @@ async fn gate_status(
 
 #[tokio::test(flavor = "multi_thread")]
 async fn two_classifiers_on_different_regions_learn_their_own_classes() {
-    let broker = Mosquitto::start();
-    let dir = tempfile::tempdir().expect("tempdir");
-    let (config, scene) = scene_config(
-        dir.path(),
-        broker.port,
+    let (_broker, dir, scene, _daemon, mut c) = start_on_scene(
         r#"
 [learn]
 debounce_ms = 50
@@ -105,11 +111,8 @@ region = { x = 0.0, y = 0.0, width = 0.5, height = 1.0 }
 name = "right"
 region = { x = 320, y = 0, width = 320, height = 320, unit = "px" }
 "#,
-    );
-    show(&scene, &two_up("hat-1.jpg", "pants-1.jpg"));
-    let _daemon = Process::start(&config);
-    let mut c = Client::connect(broker.port, &[&format!("{BASE}/#")]).await;
-    online(&mut c).await;
+    )
+    .await;
     let (left, right) = (format!("{BASE}/left"), format!("{BASE}/right"));
     // Teach each region from the frames: the left half holds hats and shoes, the
     // right half pants and nothing else.
@@ -217,13 +220,7 @@ region = { x = 320, y = 0, width = 320, height = 320, unit = "px" }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_static_scene_stops_the_backbone_and_a_change_starts_it() {
-    let broker = Mosquitto::start();
-    let dir = tempfile::tempdir().expect("tempdir");
-    let (config, scene) = scene_config(dir.path(), broker.port, "");
-    show(&scene, &two_up("hat-1.jpg", "pants-1.jpg"));
-    let _daemon = Process::start(&config);
-    let mut c = Client::connect(broker.port, &[&format!("{BASE}/#")]).await;
-    online(&mut c).await;
+    let (_broker, _dir, scene, _daemon, mut c) = start_on_scene("").await;
     // At 5 frames a second, 3 s of the same file: one backbone run, the rest skipped.
     let s = gate_status(&mut c, "default", 30, |s| {
         s["skipped"].as_u64().unwrap_or(0) >= 12
@@ -255,11 +252,7 @@ async fn a_static_scene_stops_the_backbone_and_a_change_starts_it() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn labeling_a_recent_crop_adds_one_sample_and_retrains() {
-    let broker = Mosquitto::start();
-    let dir = tempfile::tempdir().expect("tempdir");
-    let (config, scene) = scene_config(
-        dir.path(),
-        broker.port,
+    let (_broker, _dir, _scene, _daemon, mut c) = start_on_scene(
         r#"
 [learn]
 debounce_ms = 50
@@ -268,11 +261,8 @@ debounce_ms = 50
 name = "door"
 region = { x = 0.5, y = 0.0, width = 0.5, height = 1.0 }
 "#,
-    );
-    show(&scene, &two_up("hat-1.jpg", "pants-1.jpg"));
-    let _daemon = Process::start(&config);
-    let mut c = Client::connect(broker.port, &[&format!("{BASE}/#")]).await;
-    online(&mut c).await;
+    )
+    .await;
     let door = format!("{BASE}/door");
     // The first crop after start is kept.
     let mut list = Value::Null;
