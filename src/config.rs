@@ -1318,6 +1318,15 @@ mod tests {
     }
 
     #[test]
+    fn a_classifier_name_longer_than_a_directory_name_is_refused() {
+        // 64 characters, but 256 bytes of UTF-8: run would fail to create its store.
+        let name = "𝐀".repeat(64);
+        let (_d, s) = file(&format!("[[classifiers]]\nname = \"{name}\"\n"));
+        let err = load_settings(&s).expect_err("too long");
+        assert_eq!(keys(&err), vec!["classifiers[0].name"]);
+    }
+
+    #[test]
     fn unknown_keys_do_not_hide_invalid_values() {
         let (_d, s) = file("[mqtt]\nprot = 1\n[predictions]\ntop_k = 0\n");
         let err = load_settings(&s).expect_err("two problems");
