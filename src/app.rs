@@ -67,6 +67,7 @@ pub struct Daemon {
     stats: Arc<Stats>,
     publisher: Publisher,
     connection: mqtt::Connection,
+    ha_rx: mpsc::Receiver<crate::homeassistant::Event>,
 }
 
 /// Load the backbone described by the settings (seconds: the model is optimized).
@@ -143,11 +144,13 @@ impl Daemon {
             requests_tx.push(tx);
             classifiers.push((Classifier::new(spec), store, report, rx));
         }
+        let (ha_tx, ha_rx) = mpsc::channel(crate::homeassistant::QUEUE);
         let (publisher, connection) = mqtt::connect(
             &settings,
             broker.as_ref().map(|b| b.connect_addr),
             requests_tx,
             stats.clone(),
+            ha_tx,
         )?;
         Ok(Self {
             settings,
@@ -159,6 +162,7 @@ impl Daemon {
             stats,
             publisher,
             connection,
+            ha_rx,
         })
     }
 
@@ -174,6 +178,7 @@ impl Daemon {
             stats,
             publisher,
             connection,
+            ha_rx,
         } = self;
         let started = Instant::now();
         let (frame_tx, frame_rx) = watch::channel(None);
@@ -184,11 +189,14 @@ impl Daemon {
         let finish = CancellationToken::new();
         let mut mqtt_task = tokio::spawn(connection.run(drain.clone(), finish.clone()));
 
+        let ha_file = crate::homeassistant::saved_file(settings.state_dir());
+        let saved_ha = crate::homeassistant::Saved::load(&ha_file);
         let all = Arc::new(settings.classifiers.clone());
         let handles: Vec<Classifier> = classifiers.iter().map(|c| c.0.clone()).collect();
         let mut learners = tokio::task::JoinSet::new();
         for (index, (classifier, store, report, requests_rx)) in classifiers.into_iter().enumerate()
         {
+            let name = classifier.spec.name.clone();
             let params =
                 TrainParams::from_config(&classifier.spec.head, classifier.spec.unknown_threshold);
             let mut learner = Learner::new(
@@ -202,8 +210,17 @@ impl Daemon {
                 settings.raw.learn.clone(),
             );
             learner.restore_head(&report);
+            learner.set_teach_label(saved_ha.teach_labels.get(&name).cloned());
             learners.spawn(learner.run());
         }
+        let stop_ha = CancellationToken::new();
+        let mut ha_task = tokio::spawn(crate::homeassistant::run(
+            home_assistant_bridge(&settings, &publisher, &handles, saved_ha),
+            ha_rx,
+            publisher.clone(),
+            ha_file,
+            stop_ha.clone(),
+        ));
         let mut learn_task = tokio::spawn(async move {
             // One learner per classifier; the first to panic fails the daemon.
             while let Some(r) = learners.join_next().await {
@@ -233,6 +250,11 @@ impl Daemon {
             source: state_rx,
             started,
             interval: Duration::from_secs(settings.raw.log.summary_interval_secs),
+            rates: json!({
+                "interval_s": null, "fps_captured": null, "fps_inferred": null,
+                "backbone_ms": null, "backbone_runs": null, "crops_skipped": null,
+                "frames_dropped": null,
+            }),
         };
         let mut status_task = tokio::spawn(status.run(stop_status.clone()));
 
@@ -300,6 +322,7 @@ impl Daemon {
                 r = &mut learn_task => break Some(RunError::TaskFailed { task: "learn", why: join_why(r) }),
                 r = &mut mqtt_task => break Some(RunError::TaskFailed { task: "mqtt", why: join_why(r) }),
                 r = &mut status_task => break Some(RunError::TaskFailed { task: "status", why: join_why(r) }),
+                r = &mut ha_task => break Some(RunError::TaskFailed { task: "homeassistant", why: join_why(r) }),
                 r = async { match broker_ended.as_mut() { Some(rx) => rx.await.unwrap_or_else(|_| "gone".into()), None => std::future::pending().await } } => {
                     break Some(RunError::TaskFailed { task: "embedded broker", why: r });
                 }
@@ -332,6 +355,10 @@ impl Daemon {
             if !status_task.is_finished() {
                 within(deadline, "status", &mut status_task).await?;
             }
+            stop_ha.cancel();
+            if !ha_task.is_finished() {
+                within(deadline, "homeassistant", &mut ha_task).await?;
+            }
             finish.cancel();
             if !mqtt_task.is_finished() {
                 within(deadline, "mqtt", &mut mqtt_task).await?;
@@ -361,6 +388,53 @@ impl Daemon {
 /// there is nothing to infer (camera reconnecting, source ended, no new frame
 /// since the last inferred one: a snapshot camera asked once a minute). A hung
 /// backbone or a stuck runtime stops the pings, and systemd restarts the daemon.
+/// The Home Assistant bridge of this configuration, with each classifier's
+/// restored classes (so that the first announcement keeps the entities of the
+/// classes that exist) and what the last run saved.
+fn home_assistant_bridge(
+    settings: &Settings,
+    publisher: &Publisher,
+    classifiers: &[Classifier],
+    saved: crate::homeassistant::Saved,
+) -> crate::homeassistant::Bridge {
+    let ha = &settings.raw.homeassistant;
+    let ctx = ha
+        .discovery
+        .then(|| crate::homeassistant::discovery::Context {
+            prefix: ha.prefix.clone(),
+            device_id: settings.device_id.clone(),
+            availability: publisher.topics.availability.clone(),
+            status: publisher.topics.status.clone(),
+            expire_after: ha.expire_after_secs,
+            status_expire_after: 3 * settings.raw.log.summary_interval_secs.max(1) + 5,
+            class_sensors: ha.class_sensors,
+            image: ha.image_interval_secs > 0.0,
+        });
+    let classes = classifiers
+        .iter()
+        .map(|c| {
+            c.head
+                .load()
+                .as_ref()
+                .map(|h| h.classes.clone())
+                .unwrap_or_default()
+        })
+        .collect();
+    let heartbeat = match ha.expire_after_secs {
+        0 => Duration::from_secs(60),
+        s => Duration::from_secs_f64(s as f64 / 3.0),
+    };
+    crate::homeassistant::Bridge::new(
+        ctx,
+        publisher.classifiers.to_vec(),
+        classes,
+        saved,
+        heartbeat,
+    )
+}
+
+/// Tell systemd's watchdog the daemon is alive while frames are inferred (or the
+/// source is not running, or every captured frame is accounted for).
 async fn watchdog(
     every: Duration,
     stats: Arc<Stats>,
@@ -420,6 +494,8 @@ struct StatusReporter {
     source: watch::Receiver<SourceState>,
     started: Instant,
     interval: Duration,
+    /// Rates over the last summary interval (`status.rates`).
+    rates: Value,
 }
 
 impl StatusReporter {
@@ -449,6 +525,7 @@ impl StatusReporter {
             "stats": self.stats.snapshot(),
             "disk_full": self.stats.disk_full.load(std::sync::atomic::Ordering::Relaxed),
             "rss_kib": stats::rss_kib(),
+            "rates": self.rates,
         })
     }
 
@@ -491,6 +568,15 @@ impl StatusReporter {
                         rss_mib = stats::rss_kib().unwrap_or(0) / 1024,
                         "summary"
                     );
+                    self.rates = json!({
+                        "interval_s": (secs * 10.0).round() / 10.0,
+                        "fps_captured": (d.frames_captured as f64 / secs * 100.0).round() / 100.0,
+                        "fps_inferred": (d.frames_inferred as f64 / secs * 100.0).round() / 100.0,
+                        "backbone_ms": d.mean_backbone_ms().map(|v| (v * 10.0).round() / 10.0),
+                        "backbone_runs": gate.0 - last_gate.0,
+                        "crops_skipped": gate.1 - last_gate.1,
+                        "frames_dropped": d.frames_dropped,
+                    });
                     last = now;
                     last_gate = gate;
                     last_at = Instant::now();

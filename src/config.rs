@@ -560,7 +560,21 @@ impl Default for EmbeddedBrokerConfig {
 pub struct HomeAssistantConfig {
     /// Publish MQTT discovery messages so Home Assistant creates the entities by itself.
     pub discovery: bool,
+    /// Discovery prefix; Home Assistant's birth message is `<prefix>/status`.
     pub prefix: String,
+    /// Seconds without a frame after which the label, confidence and class
+    /// sensors show `unavailable` (Home Assistant's `expire_after`); 0: never. The
+    /// state is re-published every third of it while frames arrive, so it must be
+    /// over 3 frame intervals of the source.
+    pub expire_after_secs: u64,
+    /// Publish each classifier's crop as JPEG on `<base>/<name>/image` (retained;
+    /// the image entity) at most this often, seconds, and at each label change;
+    /// 0: no image.
+    pub image_interval_secs: f64,
+    /// Longest side of that JPEG, pixels (larger crops are scaled down).
+    pub image_max_side: u32,
+    /// A binary sensor per class ("is it `open` now?").
+    pub class_sensors: bool,
 }
 
 impl Default for HomeAssistantConfig {
@@ -568,6 +582,10 @@ impl Default for HomeAssistantConfig {
         Self {
             discovery: true,
             prefix: "homeassistant".into(),
+            expire_after_secs: 15,
+            image_interval_secs: 10.0,
+            image_max_side: 640,
+            class_sensors: true,
         }
     }
 }
@@ -1123,6 +1141,23 @@ pub fn validate(raw: RawConfig) -> Result<Settings, ConfigError> {
         "homeassistant.prefix",
         || format!("{:?} is not a valid topic prefix", raw.homeassistant.prefix),
     );
+    let ha = &raw.homeassistant;
+    c.check(
+        ha.expire_after_secs == 0 || (3..=86_400).contains(&ha.expire_after_secs),
+        "homeassistant.expire_after_secs",
+        || format!("{} must be 0 (never) or 3 to 86400", ha.expire_after_secs),
+    );
+    c.check(
+        ha.image_interval_secs == 0.0 || (0.5..=86_400.0).contains(&ha.image_interval_secs),
+        "homeassistant.image_interval_secs",
+        || {
+            format!(
+                "{} must be 0 (no image) or 0.5 to 86400",
+                ha.image_interval_secs
+            )
+        },
+    );
+    c.range("homeassistant.image_max_side", ha.image_max_side, 32, 4096);
     c.range("shutdown.grace_secs", raw.shutdown.grace_secs, 0.1, 600.0);
 
     if !c.problems.is_empty() {

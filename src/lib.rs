@@ -39,6 +39,7 @@ pub mod classifier;
 pub mod config;
 pub mod eval;
 pub mod head;
+pub mod homeassistant;
 pub mod learn;
 pub mod mqtt;
 pub mod pipeline;

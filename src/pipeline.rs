@@ -24,18 +24,86 @@ pub trait PredictionSink: Send {
     /// A prediction of classifier `classifier` (its index in the configuration);
     /// whether it was sent.
     fn publish(&mut self, classifier: usize, prediction: &Prediction) -> bool;
+
+    /// Classifier `classifier` looked at a frame (ran the backbone or found the
+    /// crop unchanged): its published state is still current. Called at most once
+    /// per [`ALIVE_EVERY`] per classifier.
+    fn alive(&mut self, _classifier: usize) {}
+
+    /// How often the sink wants each classifier's crop as JPEG (and at every
+    /// change of the stable label), and the JPEG's longest side in pixels;
+    /// `None`: never.
+    fn image_every(&self) -> Option<(Duration, u32)> {
+        None
+    }
+
+    /// The latest crop of classifier `classifier`, JPEG.
+    fn image(&mut self, _classifier: usize, _jpeg: Vec<u8>) {}
 }
+
+/// How often [`PredictionSink::alive`] is called per classifier at most.
+pub const ALIVE_EVERY: Duration = Duration::from_secs(1);
 
 impl PredictionSink for Publisher {
     fn publish(&mut self, classifier: usize, prediction: &Prediction) -> bool {
-        match serde_json::to_vec(prediction) {
+        let sent = match serde_json::to_vec(prediction) {
             Ok(bytes) => self.try_publish_prediction(classifier, bytes),
             Err(e) => {
                 tracing::error!(error = %e, "cannot encode prediction");
                 false
             }
+        };
+        // Also when the prediction could not be sent (disconnected, queue full):
+        // the retained state is published again after the next connect, while
+        // the publish rule will not repeat the prediction.
+        {
+            self.notify(crate::homeassistant::Event::Prediction {
+                classifier,
+                label: prediction.label.clone(),
+                confidence: prediction.confidence,
+                seq: prediction.seq,
+                captured_at: prediction.captured_at.clone(),
+                head: prediction.head.clone(),
+            });
         }
+        sent
     }
+
+    fn alive(&mut self, classifier: usize) {
+        self.notify(crate::homeassistant::Event::Alive { classifier });
+    }
+
+    fn image_every(&self) -> Option<(Duration, u32)> {
+        self.image_every
+    }
+
+    fn image(&mut self, classifier: usize, jpeg: Vec<u8>) {
+        self.notify(crate::homeassistant::Event::Image { classifier, jpeg });
+    }
+}
+
+/// The crop in `rect` of `frame` as JPEG (quality 80), scaled down so that its
+/// longest side is at most `max_side` pixels.
+pub fn crop_jpeg(frame: &RgbImage, rect: Rect, max_side: u32) -> Option<Vec<u8>> {
+    let crop = region::crop(frame, rect);
+    let (w, h) = crop.dimensions();
+    let long = w.max(h).max(1);
+    let crop = if long > max_side {
+        let scale = max_side as f64 / long as f64;
+        image::imageops::resize(
+            &crop,
+            ((w as f64 * scale).round() as u32).max(1),
+            ((h as f64 * scale).round() as u32).max(1),
+            image::imageops::FilterType::Triangle,
+        )
+    } else {
+        crop
+    };
+    let mut jpeg = Vec::new();
+    image::codecs::jpeg::JpegEncoder::new_with_quality(std::io::Cursor::new(&mut jpeg), 80)
+        .encode_image(&crop)
+        .ok()?;
+    Some(jpeg)
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -202,6 +270,10 @@ struct Lane {
     /// later frame once it is due even if the gate skips that frame.
     pending: Option<Prediction>,
     outside_logged: Option<Instant>,
+    /// When [`PredictionSink::alive`] was last called.
+    alive_at: Option<Instant>,
+    /// When the last image was sent, and the stable label then.
+    image_at: Option<(Instant, Option<Option<String>>)>,
 }
 
 impl Lane {
@@ -267,6 +339,8 @@ impl<S: PredictionSink> Inference<S> {
                 stable: None,
                 pending: None,
                 outside_logged: None,
+                alive_at: None,
+                image_at: None,
             })
             .collect();
         let mut last_seq = 0u64;
@@ -287,6 +361,7 @@ impl<S: PredictionSink> Inference<S> {
             let (fw, fh) = frame.image.dimensions();
             let mut due = Vec::new();
             let mut again = Vec::new();
+            let mut looked = Vec::new();
             for (i, lane) in lanes.iter_mut().enumerate() {
                 let rect = match lane.c.spec.region.rect(fw, fh) {
                     Ok(r) => r,
@@ -302,6 +377,7 @@ impl<S: PredictionSink> Inference<S> {
                         continue;
                     }
                 };
+                looked.push((i, rect));
                 let thumb = gate::thumb(&frame.image, rect);
                 let last = lane.last.as_ref().map(|l| gate::Last {
                     change: gate::change(&thumb, &l.thumb),
@@ -364,6 +440,10 @@ impl<S: PredictionSink> Inference<S> {
                     }
                 };
                 ran = true;
+                self.stats.crops_embedded.fetch_add(1, Ordering::Relaxed);
+                self.stats
+                    .backbone_us_total
+                    .fetch_add(embedding.inference.as_micros() as u64, Ordering::Relaxed);
                 lane.c.gate.ran(d.why);
                 lane.settling = match d.why {
                     Run::First | Run::Changed => {
@@ -384,6 +464,7 @@ impl<S: PredictionSink> Inference<S> {
                 let lane = &mut lanes[i];
                 self.predict(lane, i, &frame, None, None, &backbone).await;
             }
+            self.looked(&mut lanes, &looked, &frame, now).await?;
             self.stats.frames_inferred.fetch_add(1, Ordering::Relaxed);
             if ran {
                 self.stats.frames_embedded.fetch_add(1, Ordering::Relaxed);
@@ -391,6 +472,57 @@ impl<S: PredictionSink> Inference<S> {
                     frame.captured.elapsed().as_micros() as u64,
                     Ordering::Relaxed,
                 );
+            }
+        }
+        Ok(())
+    }
+
+    /// Tell the sink which classifiers looked at this frame, and send the crops
+    /// whose image is due (interval passed, or the stable label changed), encoded
+    /// in one blocking job.
+    async fn looked(
+        &mut self,
+        lanes: &mut [Lane],
+        looked: &[(usize, Rect)],
+        frame: &Arc<Frame>,
+        now: Instant,
+    ) -> Result<(), PipelineError> {
+        let every = self.sink.image_every();
+        let mut images = Vec::new();
+        for &(i, rect) in looked {
+            let lane = &mut lanes[i];
+            if lane
+                .alive_at
+                .is_none_or(|t| now.duration_since(t) >= ALIVE_EVERY)
+            {
+                lane.alive_at = Some(now);
+                self.sink.alive(i);
+            }
+            if let Some((interval, _)) = every {
+                let due = match &lane.image_at {
+                    None => true,
+                    Some((at, label)) => {
+                        now.duration_since(*at) >= interval || *label != lane.stable
+                    }
+                };
+                if due {
+                    lane.image_at = Some((now, lane.stable.clone()));
+                    images.push((i, rect));
+                }
+            }
+        }
+        if let (false, Some((_, side))) = (images.is_empty(), every) {
+            let job = frame.clone();
+            let jpegs = tokio::task::spawn_blocking(move || {
+                images
+                    .into_iter()
+                    .filter_map(|(i, r)| crop_jpeg(&job.image, r, side).map(|j| (i, j)))
+                    .collect::<Vec<_>>()
+            })
+            .await
+            .map_err(|e| PipelineError::Panicked(e.to_string()))?;
+            for (i, jpeg) in jpegs {
+                self.sink.image(i, jpeg);
             }
         }
         Ok(())

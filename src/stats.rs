@@ -20,6 +20,9 @@ pub struct Stats {
     pub predictions_dropped: AtomicU64,
     /// Sum of capture-to-prediction latencies, microseconds, for the mean.
     pub latency_us_total: AtomicU64,
+    /// Backbone runs (one per crop) and their summed time, microseconds.
+    pub crops_embedded: AtomicU64,
+    pub backbone_us_total: AtomicU64,
     pub requests: AtomicU64,
     pub requests_failed: AtomicU64,
     pub mqtt_connects: AtomicU64,
@@ -39,6 +42,9 @@ pub struct Snapshot {
     pub predictions_published: u64,
     pub predictions_dropped: u64,
     pub latency_us_total: u64,
+    /// See [`Stats::crops_embedded`] and [`Stats::backbone_us_total`].
+    pub crops_embedded: u64,
+    pub backbone_us_total: u64,
     pub requests: u64,
     pub requests_failed: u64,
     pub mqtt_connects: u64,
@@ -56,6 +62,8 @@ impl Stats {
             predictions_published: g(&self.predictions_published),
             predictions_dropped: g(&self.predictions_dropped),
             latency_us_total: g(&self.latency_us_total),
+            crops_embedded: g(&self.crops_embedded),
+            backbone_us_total: g(&self.backbone_us_total),
             requests: g(&self.requests),
             requests_failed: g(&self.requests_failed),
             mqtt_connects: g(&self.mqtt_connects),
@@ -75,10 +83,18 @@ impl Snapshot {
             predictions_published: self.predictions_published - earlier.predictions_published,
             predictions_dropped: self.predictions_dropped - earlier.predictions_dropped,
             latency_us_total: self.latency_us_total - earlier.latency_us_total,
+            crops_embedded: self.crops_embedded - earlier.crops_embedded,
+            backbone_us_total: self.backbone_us_total - earlier.backbone_us_total,
             requests: self.requests - earlier.requests,
             requests_failed: self.requests_failed - earlier.requests_failed,
             mqtt_connects: self.mqtt_connects - earlier.mqtt_connects,
         }
+    }
+
+    /// Mean backbone time per crop, milliseconds; `None` without a run.
+    pub fn mean_backbone_ms(&self) -> Option<f64> {
+        (self.crops_embedded > 0)
+            .then(|| self.backbone_us_total as f64 / self.crops_embedded as f64 / 1000.0)
     }
 
     /// Mean capture-to-prediction latency in milliseconds, over the frames the

@@ -141,6 +141,20 @@ pub struct ClassifierTopics {
     pub prediction: String,
     /// Retained description and quality of the head.
     pub head: String,
+    /// Retained stable state for dashboards: `{"state", "label", "confidence",
+    /// "seq", "since", "head", "classifier"}` (see [`crate::homeassistant`]).
+    pub state: String,
+    /// One JSON message per change of the stable state: `{"event_type",
+    /// "previous", "confidence", "seq"}`.
+    pub event: String,
+    /// Retained JPEG of the latest crop, at a bounded rate.
+    pub image: String,
+    /// Retained plain-text label the dashboard's "Teach current frame" uses.
+    pub teach_label: String,
+    /// Retained summary of the last teaching request: `{"op", "status", "message", ...}`.
+    pub last_result: String,
+    /// `<base>/<name>`.
+    base: String,
 }
 
 impl ClassifierTopics {
@@ -152,7 +166,18 @@ impl ClassifierTopics {
             name: name.to_string(),
             prediction: format!("{base}/{}", crate::mqtt::topics::PREDICTION),
             head: format!("{base}/{}", crate::mqtt::topics::HEAD),
+            state: format!("{base}/state"),
+            event: format!("{base}/event"),
+            image: format!("{base}/image"),
+            teach_label: format!("{base}/teach_label"),
+            last_result: format!("{base}/last_result"),
+            base,
         }
+    }
+
+    /// The request topic of operation `op`: `<base>/<name>/request/<op>`.
+    pub fn request(&self, op: &str) -> String {
+        format!("{}/{}/{op}", self.base, crate::mqtt::topics::REQUEST)
     }
 }
 

@@ -14,14 +14,24 @@ use unicode_properties::{GeneralCategoryGroup, UnicodeGeneralCategory};
 
 use super::{bad, RequestError};
 use crate::head::UNKNOWN;
+use crate::homeassistant::{UNRECOGNIZED, UNTRAINED};
 
 /// Longest label, in characters (after NFC).
 pub const MAX_LABEL_CHARS: usize = 64;
 
 /// Names a class may not have: edgehead's own `unknown` (a frame that matches no
-/// class), and the values Home Assistant reads as "no state" (`unknown`,
-/// `unavailable`) or as null in templates (`none`, `null`). Compared without case.
-pub const RESERVED: &[&str] = &[UNKNOWN, "unavailable", "none", "null"];
+/// class), the values Home Assistant reads as "no state" (`unknown`,
+/// `unavailable`) or as null in templates (`none`, `null`), and the label sensor's
+/// states that are not classes ([`UNRECOGNIZED`], [`UNTRAINED`]). Compared
+/// without case.
+pub const RESERVED: &[&str] = &[
+    UNKNOWN,
+    "unavailable",
+    "none",
+    "null",
+    UNRECOGNIZED,
+    UNTRAINED,
+];
 
 /// Check a label and return its normalized form (NFC).
 ///
@@ -138,6 +148,8 @@ mod tests {
             ".hidden",
             "Unknown",
             "unavailable",
+            "Unrecognized",
+            "untrained",
             "None",
             "NULL",
             "tab\there",

@@ -66,6 +66,7 @@ pub const OPS: &[&str] = &[
     "label_recent",
     "discard_recent",
     "classifiers",
+    "select_label",
 ];
 
 /// Most frames one `label_frame` request may take, and the longest spacing.
@@ -101,6 +102,9 @@ struct AddSample {
 #[serde(deny_unknown_fields)]
 struct LabelFrame {
     label: Option<String>,
+    /// Take the label chosen with `select_label` (the dashboard's button).
+    #[serde(default)]
+    selected_label: bool,
     #[serde(default = "one")]
     count: u32,
     #[serde(default = "default_interval")]
@@ -198,6 +202,8 @@ pub struct Learner {
     replies: Replies,
     /// The `label_frame` request collecting frames now, if any.
     collecting: Option<Collecting>,
+    /// The label chosen with `select_label` (in memory: a restart clears it).
+    teach_label: Option<String>,
 }
 
 /// A `label_frame` in progress: its frames arrive one by one from a collector task,
@@ -241,6 +247,7 @@ impl Learner {
             retrain_at: None,
             replies: Replies::new(Duration::from_secs(config.idempotency_window_secs)),
             collecting: None,
+            teach_label: None,
             config,
         }
     }
@@ -341,7 +348,7 @@ impl Learner {
         if stale {
             self.retrain().await;
         }
-        self.publish_head();
+        self.publish_head().await;
         loop {
             let deadline = self.retrain_at;
             let collecting = self.collecting.is_some();
@@ -447,6 +454,11 @@ impl Learner {
             self.replies.forget(key);
         }
         self.publisher.try_respond(reply_to, op, reply);
+        self.publisher.notify(crate::homeassistant::Event::Result {
+            classifier: self.index,
+            op: op.to_string(),
+            reply: reply.clone(),
+        });
     }
 
     /// Refuse changes to classes while `label_frame` adds to one.
@@ -518,11 +530,26 @@ impl Learner {
             }
             "remove_sample" => {
                 let b = body(&r.payload)?;
-                only_fields(&b, &["id"])?;
-                let id = b
-                    .get("id")
-                    .and_then(Value::as_u64)
-                    .ok_or_else(|| bad("the payload needs a numeric field \"id\""))?;
+                only_fields(&b, &["id", "last"])?;
+                let id = match (b.get("id"), b.get("last")) {
+                    (Some(id), None) => id
+                        .as_u64()
+                        .ok_or_else(|| bad("\"id\" must be a sample id (a number)"))?,
+                    (None, Some(Value::Bool(true))) => {
+                        // Ids only grow: the newest sample has the largest.
+                        self.store
+                            .samples()
+                            .iter()
+                            .map(|s| s.id)
+                            .max()
+                            .ok_or_else(|| bad("there is no sample to remove"))?
+                    }
+                    _ => {
+                        return Err(bad(
+                            "the payload needs \"id\" (a sample id) or \"last\": true (the newest sample)",
+                        ))
+                    }
+                };
                 if !self.store.remove(id).map_err(|e| bad(e.to_string()))? {
                     return Err(bad(format!("there is no sample {id}")));
                 }
@@ -605,7 +632,7 @@ impl Learner {
                 self.embeddings.clear();
                 self.retrain_at = None;
                 self.head.store(None);
-                self.publish_head();
+                self.publish_head().await;
                 json!({ "deleted": n })
             }
             "retrain" => {
@@ -622,6 +649,30 @@ impl Learner {
             "recent_image" => self.recent_image(&body(&r.payload)?)?,
             "label_recent" => self.label_recent(&body(&r.payload)?).await?,
             "discard_recent" => self.discard_recent(&body(&r.payload)?)?,
+            "select_label" => {
+                // A plain-text label (Home Assistant's select and text entities
+                // send the option as it is) or {"label": "..."}.
+                let label = if r.payload.first() == Some(&b'{') {
+                    let b = body(&r.payload)?;
+                    only_fields(&b, &["label", "transaction"])?;
+                    field(&b, "label")?.to_string()
+                } else {
+                    std::str::from_utf8(&r.payload)
+                        .map_err(|_| bad("the label is not UTF-8"))?
+                        .trim()
+                        .to_string()
+                };
+                let label = self.class_name(&label)?;
+                self.teach_label = Some(label.clone());
+                self.publisher
+                    .notify_wait(crate::homeassistant::Event::TeachLabel {
+                        classifier: self.index,
+                        label: label.clone(),
+                    })
+                    .await;
+                let exists = self.store.classes().iter().any(|c| c.0 == label);
+                json!({ "label": label, "new_class": !exists })
+            }
             "classifiers" => {
                 only_fields(&body(&r.payload)?, &[])?;
                 json!({ "classifiers": self.all.iter().map(|c| c.describe()).collect::<Vec<_>>() })
@@ -650,6 +701,7 @@ impl Learner {
         match &*self.head.load() {
             None => json!({ "head": null, "samples": self.store.len() }),
             Some(h) => json!({
+                "samples": self.store.len(),
                 "head": h.id(),
                 "version": h.version,
                 "kind": h.kind,
@@ -662,9 +714,32 @@ impl Learner {
         }
     }
 
-    fn publish_head(&self) {
+    async fn publish_head(&self) {
         self.publisher
             .try_publish_head(self.index, &self.head_json());
+        let classes = self
+            .head
+            .load()
+            .as_ref()
+            .map(|h| h.classes.clone())
+            .unwrap_or_default();
+        self.announce_classes(classes).await;
+    }
+
+    /// Tell the Home Assistant bridge the head's classes (before the head is
+    /// swapped in, so that its options are announced before states use them).
+    async fn announce_classes(&self, classes: Vec<String>) {
+        self.publisher
+            .notify_wait(crate::homeassistant::Event::Head {
+                classifier: self.index,
+                classes,
+            })
+            .await;
+    }
+
+    /// Start with the label the dashboard chose before the restart.
+    pub fn set_teach_label(&mut self, label: Option<String>) {
+        self.teach_label = label;
     }
 
     fn schedule_retrain(&mut self) {
@@ -849,6 +924,7 @@ impl Learner {
         let req: LabelFrame = if r.payload.iter().all(|b| b.is_ascii_whitespace()) {
             LabelFrame {
                 label: None,
+                selected_label: false,
                 count: 1,
                 interval_ms: default_interval(),
                 transaction: None,
@@ -857,11 +933,23 @@ impl Learner {
             serde_json::from_slice(&r.payload)
                 .map_err(|e| bad(format!("bad label_frame request: {e}")))?
         };
-        let label = one_label(req.label, r.arg.as_deref())?
-            .or_else(|| r.arg.clone())
-            .ok_or_else(|| {
-                bad("no label: put it in the topic (label_frame/<label>) or in \"label\"")
-            })?;
+        let label = one_label(req.label, r.arg.as_deref())?.or_else(|| r.arg.clone());
+        let label = match (label, req.selected_label) {
+            (Some(_), true) => {
+                return Err(bad(
+                    "give a label or \"selected_label\": true, not both",
+                ))
+            }
+            (Some(l), false) => l,
+            (None, true) => self.teach_label.clone().ok_or_else(|| {
+                bad("no label is selected: choose one with select_label (Home Assistant: \"Teach label\" or \"New label\")")
+            })?,
+            (None, false) => {
+                return Err(bad(
+                    "no label: put it in the topic (label_frame/<label>), in \"label\", or send \"selected_label\": true",
+                ))
+            }
+        };
         let label = self.class_name(&label)?;
         if req.count == 0 || req.count > MAX_FRAMES {
             return Err(bad(format!("count must be 1 to {MAX_FRAMES}")));
@@ -990,7 +1078,7 @@ impl Learner {
                 if let Err(e) = self.store.delete_head() {
                     tracing::warn!(error = %e, "cannot delete the saved head");
                 }
-                self.publish_head();
+                self.publish_head().await;
             }
             return;
         }
@@ -1030,8 +1118,9 @@ impl Learner {
             train_ms = head.quality.train_ms,
             "head retrained"
         );
+        self.announce_classes(head.classes.clone()).await;
         self.head.store(Some(Arc::new(head)));
-        self.publish_head();
+        self.publish_head().await;
     }
 }
 

@@ -43,6 +43,9 @@ pub use topics::Topics;
 /// from `mqtt.reconnect_min_ms`.
 pub const STABLE_AFTER: Duration = Duration::from_secs(30);
 
+/// Shortest time between two re-publications for Home Assistant's birth message.
+pub const BIRTH_GAP: Duration = Duration::from_secs(10);
+
 /// A request received on `<base>/[<classifier>/]request/<op>[/<arg>]`.
 #[derive(Debug, Clone)]
 pub struct Request {
@@ -87,8 +90,12 @@ pub struct Publisher {
     status: TopicOptions,
     responses: TopicOptions,
     /// The last payload of every retained topic the daemon publishes, published
-    /// again after each connect.
+    /// again after each connect and after Home Assistant's birth message.
     retained: Arc<Mutex<BTreeMap<String, Vec<u8>>>>,
+    /// The Home Assistant bridge's queue ([`crate::homeassistant`]).
+    ha: mpsc::Sender<crate::homeassistant::Event>,
+    /// `homeassistant.image_interval_secs` and `image_max_side`; `None`: no image.
+    pub image_every: Option<(Duration, u32)>,
 }
 
 impl Publisher {
@@ -106,6 +113,69 @@ impl Publisher {
         self.client
             .load()
             .try_publish(topic, options.qos, options.retain, payload)
+    }
+
+    /// Tell the Home Assistant bridge; a full queue drops the event (the next
+    /// prediction or heartbeat carries the state again).
+    pub fn notify(&self, event: crate::homeassistant::Event) {
+        let _ = self.ha.try_send(event);
+    }
+
+    /// Tell the Home Assistant bridge, waiting for room in its queue (for events
+    /// nothing would repeat: classes, the teach label, results).
+    pub async fn notify_wait(&self, event: crate::homeassistant::Event) {
+        let _ = self.ha.send(event).await;
+    }
+
+    /// Publish `topic`'s kept retained payload again; `true` when sent or when
+    /// nothing is kept for it (cleared since).
+    pub fn republish_topic(&self, topic: &str) -> bool {
+        let payload = self
+            .retained
+            .lock()
+            .ok()
+            .and_then(|k| k.get(topic).cloned());
+        match payload {
+            Some(p) => self.client.load().try_publish(topic, 1, true, p),
+            None => true,
+        }
+    }
+
+    /// Publish the empty retained message that removes `topic`, unless it has
+    /// been published again since; `false` when the queue is full.
+    pub fn try_clear_retained(&self, topic: &str) -> bool {
+        let kept = self
+            .retained
+            .lock()
+            .map(|k| k.contains_key(topic))
+            .unwrap_or(false);
+        kept || self.client.load().try_publish(topic, 1, true, Vec::new())
+    }
+
+    /// Publish `payload` retained on `topic`, and keep it for re-publishing.
+    pub fn try_publish_retained(&self, topic: &str, payload: Vec<u8>) -> bool {
+        self.try_send(
+            topic,
+            TopicOptions {
+                qos: 1,
+                retain: true,
+            },
+            payload,
+        )
+    }
+
+    /// Remove the retained message of `topic` (an empty retained payload) and stop
+    /// re-publishing it.
+    pub fn clear_retained(&self, topic: &str) -> bool {
+        if let Ok(mut kept) = self.retained.lock() {
+            kept.remove(topic);
+        }
+        self.client.load().try_publish(topic, 1, true, Vec::new())
+    }
+
+    /// Publish `payload` on `topic` once, not retained (QoS 1).
+    pub fn try_publish_event(&self, topic: &str, payload: Vec<u8>) -> bool {
+        self.client.load().try_publish(topic, 1, false, payload)
     }
 
     /// Record whether the state directory's disk is full (shown in `status`).
@@ -165,9 +235,6 @@ impl Publisher {
     }
 }
 
-/// Messages to (re)publish after every connect, such as Home Assistant discovery.
-pub type Announcements = Vec<(String, Value)>;
-
 /// The connection task: owns the event loop.
 pub struct Connection {
     eventloop: EventLoop,
@@ -181,11 +248,15 @@ pub struct Connection {
     /// Classifier names, in configuration order.
     names: Vec<String>,
     backoff: Backoff,
-    announcements: Announcements,
+    /// Home Assistant's birth topic (`<prefix>/status`) when discovery is on: an
+    /// `online` there re-publishes everything retained.
+    birth: Option<String>,
     /// When the current connection was acknowledged.
     connected_at: Option<Instant>,
     /// Retained messages to publish again since the last connect (see `on_connect`).
-    backlog: std::collections::VecDeque<(String, Vec<u8>)>,
+    backlog: std::collections::VecDeque<String>,
+    /// When Home Assistant's birth message last made everything go out again.
+    birth_answered: Option<Instant>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -194,12 +265,14 @@ pub enum MqttError {
     Tls(String),
 }
 
-/// Build the client, its publisher handle and the connection task.
+/// Build the client, its publisher handle and the connection task. `ha` is the
+/// Home Assistant bridge's queue.
 pub fn connect(
     settings: &Settings,
     broker: Option<std::net::SocketAddr>,
     requests_tx: Vec<mpsc::Sender<Request>>,
     stats: Arc<Stats>,
+    ha: mpsc::Sender<crate::homeassistant::Event>,
 ) -> Result<(Publisher, Connection), MqttError> {
     let m = &settings.raw.mqtt;
     let topics = Arc::new(Topics::new(&settings.topic_base));
@@ -249,17 +322,22 @@ pub fn connect(
         status: m.status,
         responses: m.responses,
         retained: Arc::new(Mutex::new(BTreeMap::new())),
+        ha,
+        image_every: {
+            let h = &settings.raw.homeassistant;
+            (h.image_interval_secs > 0.0).then(|| {
+                (
+                    Duration::from_secs_f64(h.image_interval_secs),
+                    h.image_max_side,
+                )
+            })
+        },
     };
-    let announcements = if settings.raw.homeassistant.discovery {
-        payload::homeassistant_discovery(
-            &settings.raw.homeassistant.prefix,
-            &settings.device_id,
-            &topics,
-            &classifiers,
-        )
-    } else {
-        Vec::new()
-    };
+    let birth = settings
+        .raw
+        .homeassistant
+        .discovery
+        .then(|| format!("{}/status", settings.raw.homeassistant.prefix));
     Ok((
         publisher.clone(),
         Connection {
@@ -275,9 +353,10 @@ pub fn connect(
                 .map(|c| c.name.clone())
                 .collect(),
             backoff: Backoff::from_millis(m.reconnect_min_ms, m.reconnect_max_ms),
-            announcements,
+            birth,
             connected_at: None,
             backlog: std::collections::VecDeque::new(),
+            birth_answered: None,
         },
     ))
 }
@@ -318,41 +397,80 @@ impl Connection {
         let client = p.client.load();
         let mut ok = client.try_subscribe_requests(&p.topics.request_filter);
         ok &= client.try_subscribe_requests(&p.topics.classifier_request_filter);
+        if let Some(birth) = &self.birth {
+            ok &= client.try_subscribe_requests(birth);
+        }
         if !ok {
             tracing::warn!("MQTT queue full right after connecting; a subscription was dropped");
         }
-        // Everything retained goes out again, through a backlog: with many
-        // classifiers it can be more than the outgoing queue holds at once.
+        tracing::info!(topics = %p.topics.base, protocol = self.protocol.name(), "MQTT connected");
+        self.republish();
+    }
+
+    /// Publish `online` and every retained message again (discovery configs,
+    /// states, status, heads), through a backlog: with many classifiers it can be
+    /// more than the outgoing queue holds at once.
+    ///
+    /// The backlog holds topics: each is published with the payload it has when
+    /// its turn comes, so a state that changed meanwhile goes out as it is now,
+    /// and a config removed meanwhile is skipped.
+    fn republish(&mut self) {
+        let p = &self.publisher;
         self.backlog.clear();
-        self.backlog
-            .push_back((p.topics.availability.clone(), topics::ONLINE.into()));
-        for (topic, config) in &self.announcements {
-            self.backlog
-                .push_back((topic.clone(), config.to_string().into_bytes()));
-        }
-        let kept: Vec<(String, Vec<u8>)> = p
+        self.backlog.push_back(p.topics.availability.clone());
+        let kept: Vec<String> = p
             .retained
             .lock()
-            .map(|k| k.iter().map(|(t, v)| (t.clone(), v.clone())).collect())
+            .map(|k| k.keys().cloned().collect())
             .unwrap_or_default();
-        self.backlog.extend(kept);
-        tracing::info!(topics = %p.topics.base, protocol = self.protocol.name(), "MQTT connected");
+        // Discovery configs first, so that Home Assistant has the entities (and
+        // their options) before it reads their states.
+        let (configs, states): (Vec<_>, Vec<_>) = kept.into_iter().partition(|t| {
+            self.birth
+                .as_ref()
+                .and_then(|b| b.strip_suffix("/status"))
+                .is_some_and(|prefix| t.starts_with(prefix) && t.ends_with("/config"))
+        });
+        self.backlog.extend(configs);
+        self.backlog.extend(states);
         self.flush_backlog();
     }
 
     /// Publish the retained messages still owed since the last connect, as many as
     /// the outgoing queue takes now; the rest after the next event.
     fn flush_backlog(&mut self) {
-        let client = self.publisher.client.load();
-        while let Some((topic, payload)) = self.backlog.pop_front() {
-            if !client.try_publish(&topic, 1, true, payload.clone()) {
-                self.backlog.push_front((topic, payload));
+        while let Some(topic) = self.backlog.pop_front() {
+            let sent = if topic == self.publisher.topics.availability {
+                self.publisher
+                    .client
+                    .load()
+                    .try_publish(&topic, 1, true, topics::ONLINE.into())
+            } else {
+                self.publisher.republish_topic(&topic)
+            };
+            if !sent {
+                self.backlog.push_front(topic);
                 break;
             }
         }
     }
 
-    fn on_publish(&self, topic: &str, payload: Bytes, retain: bool, dup: bool) {
+    fn on_publish(&mut self, topic: &str, payload: Bytes, retain: bool, dup: bool) {
+        if self.birth.as_deref() == Some(topic) {
+            // At most once per BIRTH_GAP: any client may publish there, and a
+            // retained birth message arrives at every connect (which republishes
+            // anyway).
+            let due = self.birth_answered.is_none_or(|t| t.elapsed() >= BIRTH_GAP);
+            if payload.as_ref() == b"online" && !retain && due {
+                tracing::info!(
+                    topic,
+                    "Home Assistant (re)started: publishing discovery and states again"
+                );
+                self.birth_answered = Some(Instant::now());
+                self.republish();
+            }
+            return;
+        }
         let Some((route, op, arg)) = self.publisher.topics.parse_request(topic) else {
             return;
         };

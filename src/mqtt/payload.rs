@@ -73,68 +73,6 @@ pub fn response_error(error: &str, transaction: Option<&Value>) -> Value {
     v
 }
 
-/// Home Assistant MQTT discovery messages: (topic, retained config payload), a
-/// label and a confidence sensor per classifier, all under one device. The first
-/// classifier's entities keep the names of a single-classifier edgehead
-/// (`homeassistant/sensor/<device>/label/config`, `sensor.edgehead_<device>_label`);
-/// the others add their name (`.../<name>_label/config`).
-pub fn homeassistant_discovery(
-    prefix: &str,
-    device_id: &str,
-    topics: &super::Topics,
-    classifiers: &[std::sync::Arc<crate::classifier::ClassifierTopics>],
-) -> Vec<(String, Value)> {
-    let device = json!({
-        "identifiers": [format!("edgehead_{device_id}")],
-        "name": format!("edgehead {device_id}"),
-        "model": "edgehead",
-        "manufacturer": "edgehead",
-        "sw_version": env!("CARGO_PKG_VERSION"),
-    });
-    let mut out = Vec::new();
-    for (i, c) in classifiers.iter().enumerate() {
-        let (key_prefix, name_prefix) = if i == 0 {
-            (String::new(), String::new())
-        } else {
-            (
-                format!("{}_", crate::classifier::slug(&c.name)),
-                format!("{} ", c.name),
-            )
-        };
-        let sensor = |key: &str, name: &str, template: &str, extra: Value| {
-            let key = format!("{key_prefix}{key}");
-            let mut config = json!({
-                "name": format!("{name_prefix}{name}"),
-                "unique_id": format!("edgehead_{device_id}_{key}"),
-                "object_id": format!("edgehead_{device_id}_{key}"),
-                "state_topic": c.prediction,
-                "value_template": template,
-                "availability_topic": topics.availability,
-                "payload_available": super::topics::ONLINE,
-                "payload_not_available": super::topics::OFFLINE,
-                "device": device,
-            });
-            if let (Some(cfg), Some(e)) = (config.as_object_mut(), extra.as_object()) {
-                cfg.extend(e.clone());
-            }
-            (format!("{prefix}/sensor/{device_id}/{key}/config"), config)
-        };
-        out.push(sensor(
-            "label",
-            "Label",
-            "{{ value_json.label if value_json.label is not none else 'none' }}",
-            json!({ "json_attributes_topic": c.prediction, "icon": "mdi:eye" }),
-        ));
-        out.push(sensor(
-            "confidence",
-            "Confidence",
-            "{{ (value_json.confidence * 100) | round(1) }}",
-            json!({ "unit_of_measurement": "%", "state_class": "measurement", "icon": "mdi:percent" }),
-        ));
-    }
-    out
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -202,28 +140,5 @@ mod tests {
             err,
             json!({"status": "error", "error": "bad label", "data": null})
         );
-    }
-
-    #[test]
-    fn discovery_points_home_assistant_at_our_topics() {
-        use crate::classifier::ClassifierTopics;
-        use std::sync::Arc;
-        let topics = super::super::Topics::new("edgehead/cam1");
-        let classifiers = [
-            Arc::new(ClassifierTopics::new("edgehead/cam1", "default")),
-            Arc::new(ClassifierTopics::new("edgehead/cam1", "door")),
-        ];
-        let msgs = homeassistant_discovery("homeassistant", "cam1", &topics, &classifiers);
-        assert_eq!(msgs.len(), 4);
-        assert_eq!(msgs[0].0, "homeassistant/sensor/cam1/label/config");
-        assert_eq!(msgs[0].1["state_topic"], "edgehead/cam1/default/prediction");
-        assert_eq!(
-            msgs[0].1["availability_topic"],
-            "edgehead/cam1/availability"
-        );
-        assert_eq!(msgs[1].1["unique_id"], "edgehead_cam1_confidence");
-        assert_eq!(msgs[2].0, "homeassistant/sensor/cam1/door_label/config");
-        assert_eq!(msgs[2].1["state_topic"], "edgehead/cam1/door/prediction");
-        assert_eq!(msgs[3].1["name"], "door Confidence");
     }
 }

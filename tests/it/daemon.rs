@@ -63,10 +63,7 @@ async fn predictions_arrive_with_the_documented_schema() {
         .wait_for("homeassistant/sensor/it/label/config", 10, |m| m.retain)
         .await
         .json();
-    assert_eq!(
-        discovery["state_topic"],
-        format!("{BASE}/default/prediction")
-    );
+    assert_eq!(discovery["state_topic"], format!("{BASE}/default/state"));
 }
 
 #[tokio::test(flavor = "multi_thread")]

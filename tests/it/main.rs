@@ -6,6 +6,7 @@ mod classifiers;
 mod daemon;
 mod hardening;
 mod harness;
+mod homeassistant;
 mod httpcam;
 mod learning;
 mod sources;

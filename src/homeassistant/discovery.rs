@@ -1,0 +1,462 @@
+//! Home Assistant MQTT discovery payloads: pure functions from the device, a
+//! classifier's topics and its classes to `(config topic, retained JSON)` pairs.
+//!
+//! Follows Home Assistant's MQTT discovery documentation
+//! (<https://www.home-assistant.io/integrations/mqtt/#mqtt-discovery>) and the
+//! platform pages for `sensor`, `binary_sensor`, `event`, `image`, `select`,
+//! `text` and `button`: one config topic per entity,
+//! `<prefix>/<component>/<device_id>/<object>/config`, full key names (no
+//! abbreviations), `origin` in every payload, `default_entity_id` (Home
+//! Assistant 2025.10 and later; older versions ignore it and derive the same
+//! entity id from the device and entity names), `unique_id`, and the device
+//! block shared by every entity so they are grouped under one device.
+//!
+//! Entity ids: the first classifier keeps those of a single-classifier edgehead
+//! (`sensor.edgehead_<device>_label`); the others add their name
+//! (`sensor.edgehead_<device>_<name>_label`).
+
+use serde_json::{json, Map, Value};
+
+use super::{UNRECOGNIZED, UNTRAINED};
+use crate::classifier::{slug, ClassifierTopics};
+
+/// What every payload of one device shares.
+#[derive(Debug, Clone)]
+pub struct Context {
+    /// Discovery prefix, `homeassistant` by default.
+    pub prefix: String,
+    /// The device id of the configuration (`device_id`), in topics and ids.
+    pub device_id: String,
+    /// `<base>/availability`: `online` / `offline` (the last will).
+    pub availability: String,
+    /// `<base>/status`: the retained daemon status the diagnostics read.
+    pub status: String,
+    /// Seconds after which a sensor fed by a live topic shows `unavailable` when
+    /// no message came (0: never). The bridge re-publishes well within it while
+    /// frames arrive.
+    pub expire_after: u64,
+    /// Seconds after which a sensor fed by `status` expires (3 status intervals).
+    pub status_expire_after: u64,
+    /// A binary sensor per class.
+    pub class_sensors: bool,
+    /// Announce the image entity.
+    pub image: bool,
+}
+
+impl Context {
+    fn device(&self) -> Value {
+        json!({
+            "identifiers": [format!("edgehead_{}", self.device_id)],
+            "name": format!("edgehead {}", self.device_id),
+            "model": "edgehead",
+            "manufacturer": "edgehead",
+            "sw_version": env!("CARGO_PKG_VERSION"),
+        })
+    }
+
+    fn origin() -> Value {
+        json!({ "name": "edgehead", "sw_version": env!("CARGO_PKG_VERSION") })
+    }
+
+    /// The entity-id part Home Assistant derives from the device name `edgehead
+    /// <device_id>` and an entity name (lower case, runs of other characters as
+    /// one `_`), so `default_entity_id` names what older versions create anyway.
+    fn entity_slug(&self, name: &str) -> String {
+        let mut out = String::new();
+        for c in format!("edgehead {} {name}", self.device_id).chars() {
+            if c.is_ascii_alphanumeric() {
+                out.push(c.to_ascii_lowercase());
+            } else if !out.ends_with('_') {
+                out.push('_');
+            }
+        }
+        out.trim_matches('_').to_string()
+    }
+
+    /// One entity's config: the common keys, then `extra`.
+    fn entity(&self, component: &str, key: &str, name: &str, extra: Value) -> (String, Value) {
+        let mut config = json!({
+            "name": name,
+            "unique_id": format!("edgehead_{}_{key}", self.device_id),
+            "default_entity_id": format!("{component}.{}", self.entity_slug(name)),
+            "availability_topic": self.availability,
+            "payload_available": crate::mqtt::topics::ONLINE,
+            "payload_not_available": crate::mqtt::topics::OFFLINE,
+            "device": self.device(),
+            "origin": Self::origin(),
+        });
+        if let (Some(cfg), Some(e)) = (config.as_object_mut(), extra.as_object()) {
+            cfg.extend(e.clone());
+        }
+        (
+            format!(
+                "{}/{component}/{}/{key}/config",
+                self.prefix, self.device_id
+            ),
+            config,
+        )
+    }
+}
+
+/// A string as a Jinja string literal (JSON's escaping is valid Jinja).
+fn jinja_str(s: &str) -> String {
+    Value::String(s.to_string()).to_string()
+}
+
+/// The device's own entities, fed by the retained `status` topic (diagnostics).
+pub fn device_entities(ctx: &Context) -> Vec<(String, Value)> {
+    let exp = ctx.status_expire_after;
+    let diag = |unit: Option<&str>, template: &str, icon: &str, class: &str| {
+        let mut v = json!({
+            "state_topic": ctx.status,
+            "value_template": template,
+            "entity_category": "diagnostic",
+            "icon": icon,
+            "state_class": class,
+            "expire_after": exp,
+        });
+        if let Some(u) = unit {
+            v["unit_of_measurement"] = json!(u);
+        }
+        v
+    };
+    vec![
+        ctx.entity(
+            "binary_sensor",
+            "source",
+            "Source",
+            json!({
+                "state_topic": ctx.status,
+                "value_template": "{{ 'ON' if value_json.source.state == 'running' else 'OFF' }}",
+                "json_attributes_topic": ctx.status,
+                "json_attributes_template": "{{ value_json.source | tojson }}",
+                "device_class": "connectivity",
+                "entity_category": "diagnostic",
+                "expire_after": exp,
+            }),
+        ),
+        ctx.entity(
+            "sensor",
+            "backbone_ms",
+            "Backbone time",
+            diag(
+                Some("ms"),
+                "{{ value_json.rates.backbone_ms if value_json.rates is defined and value_json.rates is mapping and value_json.rates.backbone_ms is not none else none }}",
+                "mdi:timer-outline",
+                "measurement",
+            ),
+        ),
+        ctx.entity(
+            "sensor",
+            "fps",
+            "Frames per second",
+            diag(
+                Some("fps"),
+                "{{ value_json.rates.fps_captured if value_json.rates is defined and value_json.rates is mapping and value_json.rates.fps_captured is not none else none }}",
+                "mdi:camera-timer",
+                "measurement",
+            ),
+        ),
+        ctx.entity(
+            "sensor",
+            "frames_dropped",
+            "Dropped frames",
+            diag(
+                None,
+                "{{ value_json.stats.frames_dropped }}",
+                "mdi:camera-off-outline",
+                "total_increasing",
+            ),
+        ),
+    ]
+}
+
+/// Entity-id and topic key of classifier `index`'s entity `what`: the first
+/// classifier's keys are bare (`label`), the others' carry a slug of the name.
+fn key(index: usize, topics: &ClassifierTopics, what: &str) -> String {
+    if index == 0 {
+        what.to_string()
+    } else {
+        format!("{}_{what}", slug(&topics.name))
+    }
+}
+
+/// The display name of an entity of classifier `index`.
+fn name(index: usize, topics: &ClassifierTopics, what: &str) -> String {
+    if index == 0 {
+        what.to_string()
+    } else {
+        format!("{} {what}", topics.name)
+    }
+}
+
+/// The classes a classifier's entities are announced with.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Classes {
+    /// What the label sensor may show and the event entity may fire, besides
+    /// [`UNRECOGNIZED`] and [`UNTRAINED`]: the head's classes and any class still
+    /// shown.
+    pub states: Vec<String>,
+    /// The select's options: the head's classes and the label chosen to teach.
+    pub teach: Vec<String>,
+}
+
+impl Classes {
+    /// The label sensor's `options` and the event entity's `event_types`.
+    pub fn options(&self) -> Vec<String> {
+        let mut o = self.states.clone();
+        o.push(UNRECOGNIZED.into());
+        o.push(UNTRAINED.into());
+        o
+    }
+}
+
+/// The entities of classifier `index` (configuration order).
+pub fn classifier_entities(
+    ctx: &Context,
+    index: usize,
+    t: &ClassifierTopics,
+    classes: &Classes,
+) -> Vec<(String, Value)> {
+    let k = |what: &str| key(index, t, what);
+    let n = |what: &str| name(index, t, what);
+    let exp = ctx.expire_after;
+    let mut out = vec![
+        ctx.entity(
+            "sensor",
+            &k("label"),
+            &n("Label"),
+            json!({
+                "state_topic": t.state,
+                "value_template": "{{ value_json.state }}",
+                "json_attributes_topic": t.state,
+                "json_attributes_template": "{{ {'label': value_json.label, 'seq': value_json.seq, 'since': value_json.since, 'head': value_json.head, 'classifier': value_json.classifier} | tojson }}",
+                "device_class": "enum",
+                "options": classes.options(),
+                "icon": "mdi:eye",
+                "expire_after": exp,
+            }),
+        ),
+        ctx.entity(
+            "sensor",
+            &k("confidence"),
+            &n("Confidence"),
+            json!({
+                "state_topic": t.state,
+                "value_template": "{{ (value_json.confidence * 100) | round(0) }}",
+                "unit_of_measurement": "%",
+                "state_class": "measurement",
+                "icon": "mdi:percent",
+                "expire_after": exp,
+            }),
+        ),
+        ctx.entity(
+            "event",
+            &k("label_changed"),
+            &n("Label changed"),
+            json!({
+                "state_topic": t.event,
+                "event_types": classes.options(),
+                "icon": "mdi:swap-horizontal",
+            }),
+        ),
+        ctx.entity(
+            "select",
+            &k("teach_label"),
+            &n("Teach label"),
+            json!({
+                "command_topic": t.request("select_label"),
+                "state_topic": t.teach_label,
+                "options": classes.teach,
+                "icon": "mdi:tag-outline",
+            }),
+        ),
+        ctx.entity(
+            "text",
+            &k("new_label"),
+            &n("New label"),
+            json!({
+                "command_topic": t.request("select_label"),
+                "state_topic": t.teach_label,
+                "min": 1,
+                "max": crate::learn::labels::MAX_LABEL_CHARS,
+                "icon": "mdi:tag-plus-outline",
+            }),
+        ),
+        ctx.entity(
+            "button",
+            &k("teach"),
+            &n("Teach current frame"),
+            json!({
+                "command_topic": t.request("label_frame"),
+                "payload_press": "{\"selected_label\": true}",
+                "icon": "mdi:school-outline",
+            }),
+        ),
+        ctx.entity(
+            "button",
+            &k("retrain"),
+            &n("Retrain"),
+            json!({
+                "command_topic": t.request("retrain"),
+                "payload_press": "{}",
+                "icon": "mdi:refresh",
+            }),
+        ),
+        ctx.entity(
+            "button",
+            &k("undo"),
+            &n("Undo last sample"),
+            json!({
+                "command_topic": t.request("remove_sample"),
+                "payload_press": "{\"last\": true}",
+                "icon": "mdi:undo",
+            }),
+        ),
+        ctx.entity(
+            "sensor",
+            &k("last_result"),
+            &n("Last teaching result"),
+            json!({
+                "state_topic": t.last_result,
+                "value_template": "{{ value_json.message }}",
+                "json_attributes_topic": t.last_result,
+                "icon": "mdi:message-reply-text-outline",
+            }),
+        ),
+    ];
+    if ctx.image {
+        out.push(ctx.entity(
+            "image",
+            &k("image"),
+            &n("Image"),
+            json!({ "image_topic": t.image, "content_type": "image/jpeg" }),
+        ));
+    }
+    // Diagnostics: the head (retained `head` topic) and the gate (`status`).
+    let head_diag = |unit: Option<&str>, template: &str, icon: &str| {
+        let mut v = json!({
+            "state_topic": t.head,
+            "value_template": template,
+            "entity_category": "diagnostic",
+            "icon": icon,
+        });
+        if let Some(u) = unit {
+            v["unit_of_measurement"] = json!(u);
+            v["state_class"] = json!("measurement");
+        }
+        v
+    };
+    out.push(ctx.entity(
+        "sensor",
+        &k("samples"),
+        &n("Samples"),
+        head_diag(
+            None,
+            "{{ value_json.samples }}",
+            "mdi:image-multiple-outline",
+        ),
+    ));
+    out.push(ctx.entity(
+        "sensor",
+        &k("classes"),
+        &n("Classes"),
+        head_diag(
+            None,
+            "{{ value_json.classes | length if value_json.classes is defined else 0 }}",
+            "mdi:shape-outline",
+        ),
+    ));
+    out.push(ctx.entity(
+        "sensor",
+        &k("head_version"),
+        &n("Head version"),
+        head_diag(
+            None,
+            "{{ value_json.version if value_json.version is defined else 0 }}",
+            "mdi:source-commit",
+        ),
+    ));
+    let mut loo = head_diag(
+        Some("%"),
+        "{{ (value_json.quality.loo_accuracy * 100) | round(1) if value_json.quality is defined and value_json.quality.loo_accuracy is not none else none }}",
+        "mdi:check-decagram-outline",
+    );
+    loo["json_attributes_topic"] = json!(t.head);
+    loo["json_attributes_template"] = json!(
+        "{{ {'advice': value_json.quality.advice, 'most_confused': value_json.quality.most_confused, 'per_class': value_json.quality.per_class} | tojson if value_json.quality is defined else '{}' }}"
+    );
+    out.push(ctx.entity("sensor", &k("loo_accuracy"), &n("LOO accuracy"), loo));
+    out.push(ctx.entity(
+        "sensor",
+        &k("unknown_threshold"),
+        &n("Unknown threshold"),
+        head_diag(
+            None,
+            "{{ value_json.unknown_below | round(3) if value_json.unknown_below is defined and value_json.unknown_below is not none else none }}",
+            "mdi:tune-vertical",
+        ),
+    ));
+    let gate = format!(
+        "{{{{ value_json.classifiers[{}].skipped }}}}",
+        jinja_str(&t.name)
+    );
+    out.push(ctx.entity(
+        "sensor",
+        &k("crops_skipped"),
+        &n("Crops skipped"),
+        json!({
+            "state_topic": ctx.status,
+            "value_template": gate,
+            "entity_category": "diagnostic",
+            "state_class": "total_increasing",
+            "icon": "mdi:debug-step-over",
+            "expire_after": ctx.status_expire_after,
+        }),
+    ));
+    if ctx.class_sensors {
+        for class in &classes.states {
+            out.push(ctx.entity(
+                "binary_sensor",
+                &k(&format!("class_{}", class_key(class))),
+                &n(class),
+                json!({
+                    "state_topic": t.state,
+                    "value_template": format!(
+                        "{{{{ 'ON' if value_json.label == {} else 'OFF' }}}}",
+                        jinja_str(class)
+                    ),
+                    "icon": "mdi:eye-check-outline",
+                    "expire_after": exp,
+                }),
+            ));
+        }
+    }
+    out
+}
+
+/// A class's part of its binary sensor's key: the slug and a hash of the label,
+/// so `a b` and `a_b` stay apart.
+fn class_key(label: &str) -> String {
+    use sha2::{Digest, Sha256};
+    let s: String = label
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() {
+                c.to_ascii_lowercase()
+            } else {
+                '_'
+            }
+        })
+        .collect();
+    let h = Sha256::digest(label.as_bytes());
+    format!("{s}_{:02x}{:02x}{:02x}", h[0], h[1], h[2])
+}
+
+/// The payloads by topic (for diffing announcements).
+pub fn by_topic(messages: Vec<(String, Value)>) -> Map<String, Value> {
+    messages.into_iter().collect()
+}
+
+#[cfg(test)]
+mod tests;

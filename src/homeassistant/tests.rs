@@ -1,0 +1,402 @@
+//! The bridge's state machine: what it sends, in which order, and when.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use serde_json::{json, Value};
+
+use super::*;
+use crate::classifier::ClassifierTopics;
+
+const HEARTBEAT: Duration = Duration::from_secs(5);
+
+fn ctx() -> Context {
+    Context {
+        prefix: "homeassistant".into(),
+        device_id: "cam1".into(),
+        availability: "edgehead/cam1/availability".into(),
+        status: "edgehead/cam1/status".into(),
+        expire_after: 15,
+        status_expire_after: 185,
+        class_sensors: true,
+        image: true,
+    }
+}
+
+fn bridge(discovery: bool, classes: &[&str]) -> Bridge {
+    saved_bridge(discovery, classes, Saved::default())
+}
+
+fn saved_bridge(discovery: bool, classes: &[&str], saved: Saved) -> Bridge {
+    Bridge::new(
+        discovery.then(ctx),
+        vec![Arc::new(ClassifierTopics::new("edgehead/cam1", "default"))],
+        vec![classes.iter().map(|c| c.to_string()).collect()],
+        saved,
+        HEARTBEAT,
+    )
+}
+
+fn saves(out: &[Out]) -> Vec<Saved> {
+    out.iter()
+        .filter_map(|o| match o {
+            Out::Save(s) => Some(s.clone()),
+            _ => None,
+        })
+        .collect()
+}
+
+fn prediction(label: Option<&str>, confidence: f32, seq: u64) -> Event {
+    Event::Prediction {
+        classifier: 0,
+        label: label.map(str::to_string),
+        confidence,
+        seq,
+        captured_at: format!("t{seq}"),
+        head: Some("ncm-v1".into()),
+    }
+}
+
+fn retained<'a>(out: &'a [Out], topic: &str) -> Option<&'a [u8]> {
+    out.iter().rev().find_map(|o| match o {
+        Out::Retain { topic: t, payload } if t == topic => Some(payload.as_slice()),
+        _ => None,
+    })
+}
+
+fn json_of(out: &[Out], topic: &str) -> Option<Value> {
+    retained(out, topic).map(|p| serde_json::from_slice(p).expect("json"))
+}
+
+fn events(out: &[Out]) -> Vec<Value> {
+    out.iter()
+        .filter_map(|o| match o {
+            Out::Send { topic, payload } if topic == "edgehead/cam1/default/event" => {
+                Some(serde_json::from_slice(payload).expect("json"))
+            }
+            _ => None,
+        })
+        .collect()
+}
+
+const STATE: &str = "edgehead/cam1/default/state";
+const LABEL: &str = "homeassistant/sensor/cam1/label/config";
+
+#[test]
+fn a_state_that_needs_a_new_option_waits_until_home_assistant_has_it() {
+    let t0 = Instant::now();
+    let mut b = bridge(true, &[]);
+    let start = b.start(t0);
+    assert_eq!(
+        json_of(&start, LABEL).expect("label config")["options"],
+        json!(["unrecognized", "untrained"])
+    );
+    let later = t0 + Duration::from_secs(10);
+    let out = b.on_event(prediction(None, 0.0, 1), later);
+    assert_eq!(json_of(&out, STATE).expect("state")["state"], "untrained");
+    assert!(events(&out).is_empty(), "no event for the first state");
+
+    // A class the options do not have yet: announced now, shown SETTLE later.
+    let t1 = later + Duration::from_secs(1);
+    let out = b.on_event(prediction(Some("hat"), 0.9, 2), t1);
+    let config = json_of(&out, LABEL).expect("re-announced");
+    assert_eq!(
+        config["options"],
+        json!(["hat", "unrecognized", "untrained"])
+    );
+    assert!(
+        retained(&out, STATE).is_none(),
+        "the state waits for the options"
+    );
+    assert_eq!(b.deadline(), Some(t1 + SETTLE));
+    // A later frame of the same class keeps waiting, with its confidence.
+    assert!(retained(
+        &b.on_event(prediction(Some("hat"), 0.95, 3), t1 + SETTLE / 2),
+        STATE
+    )
+    .is_none());
+    assert!(b.tick(t1 + SETTLE / 2).is_empty());
+    let out = b.tick(t1 + SETTLE);
+    let state = json_of(&out, STATE).expect("state after SETTLE");
+    assert_eq!(state["state"], "hat");
+    assert_eq!(state["seq"], 2, "the prediction that brought the state");
+    assert_eq!(state["confidence"], json!(0.95_f32));
+    let ev = events(&out);
+    assert_eq!(ev.len(), 1);
+    assert_eq!(ev[0]["event_type"], "hat");
+    assert_eq!(ev[0]["previous"], "untrained");
+    assert_eq!(b.deadline(), None);
+}
+
+#[test]
+fn edgeheads_unknown_is_unrecognized_and_a_flicker_back_is_no_change() {
+    let t0 = Instant::now();
+    let mut b = bridge(true, &["hat"]);
+    b.start(t0);
+    let t = t0 + Duration::from_secs(5);
+    let out = b.on_event(prediction(Some("hat"), 0.8, 1), t);
+    assert_eq!(json_of(&out, STATE).expect("state")["state"], "hat");
+    let out = b.on_event(prediction(Some(crate::head::UNKNOWN), 0.0, 2), t);
+    let s = json_of(&out, STATE).expect("state");
+    assert_eq!(
+        (s["state"].as_str(), s["label"].as_str()),
+        (Some("unrecognized"), Some("unknown"))
+    );
+    assert_eq!(events(&out)[0]["previous"], "hat");
+    // Same state, same rounded confidence: nothing to send.
+    assert!(b
+        .on_event(prediction(Some(crate::head::UNKNOWN), 0.001, 3), t)
+        .is_empty());
+    // Same state, another confidence: the state again, without an event, and
+    // with the seq of the change.
+    let out = b.on_event(prediction(Some("hat"), 0.8, 4), t);
+    let out2 = b.on_event(prediction(Some("hat"), 0.6, 5), t);
+    assert_eq!(events(&out).len(), 1);
+    assert!(events(&out2).is_empty());
+    assert_eq!(json_of(&out2, STATE).expect("state")["seq"], 4);
+}
+
+#[test]
+fn the_state_is_published_again_only_while_frames_arrive() {
+    let t0 = Instant::now();
+    let mut b = bridge(true, &["hat"]);
+    b.start(t0);
+    let t = t0 + Duration::from_secs(5);
+    b.on_event(prediction(Some("hat"), 0.8, 1), t);
+    let alive = Event::Alive { classifier: 0 };
+    assert!(b.on_event(alive.clone(), t + HEARTBEAT / 2).is_empty());
+    let out = b.on_event(alive.clone(), t + HEARTBEAT);
+    assert_eq!(json_of(&out, STATE).expect("heartbeat")["state"], "hat");
+    assert!(events(&out).is_empty());
+    assert!(b
+        .on_event(alive, t + HEARTBEAT + Duration::from_secs(1))
+        .is_empty());
+}
+
+#[test]
+fn a_deleted_class_leaves_the_options_once_it_is_no_longer_shown() {
+    let t0 = Instant::now();
+    let mut b = bridge(true, &["hat", "shoes"]);
+    let start = b.start(t0);
+    let hat_sensor = start
+        .iter()
+        .find_map(|o| match o {
+            Out::Retain { topic, .. } if topic.contains("/class_hat_") => Some(topic.clone()),
+            _ => None,
+        })
+        .expect("hat binary sensor");
+    let t = t0 + Duration::from_secs(5);
+    b.on_event(prediction(Some("hat"), 0.9, 1), t);
+    // hat deleted while shown: still an option (Home Assistant would refuse the
+    // state otherwise).
+    let out = b.on_event(
+        Event::Head {
+            classifier: 0,
+            classes: vec!["shoes".into()],
+        },
+        t,
+    );
+    if let Some(c) = json_of(&out, LABEL) {
+        assert!(c["options"]
+            .as_array()
+            .expect("options")
+            .contains(&json!("hat")));
+    }
+    let out = b.on_event(
+        prediction(Some("shoes"), 0.9, 2),
+        t + Duration::from_secs(1),
+    );
+    // The state first, then the options without hat, and the sensor removed.
+    let state_at = out
+        .iter()
+        .position(|o| matches!(o, Out::Retain { topic, .. } if topic == STATE));
+    let config_at = out
+        .iter()
+        .position(|o| matches!(o, Out::Retain { topic, .. } if topic == LABEL));
+    assert!(
+        state_at.is_some() && config_at.is_some() && state_at < config_at,
+        "{out:?}"
+    );
+    assert_eq!(
+        json_of(&out, LABEL).expect("config")["options"],
+        json!(["shoes", "unrecognized", "untrained"])
+    );
+    assert!(out.contains(&Out::Clear { topic: hat_sensor }));
+    assert_eq!(saves(&out).len(), 1);
+}
+
+#[test]
+fn start_removes_the_configs_of_entities_that_went_away_while_stopped() {
+    let t0 = Instant::now();
+    let gone = "homeassistant/binary_sensor/cam1/class_shoes_123456/config".to_string();
+    let mut b = saved_bridge(
+        true,
+        &["hat"],
+        Saved {
+            discovery_topics: vec![gone.clone(), LABEL.to_string()],
+            ..Saved::default()
+        },
+    );
+    let out = b.start(t0);
+    assert!(out.contains(&Out::Clear {
+        topic: gone.clone()
+    }));
+    assert!(!out.contains(&Out::Clear {
+        topic: LABEL.into()
+    }));
+    let saved = saves(&out);
+    assert_eq!(saved.len(), 1, "saved once, at the end of start");
+    let topics = &saved[0].discovery_topics;
+    assert!(topics.contains(&LABEL.to_string()) && !topics.contains(&gone));
+    // The same set again: nothing to remove, nothing to save.
+    let mut again = saved_bridge(true, &["hat"], saved[0].clone());
+    let out = again.start(t0);
+    assert!(saves(&out).is_empty());
+    assert!(
+        !out.iter().any(|o| matches!(o, Out::Clear { .. })),
+        "{out:?}"
+    );
+}
+
+#[test]
+fn the_teach_label_and_a_class_still_shown_survive_a_restart() {
+    let t0 = Instant::now();
+    let mut b = bridge(true, &["hat", "scarf"]);
+    b.start(t0);
+    let t = t0 + Duration::from_secs(5);
+    let out = b.on_event(
+        Event::TeachLabel {
+            classifier: 0,
+            label: "hat".into(),
+        },
+        t,
+    );
+    assert_eq!(saves(&out)[0].teach_labels["default"], "hat");
+    b.on_event(prediction(Some("scarf"), 0.9, 1), t);
+    b.on_event(
+        Event::Head {
+            classifier: 0,
+            classes: vec!["hat".into()],
+        },
+        t,
+    );
+    // Stopped now: scarf (deleted) is still the retained state on the broker.
+    let saved = b.saved();
+    assert_eq!(saved.shown["default"], "scarf");
+    let mut next = saved_bridge(true, &["hat"], saved);
+    let out = next.start(t0);
+    assert_eq!(
+        retained(&out, "edgehead/cam1/default/teach_label"),
+        Some(&b"hat"[..])
+    );
+    let options = json_of(&out, LABEL).expect("label config")["options"].clone();
+    assert_eq!(
+        options,
+        json!(["hat", "scarf", "unrecognized", "untrained"])
+    );
+    // The first state replaces it, and scarf leaves the options.
+    let out = next.on_event(prediction(Some("hat"), 0.9, 1), t0 + SETTLE * 2);
+    assert_eq!(
+        json_of(&out, LABEL).expect("label config")["options"],
+        json!(["hat", "unrecognized", "untrained"])
+    );
+}
+
+#[test]
+fn a_flicker_keeps_the_time_the_shown_state_began() {
+    let t0 = Instant::now();
+    let mut b = bridge(true, &["hat", "shoes"]);
+    b.start(t0);
+    let t = t0 + Duration::from_secs(5);
+    b.on_event(prediction(Some("hat"), 0.9, 1), t);
+    // shoes, announced long ago, is shown at once; a class announced just now
+    // would wait: make shoes wait by announcing a new class first.
+    b.on_event(
+        Event::Head {
+            classifier: 0,
+            classes: vec!["hat".into(), "shoes".into(), "scarf".into()],
+        },
+        t,
+    );
+    assert!(retained(&b.on_event(prediction(Some("shoes"), 0.9, 2), t), STATE).is_none());
+    let out = b.on_event(prediction(Some("hat"), 0.5, 3), t);
+    let s = json_of(&out, STATE).expect("confidence changed");
+    assert_eq!(
+        (s["seq"].as_u64(), s["since"].as_str()),
+        (Some(1), Some("t1"))
+    );
+    assert!(b.tick(t + SETTLE).is_empty(), "the waiting change was void");
+}
+
+#[test]
+fn discovery_off_removes_every_config_and_keeps_the_state_topics() {
+    let t0 = Instant::now();
+    let mut b = saved_bridge(
+        false,
+        &["hat"],
+        Saved {
+            discovery_topics: vec![LABEL.to_string()],
+            ..Saved::default()
+        },
+    );
+    let out = b.start(t0);
+    assert!(out.contains(&Out::Clear {
+        topic: LABEL.into()
+    }));
+    assert!(!out
+        .iter()
+        .any(|o| matches!(o, Out::Retain { topic, .. } if topic.starts_with("homeassistant/"))));
+    let out = b.on_event(prediction(Some("shoes"), 0.7, 1), t0);
+    assert_eq!(json_of(&out, STATE).expect("state")["state"], "shoes");
+}
+
+#[test]
+fn a_new_teach_label_is_an_option_of_the_select_before_it_is_selected() {
+    let t0 = Instant::now();
+    let mut b = bridge(true, &["hat"]);
+    b.start(t0);
+    let t = t0 + Duration::from_secs(5);
+    let teach = "edgehead/cam1/default/teach_label";
+    let select = "homeassistant/select/cam1/teach_label/config";
+    let out = b.on_event(
+        Event::TeachLabel {
+            classifier: 0,
+            label: "scarf".into(),
+        },
+        t,
+    );
+    assert_eq!(
+        json_of(&out, select).expect("select")["options"],
+        json!(["hat", "scarf"])
+    );
+    assert!(retained(&out, teach).is_none());
+    let out = b.tick(t + SETTLE);
+    assert_eq!(retained(&out, teach), Some(&b"scarf"[..]));
+    // An existing class is selected at once.
+    let out = b.on_event(
+        Event::TeachLabel {
+            classifier: 0,
+            label: "hat".into(),
+        },
+        t + SETTLE * 3,
+    );
+    assert_eq!(retained(&out, teach), Some(&b"hat"[..]));
+}
+
+#[test]
+fn the_last_result_fits_a_home_assistant_state() {
+    let long = "x".repeat(1000);
+    let v = last_result(
+        "label_frame",
+        &json!({"status": "error", "error": long, "data": null}),
+    );
+    let m = v["message"].as_str().expect("message");
+    assert_eq!(m.chars().count(), MAX_STATE_CHARS);
+    assert!(m.starts_with("label_frame refused: xxx"));
+    let ok = last_result(
+        "add_sample",
+        &json!({"status": "ok", "data": {"label": "hat", "samples": 3}}),
+    );
+    assert_eq!(ok["message"], "add_sample: ok (hat), 3 samples");
+    assert_eq!(ok["data"]["label"], "hat");
+}
