@@ -193,9 +193,9 @@ struct Entry {
     /// Waiting for [`SETTLE`].
     pending: Option<Shown>,
     teach_pending: bool,
-    /// What the configs were last built with, and when options last grew.
+    /// What the configs were last built with, and when a config last changed.
     announced: Classes,
-    grew_at: Option<Instant>,
+    changed_at: Option<Instant>,
     configs: serde_json::Map<String, Value>,
     last_sent: Option<Instant>,
 }
@@ -349,12 +349,6 @@ impl Bridge {
     /// published, configs of entities that went away are removed.
     fn announce(&mut self, i: usize, now: Instant, out: &mut Vec<Out>) {
         let classes = self.classes(i);
-        let e = &self.entries[i];
-        let grew = classes
-            .states
-            .iter()
-            .any(|c| !e.announced.states.contains(c))
-            || classes.teach.iter().any(|c| !e.announced.teach.contains(c));
         let Some(ctx) = &self.ctx else {
             self.entries[i].announced = classes;
             return;
@@ -366,6 +360,7 @@ impl Bridge {
             &classes,
         ));
         let e = &mut self.entries[i];
+        let before = out.len();
         for (t, v) in &fresh {
             if e.configs.get(t) != Some(v) {
                 out.push(Out::Retain {
@@ -382,8 +377,14 @@ impl Bridge {
         let set_changed =
             e.configs.len() != fresh.len() || e.configs.keys().any(|t| !fresh.contains_key(t));
         e.configs = fresh;
-        if grew {
-            e.grew_at = Some(now);
+        if out.len() > before {
+            // Home Assistant applies a changed config a moment later, and then
+            // counts the sensor as expired until the next state: states that need
+            // the new options, and the shown state again, follow after SETTLE.
+            e.changed_at = Some(now);
+            if e.pending.is_none() {
+                e.pending = e.shown.clone();
+            }
         }
         e.announced = classes;
         if set_changed {
@@ -400,7 +401,7 @@ impl Bridge {
 
     /// Whether states that need classifier `i`'s newest options must still wait.
     fn settling(&self, i: usize, now: Instant) -> bool {
-        self.ctx.is_some() && self.entries[i].grew_at.is_some_and(|t| now < t + SETTLE)
+        self.ctx.is_some() && self.entries[i].changed_at.is_some_and(|t| now < t + SETTLE)
     }
 
     /// The earliest time [`Bridge::tick`] has something to do.
@@ -408,7 +409,7 @@ impl Bridge {
         self.entries
             .iter()
             .filter(|e| e.pending.is_some() || e.teach_pending)
-            .filter_map(|e| e.grew_at.map(|t| t + SETTLE))
+            .filter_map(|e| e.changed_at.map(|t| t + SETTLE))
             .min()
     }
 
@@ -519,7 +520,12 @@ impl Bridge {
                 };
                 let changed = e.shown.as_ref().is_none_or(|s| s.state != state);
                 if !changed {
-                    // Back to what is shown: a waiting change is void.
+                    // Back to what is shown: a waiting change is void. While a
+                    // new config settles, the shown state waits to be sent again.
+                    if self.settling(i, now) {
+                        self.entries[i].pending = Some(next);
+                        return out;
+                    }
                     let shown = self.entries[i].shown.clone();
                     self.entries[i].pending = None;
                     if shown.is_some_and(|s| s.percent() != next.percent() || s.head != next.head) {
