@@ -190,7 +190,8 @@ impl Daemon {
         let mut mqtt_task = tokio::spawn(connection.run(drain.clone(), finish.clone()));
 
         let ha_file = crate::homeassistant::saved_file(settings.state_dir());
-        let saved_ha = crate::homeassistant::Saved::load(&ha_file);
+        let saved_ha = crate::homeassistant::Saved::load(&ha_file)
+            .sanitize(&settings.raw.homeassistant.prefix, &settings.device_id);
         let all = Arc::new(settings.classifiers.clone());
         let handles: Vec<Classifier> = classifiers.iter().map(|c| c.0.clone()).collect();
         let mut learners = tokio::task::JoinSet::new();

@@ -163,7 +163,67 @@ impl Saved {
             Self::default()
         })
     }
+
+    /// Drop what this device could not have saved: discovery topics that are not
+    /// `<prefix>/<component>/<device_id>/<key>/config` of an edgehead component
+    /// (at most [`MAX_SAVED_TOPICS`]), teach labels and shown states that are not
+    /// valid labels (or edgehead's own states). A file edited by hand or damaged
+    /// can then neither clear other retained topics nor announce bad options.
+    pub fn sanitize(mut self, prefix: &str, device_id: &str) -> Self {
+        let before = (
+            self.discovery_topics.len(),
+            self.teach_labels.len(),
+            self.shown.len(),
+        );
+        let ours = |t: &String| {
+            let Some(rest) = t.strip_prefix(prefix).and_then(|r| r.strip_prefix('/')) else {
+                return false;
+            };
+            let levels: Vec<&str> = rest.split('/').collect();
+            levels.len() == 4
+                && COMPONENTS.contains(&levels[0])
+                && levels[1] == device_id
+                && (1..=200).contains(&levels[2].len())
+                && levels[2]
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+                && levels[3] == "config"
+        };
+        self.discovery_topics.retain(ours);
+        self.discovery_topics.truncate(MAX_SAVED_TOPICS);
+        let valid = |l: &String| crate::learn::labels::normalize(l).is_ok_and(|n| n == *l);
+        self.teach_labels.retain(|_, l| valid(l));
+        self.shown
+            .retain(|_, s| valid(s) || s == UNRECOGNIZED || s == UNTRAINED);
+        let after = (
+            self.discovery_topics.len(),
+            self.teach_labels.len(),
+            self.shown.len(),
+        );
+        if after != before {
+            tracing::warn!(
+                dropped_topics = before.0 - after.0,
+                dropped_teach_labels = before.1 - after.1,
+                dropped_states = before.2 - after.2,
+                "ignored entries of the saved Home Assistant state that this device could not have written"
+            );
+        }
+        self
+    }
 }
+
+/// Most discovery topics read back from the saved state.
+pub const MAX_SAVED_TOPICS: usize = 20_000;
+/// The discovery components edgehead announces.
+pub const COMPONENTS: &[&str] = &[
+    "sensor",
+    "binary_sensor",
+    "event",
+    "image",
+    "select",
+    "text",
+    "button",
+];
 
 #[derive(Debug, Clone, PartialEq)]
 struct Shown {
@@ -646,47 +706,41 @@ pub fn saved_file(state_dir: &std::path::Path) -> PathBuf {
     state_dir.join("homeassistant.json")
 }
 
-/// Sends the bridge's messages, and retries those the full MQTT queue refused
-/// (by topic: a retained message goes out with the payload it has then).
+/// Sends the bridge's messages. A retained message or removal the MQTT queue
+/// refuses is not lost: the publisher keeps it and the connection task sends it
+/// later (with the payload of that moment); an event is dropped.
 struct Sender {
     publisher: Publisher,
     file: PathBuf,
-    retry: std::collections::VecDeque<Out>,
 }
 
 impl Sender {
     fn execute(&mut self, out: Vec<Out>) {
         for o in out {
-            let sent = match &o {
+            match o {
                 Out::Retain { topic, payload } => {
-                    self.publisher.try_publish_retained(topic, payload.clone())
+                    self.publisher.try_publish_retained(&topic, payload);
                 }
-                Out::Clear { topic } => self.publisher.clear_retained(topic),
-                // An event is not repeated: a late one would be wrong.
+                Out::Clear { topic } => self.publisher.clear_retained(&topic),
                 Out::Send { topic, payload } => {
-                    if !self.publisher.try_publish_event(topic, payload.clone()) {
-                        tracing::debug!(topic, "event dropped: MQTT queue full");
+                    if !self.publisher.try_publish_event(&topic, payload) {
+                        tracing::debug!(topic, "event dropped: MQTT disconnected or queue full");
                     }
-                    true
                 }
-                Out::Save(saved) => {
-                    self.save(saved.clone());
-                    true
-                }
-            };
-            if !sent {
-                self.retry.push_back(o);
+                Out::Save(saved) => self.save(saved),
             }
         }
     }
 
     /// Save `saved`, keeping the topics whose removal is still owed.
     fn save(&self, mut saved: Saved) {
-        for o in &self.retry {
-            if let Out::Clear { topic } = o {
-                saved.discovery_topics.push(topic.clone());
-            }
-        }
+        let prefix_of_configs = |t: &String| t.ends_with("/config");
+        saved.discovery_topics.extend(
+            self.publisher
+                .pending_clears()
+                .into_iter()
+                .filter(prefix_of_configs),
+        );
         saved.discovery_topics.sort();
         saved.discovery_topics.dedup();
         let body = match serde_json::to_vec(&saved) {
@@ -700,25 +754,7 @@ impl Sender {
             tracing::warn!(file = %self.file.display(), error = %e, "cannot save the Home Assistant state (entities of deleted classes may stay in Home Assistant)");
         }
     }
-
-    /// Send what was refused, in order, until the queue refuses again.
-    fn retry(&mut self) {
-        while let Some(o) = self.retry.pop_front() {
-            let sent = match &o {
-                Out::Retain { topic, .. } => self.publisher.republish_topic(topic),
-                Out::Clear { topic } => self.publisher.try_clear_retained(topic),
-                _ => true,
-            };
-            if !sent {
-                self.retry.push_front(o);
-                break;
-            }
-        }
-    }
 }
-
-/// How often refused messages are tried again.
-const RETRY_EVERY: Duration = Duration::from_millis(200);
 
 /// The bridge task: runs until `stop`, then saves the shown states.
 pub async fn run(
@@ -728,18 +764,10 @@ pub async fn run(
     file: PathBuf,
     stop: CancellationToken,
 ) {
-    let mut sender = Sender {
-        publisher,
-        file,
-        retry: Default::default(),
-    };
+    let mut sender = Sender { publisher, file };
     sender.execute(bridge.start(Instant::now()));
     loop {
-        let mut deadline = bridge.deadline();
-        if !sender.retry.is_empty() {
-            let soon = Instant::now() + RETRY_EVERY;
-            deadline = Some(deadline.map_or(soon, |d| d.min(soon)));
-        }
+        let deadline = bridge.deadline();
         let sleep = async {
             match deadline {
                 Some(d) => tokio::time::sleep_until(d.into()).await,
@@ -756,7 +784,6 @@ pub async fn run(
                 None => break,
             },
             _ = sleep => {
-                sender.retry();
                 let out = bridge.tick(Instant::now());
                 sender.execute(out);
             }

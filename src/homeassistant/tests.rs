@@ -405,3 +405,28 @@ fn the_last_result_fits_a_home_assistant_state() {
     assert_eq!(ok["message"], "add_sample: ok (hat), 3 samples");
     assert_eq!(ok["data"]["label"], "hat");
 }
+
+#[test]
+fn a_saved_state_this_device_could_not_have_written_is_ignored() {
+    let mut saved = Saved {
+        discovery_topics: vec![
+            LABEL.into(),
+            "homeassistant/sensor/other/label/config".into(),
+            "edgehead/cam1/default/state".into(),
+            "homeassistant/light/cam1/x/config".into(),
+            "homeassistant/sensor/cam1/a/b/config".into(),
+            format!("homeassistant/sensor/cam1/{}/config", "k".repeat(201)),
+        ],
+        ..Saved::default()
+    };
+    saved.teach_labels.insert("default".into(), "a/b #+".into());
+    saved.teach_labels.insert("door".into(), "open".into());
+    saved.shown.insert("default".into(), "x".repeat(70_000));
+    saved.shown.insert("door".into(), "unrecognized".into());
+    let s = saved.sanitize("homeassistant", "cam1");
+    assert_eq!(s.discovery_topics, [LABEL]);
+    assert_eq!(s.teach_labels.len(), 1);
+    assert_eq!(s.teach_labels["door"], "open");
+    assert_eq!(s.shown.len(), 1);
+    assert_eq!(s.shown["door"], "unrecognized");
+}

@@ -202,7 +202,8 @@ pub struct Learner {
     replies: Replies,
     /// The `label_frame` request collecting frames now, if any.
     collecting: Option<Collecting>,
-    /// The label chosen with `select_label` (in memory: a restart clears it).
+    /// The label chosen with `select_label` (kept across restarts by the Home
+    /// Assistant bridge, [`crate::homeassistant::Saved`]).
     teach_label: Option<String>,
 }
 
@@ -595,6 +596,16 @@ impl Learner {
                     .relabel(&from, &to)
                     .map_err(|e| bad(e.to_string()))?;
                 self.schedule_retrain();
+                // The dashboard's teach label follows its class.
+                if self.teach_label.as_deref() == Some(from.as_str()) {
+                    self.teach_label = Some(to.clone());
+                    self.publisher
+                        .notify_wait(crate::homeassistant::Event::TeachLabel {
+                            classifier: self.index,
+                            label: to.clone(),
+                        })
+                        .await;
+                }
                 json!({ "moved": n, "classes": self.classes_json()["classes"] })
             }
             "delete_class" => {

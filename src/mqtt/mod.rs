@@ -92,6 +92,12 @@ pub struct Publisher {
     /// The last payload of every retained topic the daemon publishes, published
     /// again after each connect and after Home Assistant's birth message.
     retained: Arc<Mutex<BTreeMap<String, Vec<u8>>>>,
+    /// Retained topics to remove (an empty retained message) that are not sent
+    /// yet: sent after the next connect if not before.
+    clears: Arc<Mutex<std::collections::BTreeSet<String>>>,
+    /// Retained topics (kept or cleared) that a full queue refused while
+    /// connected; bounded by the number of topics.
+    owed: Arc<Mutex<std::collections::BTreeSet<String>>>,
     /// The Home Assistant bridge's queue ([`crate::homeassistant`]).
     ha: mpsc::Sender<crate::homeassistant::Event>,
     /// `homeassistant.image_interval_secs` and `image_max_side`; `None`: no image.
@@ -104,15 +110,50 @@ impl Publisher {
         self.connected.load(Ordering::Relaxed)
     }
 
+    /// Publish; a retained payload is also kept. While disconnected a retained
+    /// message is only kept (the connect publishes every kept one), so nothing
+    /// piles up in the client's queue during an outage; when the queue is full it
+    /// is owed and sent by the connection task once there is room.
     fn try_send(&self, topic: &str, options: TopicOptions, payload: Vec<u8>) -> bool {
-        if options.retain {
-            if let Ok(mut kept) = self.retained.lock() {
-                kept.insert(topic.to_string(), payload.clone());
-            }
+        if !options.retain {
+            return self
+                .client
+                .load()
+                .try_publish(topic, options.qos, false, payload);
         }
-        self.client
+        if let Ok(mut kept) = self.retained.lock() {
+            kept.insert(topic.to_string(), payload.clone());
+        }
+        if let Ok(mut clears) = self.clears.lock() {
+            clears.remove(topic);
+        }
+        if !self.is_connected() {
+            return true;
+        }
+        let sent = self
+            .client
             .load()
-            .try_publish(topic, options.qos, options.retain, payload)
+            .try_publish(topic, options.qos, true, payload);
+        if !sent {
+            self.owe(topic);
+        }
+        sent
+    }
+
+    /// Remember that `topic`'s retained message (or its removal) could not be
+    /// queued: the connection task sends it when the queue has room.
+    fn owe(&self, topic: &str) {
+        if let Ok(mut owed) = self.owed.lock() {
+            owed.insert(topic.to_string());
+        }
+    }
+
+    /// Retained topics whose removal has not been sent yet.
+    pub fn pending_clears(&self) -> Vec<String> {
+        self.clears
+            .lock()
+            .map(|c| c.iter().cloned().collect())
+            .unwrap_or_default()
     }
 
     /// Tell the Home Assistant bridge; a full queue drops the event (the next
@@ -127,29 +168,35 @@ impl Publisher {
         let _ = self.ha.send(event).await;
     }
 
-    /// Publish `topic`'s kept retained payload again; `true` when sent or when
-    /// nothing is kept for it (cleared since).
-    pub fn republish_topic(&self, topic: &str) -> bool {
+    /// Send `topic`'s kept retained payload, or its removal when it is to be
+    /// cleared; `true` when sent or when neither is owed any more.
+    fn send_kept(&self, topic: &str) -> bool {
         let payload = self
             .retained
             .lock()
             .ok()
             .and_then(|k| k.get(topic).cloned());
+        let client = self.client.load();
         match payload {
-            Some(p) => self.client.load().try_publish(topic, 1, true, p),
-            None => true,
+            Some(p) => client.try_publish(topic, 1, true, p),
+            None => {
+                let clear = self
+                    .clears
+                    .lock()
+                    .map(|c| c.contains(topic))
+                    .unwrap_or(false);
+                if !clear {
+                    return true;
+                }
+                let sent = client.try_publish(topic, 1, true, Vec::new());
+                if sent {
+                    if let Ok(mut c) = self.clears.lock() {
+                        c.remove(topic);
+                    }
+                }
+                sent
+            }
         }
-    }
-
-    /// Publish the empty retained message that removes `topic`, unless it has
-    /// been published again since; `false` when the queue is full.
-    pub fn try_clear_retained(&self, topic: &str) -> bool {
-        let kept = self
-            .retained
-            .lock()
-            .map(|k| k.contains_key(topic))
-            .unwrap_or(false);
-        kept || self.client.load().try_publish(topic, 1, true, Vec::new())
     }
 
     /// Publish `payload` retained on `topic`, and keep it for re-publishing.
@@ -166,16 +213,25 @@ impl Publisher {
 
     /// Remove the retained message of `topic` (an empty retained payload) and stop
     /// re-publishing it.
-    pub fn clear_retained(&self, topic: &str) -> bool {
+    ///
+    /// While disconnected, or when the queue is full, the removal is owed and
+    /// sent after the next connect (or when there is room).
+    pub fn clear_retained(&self, topic: &str) {
         if let Ok(mut kept) = self.retained.lock() {
             kept.remove(topic);
         }
-        self.client.load().try_publish(topic, 1, true, Vec::new())
+        if let Ok(mut clears) = self.clears.lock() {
+            clears.insert(topic.to_string());
+        }
+        if self.is_connected() && !self.send_kept(topic) {
+            self.owe(topic);
+        }
     }
 
-    /// Publish `payload` on `topic` once, not retained (QoS 1).
+    /// Publish `payload` on `topic` once, not retained (QoS 1); dropped while
+    /// disconnected (a late event would be wrong).
     pub fn try_publish_event(&self, topic: &str, payload: Vec<u8>) -> bool {
-        self.client.load().try_publish(topic, 1, false, payload)
+        self.is_connected() && self.client.load().try_publish(topic, 1, false, payload)
     }
 
     /// Record whether the state directory's disk is full (shown in `status`).
@@ -255,6 +311,8 @@ pub struct Connection {
     connected_at: Option<Instant>,
     /// Retained messages to publish again since the last connect (see `on_connect`).
     backlog: std::collections::VecDeque<String>,
+    /// Subscription filters not yet queued since the last connect.
+    subscriptions: Vec<String>,
     /// When Home Assistant's birth message last made everything go out again.
     birth_answered: Option<Instant>,
 }
@@ -322,6 +380,8 @@ pub fn connect(
         status: m.status,
         responses: m.responses,
         retained: Arc::new(Mutex::new(BTreeMap::new())),
+        clears: Default::default(),
+        owed: Default::default(),
         ha,
         image_every: {
             let h = &settings.raw.homeassistant;
@@ -356,6 +416,7 @@ pub fn connect(
             birth,
             connected_at: None,
             backlog: std::collections::VecDeque::new(),
+            subscriptions: Vec::new(),
             birth_answered: None,
         },
     ))
@@ -394,17 +455,27 @@ impl Connection {
                 self.protocol.name()
             );
         }
-        let client = p.client.load();
-        let mut ok = client.try_subscribe_requests(&p.topics.request_filter);
-        ok &= client.try_subscribe_requests(&p.topics.classifier_request_filter);
-        if let Some(birth) = &self.birth {
-            ok &= client.try_subscribe_requests(birth);
-        }
-        if !ok {
-            tracing::warn!("MQTT queue full right after connecting; a subscription was dropped");
-        }
+        self.subscriptions = vec![
+            p.topics.request_filter.clone(),
+            p.topics.classifier_request_filter.clone(),
+        ];
+        self.subscriptions.extend(self.birth.clone());
         tracing::info!(topics = %p.topics.base, protocol = self.protocol.name(), "MQTT connected");
         self.republish();
+    }
+
+    /// Subscribe to what is still owed since the connect; a full queue leaves the
+    /// rest for the next event (a dropped subscription would leave requests
+    /// unanswered until the next reconnect).
+    fn subscribe_owed(&mut self) -> bool {
+        let client = self.publisher.client.load();
+        while let Some(filter) = self.subscriptions.first() {
+            if !client.try_subscribe_requests(filter) {
+                return false;
+            }
+            self.subscriptions.remove(0);
+        }
+        true
     }
 
     /// Publish `online` and every retained message again (discovery configs,
@@ -433,24 +504,46 @@ impl Connection {
         });
         self.backlog.extend(configs);
         self.backlog.extend(states);
+        self.backlog.extend(self.publisher.pending_clears());
         self.flush_backlog();
     }
 
     /// Publish the retained messages still owed since the last connect, as many as
     /// the outgoing queue takes now; the rest after the next event.
+    ///
+    /// Subscriptions go first; when the backlog is done, the retained topics a
+    /// full queue refused since (see [`Publisher`]) follow.
     fn flush_backlog(&mut self) {
-        while let Some(topic) = self.backlog.pop_front() {
+        if !self.publisher.is_connected() || !self.subscribe_owed() {
+            return;
+        }
+        loop {
+            if self.backlog.is_empty() {
+                let owed = self
+                    .publisher
+                    .owed
+                    .lock()
+                    .map(|mut o| std::mem::take(&mut *o))
+                    .unwrap_or_default();
+                if owed.is_empty() {
+                    return;
+                }
+                self.backlog.extend(owed);
+            }
+            let Some(topic) = self.backlog.pop_front() else {
+                return;
+            };
             let sent = if topic == self.publisher.topics.availability {
                 self.publisher
                     .client
                     .load()
                     .try_publish(&topic, 1, true, topics::ONLINE.into())
             } else {
-                self.publisher.republish_topic(&topic)
+                self.publisher.send_kept(&topic)
             };
             if !sent {
                 self.backlog.push_front(topic);
-                break;
+                return;
             }
         }
     }

@@ -204,3 +204,33 @@ async fn home_assistant_entities_follow_teaching_from_the_dashboard() {
     c.wait_for(&format!("{BASE}/state"), 20, |_| true).await;
     assert!(c.seen.len() > before);
 }
+
+/// The bridge keeps publishing (heartbeats, images) while the broker is away:
+/// nothing may pile up in the client's queue, and the subscriptions made at the
+/// reconnect must not be lost to a full queue (requests would go unanswered).
+#[tokio::test(flavor = "multi_thread")]
+async fn after_a_broker_outage_requests_are_answered_again() {
+    let mut broker = Mosquitto::start();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = config_file(
+        dir.path(),
+        broker.port,
+        "[homeassistant]\nimage_interval_secs = 0.5\n",
+    );
+    crate::harness::edit_config(&config, |t| {
+        t.replace("keep_alive_secs = 5", "keep_alive_secs = 5\nqueue = 8")
+    });
+    let _daemon = Process::start(&config);
+    let mut c = Client::connect(broker.port, &["edgehead/it/availability"]).await;
+    c.wait_for("edgehead/it/availability", 60, |m| m.text() == "online")
+        .await;
+    drop(c);
+    broker.stop();
+    tokio::time::sleep(Duration::from_secs(8)).await;
+    broker.restart();
+    let mut c = Client::connect(broker.port, &["edgehead/it/#"]).await;
+    c.wait_for("edgehead/it/availability", 60, |m| m.text() == "online")
+        .await;
+    let r = c.request(BASE, "classes", serde_json::json!({})).await;
+    assert_eq!(r["status"], "ok", "{r}");
+}
