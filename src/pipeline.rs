@@ -56,16 +56,14 @@ impl PredictionSink for Publisher {
         // Also when the prediction could not be sent (disconnected, queue full):
         // the retained state is published again after the next connect, while
         // the publish rule will not repeat the prediction.
-        {
-            self.notify(crate::homeassistant::Event::Prediction {
-                classifier,
-                label: prediction.label.clone(),
-                confidence: prediction.confidence,
-                seq: prediction.seq,
-                captured_at: prediction.captured_at.clone(),
-                head: prediction.head.clone(),
-            });
-        }
+        self.notify(crate::homeassistant::Event::Prediction {
+            classifier,
+            label: prediction.label.clone(),
+            confidence: prediction.confidence,
+            seq: prediction.seq,
+            captured_at: prediction.captured_at.clone(),
+            head: prediction.head.clone(),
+        });
         sent
     }
 
