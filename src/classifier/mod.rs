@@ -114,9 +114,18 @@ impl ClassifierSpec {
 /// (`[a-z0-9_]`): other characters become `_`, and a name that changed gets 8 hex
 /// digits of its SHA-256 so that `garage door` and `garage_door` stay apart.
 pub fn slug(name: &str) -> String {
-    use sha2::{Digest, Sha256};
-    let s: String = name
-        .chars()
+    let s = ascii_slug(name);
+    if s == name {
+        s
+    } else {
+        format!("{s}_{}", hex_digest(name, 4))
+    }
+}
+
+/// `name` with ASCII letters lower-cased, ASCII digits kept and every other
+/// character replaced by `_` (one `_` per character).
+pub fn ascii_slug(name: &str) -> String {
+    name.chars()
         .map(|c| {
             if c.is_ascii_alphanumeric() {
                 c.to_ascii_lowercase()
@@ -124,13 +133,17 @@ pub fn slug(name: &str) -> String {
                 '_'
             }
         })
-        .collect();
-    if s == name {
-        s
-    } else {
-        let h = Sha256::digest(name.as_bytes());
-        format!("{s}_{:02x}{:02x}{:02x}{:02x}", h[0], h[1], h[2], h[3])
-    }
+        .collect()
+}
+
+/// The first `bytes` bytes of the SHA-256 of `name`, in lower-case hex.
+pub fn hex_digest(name: &str, bytes: usize) -> String {
+    use sha2::{Digest, Sha256};
+    Sha256::digest(name.as_bytes())
+        .iter()
+        .take(bytes)
+        .map(|b| format!("{b:02x}"))
+        .collect()
 }
 
 /// The topics of one classifier, all below `<base>/<name>/`.

@@ -15,7 +15,7 @@
 //! (`sensor.edgehead_<device>_label`); the others add their name
 //! (`sensor.edgehead_<device>_<name>_label`).
 
-use serde_json::{json, Map, Value};
+use serde_json::{json, Value};
 
 use super::{UNRECOGNIZED, UNTRAINED};
 use crate::classifier::{slug, ClassifierTopics};
@@ -438,25 +438,12 @@ pub fn classifier_entities(
 /// A class's part of its binary sensor's key: the slug and a hash of the label,
 /// so `a b` and `a_b` stay apart.
 fn class_key(label: &str) -> String {
-    use sha2::{Digest, Sha256};
-    let s: String = label
-        .chars()
-        .map(|c| {
-            if c.is_ascii_alphanumeric() {
-                c.to_ascii_lowercase()
-            } else {
-                '_'
-            }
-        })
-        .collect();
-    let h = Sha256::digest(label.as_bytes());
-    format!("{s}_{:02x}{:02x}{:02x}", h[0], h[1], h[2])
-}
-
-/// The payloads by topic (for diffing announcements).
-pub fn by_topic(messages: Vec<(String, Value)>) -> Map<String, Value> {
-    messages.into_iter().collect()
+    format!(
+        "{}_{}",
+        crate::classifier::ascii_slug(label),
+        crate::classifier::hex_digest(label, 3)
+    )
 }
 
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;

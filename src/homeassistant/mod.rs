@@ -318,7 +318,7 @@ impl Bridge {
         self.starting = true;
         let mut out = Vec::new();
         if let Some(ctx) = &self.ctx {
-            self.device_configs = discovery::by_topic(discovery::device_entities(ctx));
+            self.device_configs = discovery::device_entities(ctx).into_iter().collect();
             for (t, v) in &self.device_configs {
                 out.push(Out::Retain {
                     topic: t.clone(),
@@ -413,12 +413,10 @@ impl Bridge {
             self.entries[i].announced = classes;
             return;
         };
-        let fresh = discovery::by_topic(discovery::classifier_entities(
-            ctx,
-            i,
-            &self.topics[i],
-            &classes,
-        ));
+        let fresh: serde_json::Map<String, Value> =
+            discovery::classifier_entities(ctx, i, &self.topics[i], &classes)
+                .into_iter()
+                .collect();
         let e = &mut self.entries[i];
         let before = out.len();
         for (t, v) in &fresh {

@@ -7,21 +7,9 @@ use serde_json::{json, Value};
 
 use super::*;
 use crate::classifier::ClassifierTopics;
+use discovery::tests::ctx;
 
 const HEARTBEAT: Duration = Duration::from_secs(5);
-
-fn ctx() -> Context {
-    Context {
-        prefix: "homeassistant".into(),
-        device_id: "cam1".into(),
-        availability: "edgehead/cam1/availability".into(),
-        status: "edgehead/cam1/status".into(),
-        expire_after: 15,
-        status_expire_after: 185,
-        class_sensors: true,
-        image: true,
-    }
-}
 
 fn bridge(discovery: bool, classes: &[&str]) -> Bridge {
     saved_bridge(discovery, classes, Saved::default())

@@ -1129,9 +1129,12 @@ impl Learner {
             train_ms = head.quality.train_ms,
             "head retrained"
         );
+        // The bridge hears of the classes before the head is swapped in (so its
+        // options are announced before states use them), once.
         self.announce_classes(head.classes.clone()).await;
         self.head.store(Some(Arc::new(head)));
-        self.publish_head().await;
+        self.publisher
+            .try_publish_head(self.index, &self.head_json());
     }
 }
 

@@ -116,7 +116,8 @@ fn required(component: &str) -> &'static [&'static str] {
     }
 }
 
-fn ctx() -> Context {
+/// The device `cam1` of these tests (also the bridge's tests).
+pub(crate) fn ctx() -> Context {
     Context {
         prefix: "homeassistant".into(),
         device_id: "cam1".into(),
@@ -393,29 +394,19 @@ fn templates_render_the_states_from_the_payloads_the_daemon_publishes() {
     let status = json!({"source": {"state": "running"}, "stats": {"frames_dropped": 4},
         "rates": {"backbone_ms": 26.4, "fps_captured": 2.0},
         "classifiers": {"default": {"skipped": 5}, "door": {"skipped": 7}}});
-    assert_eq!(
+    let source = |v: &Value| {
         render(
             tpl(
                 &all,
                 "homeassistant/binary_sensor/cam1/source/config",
-                "value_template"
+                "value_template",
             ),
-            &status
-        ),
-        "ON"
-    );
+            v,
+        )
+    };
+    assert_eq!(source(&status), "ON");
     let ended = json!({"source": {"state": "ended"}});
-    assert_eq!(
-        render(
-            tpl(
-                &all,
-                "homeassistant/binary_sensor/cam1/source/config",
-                "value_template"
-            ),
-            &ended
-        ),
-        "OFF"
-    );
+    assert_eq!(source(&ended), "OFF");
     assert_eq!(h("backbone_ms", &status), "26.4");
     assert_eq!(h("fps", &status), "2.0");
     assert_eq!(h("frames_dropped", &status), "4");
