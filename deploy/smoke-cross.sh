@@ -6,7 +6,8 @@
 #   2. check-config on the shipped configs (config/ and deploy/, with the model path
 #      and state_dir pointed at this checkout)
 #   3. embed the fixture images and compare the features with the x86-64 build's
-#      (cosine >= 0.9999 for every image)
+#      (cosine >= 0.9999 for every image); on arm64 also with qemu's "max" CPU,
+#      which has FP16 arithmetic: precision auto must pick f16, cosine >= 0.999
 #   4. a short run of the daemon (files source, embedded broker on a free port)
 #      until predictions arrive, then SIGTERM: exit code 0.
 #
@@ -39,8 +40,9 @@ EDGEHEAD__BACKBONE__MODEL=models/efficientnet-lite0-features-int8w.onnx \
 
 echo "== features: $arch (qemu $QEMU_CPU) against x86-64"
 images=(tests/fixtures/images/*.jpg)
-run_arm --config config/edgehead.toml embed "${images[@]}" > "$tmp/arm.jsonl"
-"$x86" --config config/edgehead.toml embed "${images[@]}" > "$tmp/x86.jsonl"
+# f32 on both sides, whatever QEMU_CPU offers (precision auto would pick f16 on "max").
+EDGEHEAD__BACKBONE__PRECISION=f32 run_arm --config config/edgehead.toml embed "${images[@]}" > "$tmp/arm.jsonl"
+EDGEHEAD__BACKBONE__PRECISION=f32 "$x86" --config config/edgehead.toml embed "${images[@]}" > "$tmp/x86.jsonl"
 python3 - "$tmp/arm.jsonl" "$tmp/x86.jsonl" "$arch" <<'PY'
 import json, math, sys
 arm = [json.loads(l) for l in open(sys.argv[1])]
@@ -57,6 +59,30 @@ for a, b in zip(arm, x86):
 if worst < 0.9999:
     sys.exit(f"features differ: worst cosine {worst}")
 PY
+
+if [ "$arch" = arm64 ]; then
+    # backbone.precision = auto on a CPU with FP16 arithmetic (qemu's "max" model,
+    # like a Pi 5's Cortex-A76): f16 everywhere but the depthwise convolutions.
+    # tract reads FP16 from /proc/cpuinfo, which qemu-user does not emulate (it is the
+    # host's): TRACT_CPU_AARCH64_KIND=a55 names a CPU tract knows has it.
+    echo "== features: arm64 f16 (precision auto, qemu max) against x86-64 f32"
+    QEMU_CPU=max TRACT_CPU_AARCH64_KIND=a55 run_arm --config config/edgehead.toml embed "${images[@]}" > "$tmp/arm16.jsonl"
+    python3 - "$tmp/arm16.jsonl" "$tmp/x86.jsonl" <<'PY'
+import json, math, sys
+arm = [json.loads(l) for l in open(sys.argv[1])]
+x86 = [json.loads(l) for l in open(sys.argv[2])]
+assert len(arm) == len(x86) > 0, "no embeddings"
+assert all(a["precision"] == "f16" for a in arm), "auto did not choose f16 on an FP16 CPU"
+worst = 1.0
+for a, b in zip(arm, x86):
+    fa, fb = a["features"], b["features"]
+    cos = sum(x * y for x, y in zip(fa, fb)) / (math.sqrt(sum(x * x for x in fa)) * math.sqrt(sum(y * y for y in fb)))
+    worst = min(worst, cos)
+    print(f"{a['image']}: f16 cosine {cos:.6f} against f32")
+if worst < 0.999:
+    sys.exit(f"f16 features differ: worst cosine {worst}")
+PY
+fi
 
 echo "== short daemon run under qemu"
 port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')

@@ -77,9 +77,16 @@ pub fn load_backbone(settings: &Settings) -> Result<TractEmbedder, EmbedError> {
         backbone = %e.id(),
         dim = e.dim(),
         threads = e.threads,
+        precision = ?e.precision,
         load_ms = e.load_time.as_millis() as u64,
         "backbone loaded"
     );
+    if e.precision == crate::config::Precision::F16 && !tract_linalg::has_fp16() {
+        tracing::warn!(
+            "backbone.precision = \"f16\" on a CPU without FP16 arithmetic: tract emulates \
+             it, several times slower than f32; use \"auto\" or \"f32\""
+        );
+    }
     Ok(e)
 }
 

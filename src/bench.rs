@@ -26,7 +26,9 @@ use crate::stats::{self, Stats};
 
 pub struct Options {
     pub backbone: BackboneConfig,
-    pub threads: Vec<usize>,
+    pub threads: Vec<crate::config::Threads>,
+    /// Precisions to time (each with every thread count).
+    pub precisions: Vec<crate::config::Precision>,
     pub runs: usize,
     pub seconds: f64,
     pub width: u32,
@@ -71,6 +73,8 @@ fn latency(mut ms: Vec<f64>) -> Latency {
 #[derive(Debug, Clone, Serialize)]
 pub struct ThreadResult {
     pub threads: usize,
+    /// `f32` or `f16`, as resolved on this CPU.
+    pub precision: crate::config::Precision,
     pub load_ms: f64,
     pub preprocess: Latency,
     pub backbone: Latency,
@@ -91,6 +95,8 @@ pub struct Report {
     pub batches: Vec<BatchResult>,
     pub train_ncm_ms: f64,
     pub train_softmax_ms: f64,
+    /// The combined head with `l2_auto`: 12 cross-validation fits and the final one.
+    pub train_combined_l2_auto_ms: f64,
     pub softmax_iterations_note: String,
     pub peak_rss_mib: f64,
 }
@@ -127,6 +133,7 @@ fn demo_head(e: &TractEmbedder) -> Option<Head> {
         kind: HeadKind::Ncm,
         auto_min_samples: 5,
         l2: 1e-3,
+        l2_auto: false,
         max_iterations: 100,
         unknown: UnknownThreshold::Off,
     };
@@ -208,7 +215,7 @@ fn end_to_end(e: Arc<TractEmbedder>, o: &Options) -> (f64, u64, u64, f64, u64) {
     )
 }
 
-fn training_times() -> (f64, f64) {
+fn training_times() -> (f64, f64, f64) {
     // 1,000 samples of 10 classes, 1,280 features: clustered vectors of the shape
     // the backbone produces (non-negative, post-ReLU6 means).
     let mut rng = fastrand::Rng::with_seed(7);
@@ -231,11 +238,12 @@ fn training_times() -> (f64, f64) {
     let samples = head::samples(&data);
     let classes: Vec<String> = (0..10).map(|i| format!("c{i}")).collect();
     let id = crate::backbone::BackboneId::new("bench".into(), "0".repeat(64), "");
-    let time = |kind| {
+    let time = |kind, l2_auto| {
         let params = TrainParams {
             kind,
             auto_min_samples: 5,
             l2: 1e-3,
+            l2_auto,
             max_iterations: 300,
             unknown: UnknownThreshold::Auto,
         };
@@ -243,21 +251,35 @@ fn training_times() -> (f64, f64) {
         let _ = head::train(&samples, &classes, &id, 1, &params);
         t.elapsed().as_secs_f64() * 1000.0
     };
-    (time(HeadKind::Ncm), time(HeadKind::Softmax))
+    (
+        time(HeadKind::Ncm, false),
+        time(HeadKind::Softmax, false),
+        time(HeadKind::Combined, true),
+    )
 }
 
 pub fn run(o: &Options) -> Result<Report, crate::backbone::EmbedError> {
     let frame = synthetic::pattern(o.width, o.height, 1);
     let mut results = Vec::new();
     let mut batches = Vec::new();
-    let mut ident = String::new();
-    for &threads in &o.threads {
+    // One per precision timed: f16 features are another feature space.
+    let mut idents: Vec<String> = Vec::new();
+    let runs: Vec<(crate::config::Precision, crate::config::Threads)> = o
+        .precisions
+        .iter()
+        .flat_map(|p| o.threads.iter().map(move |t| (*p, *t)))
+        .collect();
+    for (precision, threads) in runs {
         let cfg = BackboneConfig {
             threads,
+            precision,
             ..o.backbone.clone()
         };
         let e = Arc::new(TractEmbedder::load(&cfg)?);
-        ident = e.id().to_string();
+        let id = e.id().to_string();
+        if !idents.contains(&id) {
+            idents.push(id);
+        }
         let mut pre = Vec::with_capacity(o.runs);
         let mut inf = Vec::with_capacity(o.runs);
         // Warm-up: first runs allocate and fault pages in.
@@ -276,8 +298,10 @@ pub fn run(o: &Options) -> Result<Report, crate::backbone::EmbedError> {
             }
         }
         let (fps, frames, dropped, lat, process_threads) = end_to_end(e.clone(), o);
+        let threads = e.threads;
         let r = ThreadResult {
             threads,
+            precision: e.precision,
             load_ms: e.load_time.as_secs_f64() * 1000.0,
             preprocess: latency(pre),
             backbone: latency(inf),
@@ -288,8 +312,8 @@ pub fn run(o: &Options) -> Result<Report, crate::backbone::EmbedError> {
             process_threads,
         };
         println!(
-            "threads {}: load+optimize {:.0} ms | preprocess {}x{}→{}x{} median {:.2} ms | backbone median {:.2} ms, p90 {:.2} ms, min {:.2} ms ({} runs) | end to end at {:.0} fps capture: {:.1} frames/s inferred over {:.0} s ({} frames, {} dropped, mean latency {:.1} ms, {} threads)",
-            r.threads, r.load_ms, o.width, o.height, cfg.input_width, cfg.input_height,
+            "{:?} threads {}: load+optimize {:.0} ms | preprocess {}x{}→{}x{} median {:.2} ms | backbone median {:.2} ms, p90 {:.2} ms, min {:.2} ms ({} runs) | end to end at {:.0} fps capture: {:.1} frames/s inferred over {:.0} s ({} frames, {} dropped, mean latency {:.1} ms, {} threads)",
+            r.precision, r.threads, r.load_ms, o.width, o.height, cfg.input_width, cfg.input_height,
             r.preprocess.median_ms, r.backbone.median_ms, r.backbone.p90_ms, r.backbone.min_ms, o.runs,
             o.fps, r.e2e_fps, o.seconds, r.e2e_frames, r.e2e_dropped, r.e2e_mean_latency_ms, r.process_threads
         );
@@ -303,18 +327,19 @@ pub fn run(o: &Options) -> Result<Report, crate::backbone::EmbedError> {
         }
         results.push(r);
     }
-    let (ncm, softmax) = training_times();
-    println!("head training, 1000 samples x 1280 features x 10 classes: ncm {ncm:.1} ms, softmax {softmax:.1} ms");
+    let (ncm, softmax, combined) = training_times();
+    println!("head training, 1000 samples x 1280 features x 10 classes: ncm {ncm:.1} ms, softmax {softmax:.1} ms, combined with the L2 penalty chosen by 3-fold cross-validation {combined:.1} ms");
     let rss = stats::peak_rss_kib().unwrap_or(0) as f64 / 1024.0;
     println!("peak RSS {rss:.1} MiB");
     Ok(Report {
         model: o.backbone.model.display().to_string(),
-        backbone: ident,
+        backbone: idents.join(", "),
         input: format!("{}x{} synthetic frames", o.width, o.height),
         results,
         batches,
         train_ncm_ms: ncm,
         train_softmax_ms: softmax,
+        train_combined_l2_auto_ms: combined,
         softmax_iterations_note: "L-BFGS, at most 300 iterations".into(),
         peak_rss_mib: rss,
     })
@@ -351,7 +376,7 @@ fn time_batch(
     }
     Ok(BatchResult {
         batch,
-        threads: cfg.threads,
+        threads: single.threads,
         batched_ms_per_crop: median(b),
         single_ms_per_crop: median(s),
     })

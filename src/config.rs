@@ -299,8 +299,13 @@ pub struct BackboneConfig {
     pub crop_fraction: f32,
     /// The model output that holds the feature vector: its name, or its index as a number.
     pub output: String,
-    /// Threads for tract's matrix products; 1 leaves the other cores to capture and MQTT.
-    pub threads: usize,
+    /// Threads for tract's matrix products: a number, or `auto` (the CPUs this
+    /// process may use, at most 4; see [`Threads`]). 1 leaves the other cores to
+    /// capture, MQTT and learning.
+    pub threads: Threads,
+    /// Float precision of the backbone's arithmetic: `f32`, `f16`, or `auto` (f16
+    /// where the CPU has FP16 arithmetic, else f32; see [`Precision`]).
+    pub precision: Precision,
     /// tract model transforms applied before optimization, in order (`conv_nhwc`
     /// runs convolutions channel-last, which speeds up depthwise convolutions).
     pub transforms: Vec<String>,
@@ -318,8 +323,131 @@ impl Default for BackboneConfig {
             resize: ResizePolicy::CenterCrop,
             crop_fraction: 0.875,
             output: "features".into(),
-            threads: 1,
+            threads: Threads::Count(1),
+            precision: Precision::Auto,
             transforms: vec!["conv_nhwc".into()],
+        }
+    }
+}
+
+/// `backbone.threads`: a count, or `auto`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Threads {
+    Count(usize),
+    /// The CPUs this process may run on, as [`std::thread::available_parallelism`]
+    /// counts them on Linux: the affinity mask (`sched_getaffinity`, e.g. `taskset`
+    /// or systemd's `CPUAffinity=`) and the cgroup CPU quota (`cpu.max`, e.g.
+    /// systemd's `CPUQuota=` or `docker --cpus`), capped at [`Threads::AUTO_MAX`].
+    Auto,
+}
+
+impl Threads {
+    /// The boards edgehead targets have four cores; more threads than that only
+    /// contend with capture, MQTT and learning.
+    pub const AUTO_MAX: usize = 4;
+
+    /// The thread count to use.
+    pub fn resolve(self) -> usize {
+        match self {
+            Threads::Count(n) => n.max(1),
+            Threads::Auto => std::thread::available_parallelism()
+                .map(|n| n.get())
+                .unwrap_or(1)
+                .clamp(1, Self::AUTO_MAX),
+        }
+    }
+}
+
+impl std::fmt::Display for Threads {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Threads::Count(n) => write!(f, "{n}"),
+            Threads::Auto => write!(f, "auto"),
+        }
+    }
+}
+
+impl std::str::FromStr for Threads {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s.trim() {
+            "auto" => Ok(Threads::Auto),
+            n => n
+                .parse::<usize>()
+                .map(Threads::Count)
+                .map_err(|_| format!("{s:?} is not a number of threads or \"auto\"")),
+        }
+    }
+}
+
+impl Serialize for Threads {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        match self {
+            Threads::Count(n) => s.serialize_u64(*n as u64),
+            Threads::Auto => s.serialize_str("auto"),
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for Threads {
+    /// A number (TOML integer, or the text of one from the environment) or `auto`.
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl serde::de::Visitor<'_> for V {
+            type Value = Threads;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a number of threads or \"auto\"")
+            }
+            fn visit_u64<E: serde::de::Error>(self, v: u64) -> Result<Threads, E> {
+                usize::try_from(v)
+                    .map(Threads::Count)
+                    .map_err(|_| E::custom(format!("{v} is not a number of threads")))
+            }
+            fn visit_i64<E: serde::de::Error>(self, v: i64) -> Result<Threads, E> {
+                usize::try_from(v)
+                    .map(Threads::Count)
+                    .map_err(|_| E::custom(format!("{v} is not a number of threads")))
+            }
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<Threads, E> {
+                v.parse().map_err(E::custom)
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+/// `backbone.precision`: the float type of the backbone's arithmetic.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum Precision {
+    F32,
+    /// Half precision for every operator but the depthwise convolutions (see
+    /// [`crate::backbone::TractEmbedder`]). Fast only on arm64 CPUs with FP16
+    /// arithmetic (Cortex-A55, A75, A76: Pi 5); elsewhere tract emulates it, slowly.
+    F16,
+    /// `f16` where the CPU has FP16 arithmetic (tract-linalg's `has_fp16`), else `f32`.
+    Auto,
+}
+
+impl std::str::FromStr for Precision {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s.trim() {
+            "f32" => Ok(Precision::F32),
+            "f16" => Ok(Precision::F16),
+            "auto" => Ok(Precision::Auto),
+            other => Err(format!("{other:?} is not a precision (f32, f16, auto)")),
+        }
+    }
+}
+
+impl Precision {
+    /// `f32` or `f16` on this CPU.
+    pub fn resolve(self) -> Precision {
+        match self {
+            Precision::Auto if tract_linalg::has_fp16() => Precision::F16,
+            Precision::Auto => Precision::F32,
+            p => p,
         }
     }
 }
@@ -341,12 +469,17 @@ pub enum ResizePolicy {
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(default)]
 pub struct HeadConfig {
-    /// `ncm` (nearest class mean), `softmax` (logistic regression) or `auto`
-    /// (class means until every class has `auto_min_samples`, then softmax).
+    /// `ncm` (nearest class mean), `softmax` (logistic regression), `combined` or `auto`
+    /// (class means until every class has `auto_min_samples`, then `combined`:
+    /// the regression with the class means as a prior).
     pub kind: HeadKind,
     pub auto_min_samples: usize,
-    /// Softmax regression: L2 penalty and iteration cap.
+    /// Softmax regression: L2 penalty (on features centred and scaled to a mean
+    /// norm of 1, the mean cross-entropy plus `l2/2 |W|²`) and iteration cap.
     pub l2: f32,
+    /// Choose the L2 penalty on the samples by 3-fold cross-validation over
+    /// `l2 × {0.1, 1, 10, 100}` when every class has 3 samples (else `l2`).
+    pub l2_auto: bool,
     pub max_iterations: usize,
     /// Predict `unknown` when the frame is less similar than this to every class;
     /// `auto` calibrates it on the stored samples, `off` disables it, or a number.
@@ -359,6 +492,7 @@ impl Default for HeadConfig {
             kind: HeadKind::Auto,
             auto_min_samples: 5,
             l2: 1e-3,
+            l2_auto: true,
             max_iterations: 300,
             unknown_threshold: "auto".into(),
         }
@@ -370,6 +504,9 @@ impl Default for HeadConfig {
 pub enum HeadKind {
     Ncm,
     Softmax,
+    /// Softmax regression with the class means as a prior (see
+    /// [`crate::head::ModelKind::Combined`]).
+    Combined,
     Auto,
 }
 
@@ -981,7 +1118,9 @@ pub fn validate(raw: RawConfig) -> Result<Settings, ConfigError> {
     c.check(!b.output.trim().is_empty(), "backbone.output", || {
         "must name an output or give its index".into()
     });
-    c.range("backbone.threads", b.threads, 1, 64);
+    if let Threads::Count(n) = b.threads {
+        c.range("backbone.threads", n, 1, 64);
+    }
 
     let unknown_threshold = check_head(&mut c, "head", &raw.head);
     let mut classifier_problems = Vec::new();
@@ -1186,9 +1325,9 @@ fn check_head(c: &mut Checker, key: &str, h: &HeadConfig) -> UnknownThreshold {
         10_000,
     );
     c.check(
-        h.l2.is_finite() && h.l2 >= 0.0,
+        h.l2.is_finite() && (0.0..=1000.0).contains(&h.l2),
         &format!("{key}.l2"),
-        || format!("{} must be a non-negative number", h.l2),
+        || format!("{} must be a number from 0 to 1000", h.l2),
     );
     c.range(
         &format!("{key}.max_iterations"),
@@ -1251,6 +1390,46 @@ pub fn to_masked_toml(raw: &RawConfig) -> String {
 #[allow(clippy::field_reassign_with_default)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn threads_take_a_number_or_auto_from_toml_and_the_environment() {
+        let t: BackboneConfig = toml::from_str("threads = 3").expect("toml int");
+        assert_eq!(t.threads, Threads::Count(3));
+        let t: BackboneConfig = toml::from_str("threads = \"auto\"").expect("auto");
+        assert_eq!(t.threads, Threads::Auto);
+        assert!(toml::from_str::<BackboneConfig>("threads = -2").is_err());
+        assert!(toml::from_str::<BackboneConfig>("threads = \"many\"").is_err());
+        let auto = Threads::Auto.resolve();
+        assert!((1..=Threads::AUTO_MAX).contains(&auto), "{auto}");
+        assert_eq!(Threads::Count(0).resolve(), 1);
+        let s = load_settings(&env(&[("EDGEHEAD__BACKBONE__THREADS", "2")])).expect("env threads");
+        assert_eq!(s.raw.backbone.threads, Threads::Count(2));
+        let s = load_settings(&env(&[
+            ("EDGEHEAD__BACKBONE__THREADS", "auto"),
+            ("EDGEHEAD__BACKBONE__PRECISION", "f16"),
+        ]))
+        .expect("env auto");
+        assert_eq!(s.raw.backbone.threads, Threads::Auto);
+        assert_eq!(s.raw.backbone.precision, Precision::F16);
+        let e =
+            load_settings(&env(&[("EDGEHEAD__BACKBONE__THREADS", "0")])).expect_err("0 threads");
+        assert!(e.to_string().contains("backbone.threads"), "{e}");
+    }
+
+    #[test]
+    fn precision_auto_is_f32_without_fp16_arithmetic() {
+        assert_eq!(BackboneConfig::default().precision, Precision::Auto);
+        let want = if tract_linalg::has_fp16() {
+            Precision::F16
+        } else {
+            Precision::F32
+        };
+        assert_eq!(Precision::Auto.resolve(), want);
+        assert_eq!(Precision::F16.resolve(), Precision::F16);
+        assert_eq!("f16".parse::<Precision>(), Ok(Precision::F16));
+        assert!("f8".parse::<Precision>().is_err());
+        assert!(toml::from_str::<BackboneConfig>("precision = \"double\"").is_err());
+    }
 
     #[test]
     fn passwords_in_urls_are_masked() {

@@ -7,14 +7,23 @@ use std::time::{Duration, Instant};
 use image::RgbImage;
 use sha2::{Digest, Sha256};
 use tract_onnx::prelude::*;
+use tract_onnx::tract_core::floats::FloatPrecisionTranslator;
+use tract_onnx::tract_core::transform::ModelTransform;
 
 use super::{BackboneId, EmbedError, Embedder, Embedding, Preprocess};
-use crate::config::BackboneConfig;
+use crate::config::{BackboneConfig, Precision};
 
 type Plan = TypedSimplePlan;
 type State = TypedSimpleState;
 
 /// An optimized tract plan and the state it runs in.
+///
+/// With [`Precision::F16`] the decluttered model goes through tract's
+/// `FloatPrecisionTranslator` (f32 → f16) with a node filter that keeps the depthwise
+/// convolutions (`Conv` with `group > 1`) and their weights in f32 (their inputs are
+/// cast back from f16): tract's f16 depthwise kernel is scalar, and the depthwise
+/// layers are the ones precision loss hurts most (they stay float in `int8w` too).
+/// The input is cast to the plan's input type and the features back to f32.
 ///
 /// The state (tract's per-run buffers) is kept between runs, so a frame costs no
 /// plan set-up; its mutex is also the one backbone permit that inference and learning
@@ -27,7 +36,12 @@ pub struct TractEmbedder {
     state: Mutex<State>,
     /// How long loading and optimizing took, for `bench` and the start-up log.
     pub load_time: Duration,
+    /// Threads of tract's matrix products (`backbone.threads`, resolved).
     pub threads: usize,
+    /// `F32` or `F16`: `backbone.precision` resolved for this CPU.
+    pub precision: Precision,
+    /// The plan's input type (f16 when the translator turned the input into f16).
+    input_type: DatumType,
 }
 
 fn load_err(path: &Path, e: impl std::fmt::Display) -> EmbedError {
@@ -88,6 +102,17 @@ impl TractEmbedder {
             .into_typed()
             .and_then(|m| m.into_decluttered())
             .map_err(|e| load_err(path, e))?;
+        let precision = config.precision.resolve();
+        if precision == Precision::F16 {
+            let keep = kept_in_f32(&typed);
+            FloatPrecisionTranslator::with_filter(
+                f32::datum_type(),
+                f16::datum_type(),
+                move |node| !keep.contains(&node.id),
+            )
+            .transform(&mut typed)
+            .map_err(|e| load_err(path, format!("f16 translation: {e:#}")))?;
+        }
         for name in &config.transforms {
             let transform = tract_onnx::tract_core::transform::get_transform(name)
                 .map_err(|e| load_err(path, e))?
@@ -108,16 +133,20 @@ impl TractEmbedder {
                     format!("output shape {:?} is not fixed", out_fact.shape),
                 )
             })?;
-        if out_fact.datum_type != f32::datum_type() {
+        if !out_fact.datum_type.is_float() {
             return Err(load_err(
                 path,
                 format!(
-                    "output is {:?}, edgehead needs f32 features",
+                    "output is {:?}, edgehead needs float features",
                     out_fact.datum_type
                 ),
             ));
         }
-        let threads = config.threads.max(1);
+        let input_type = typed
+            .input_fact(0)
+            .map_err(|e| load_err(path, e))?
+            .datum_type;
+        let threads = config.threads.resolve();
         let options = RunOptions {
             executor: (threads > 1).then(|| {
                 tract_linalg::multithread::Executor::multithread_with_name(threads, "backbone")
@@ -133,10 +162,16 @@ impl TractEmbedder {
                 name,
                 sha256,
                 &format!(
-                    "{}\noutput={}\ntransforms={:?}",
+                    "{}\noutput={}\ntransforms={:?}{}",
                     preprocess.identity(),
                     config.output,
-                    config.transforms
+                    config.transforms,
+                    // f32 ids stay those of the versions before `precision`.
+                    if precision == Precision::F16 {
+                        "\nprecision=f16"
+                    } else {
+                        ""
+                    }
                 ),
             ),
             dim,
@@ -145,6 +180,8 @@ impl TractEmbedder {
             state: Mutex::new(state),
             load_time: started.elapsed(),
             threads,
+            precision,
+            input_type,
         })
     }
 
@@ -157,9 +194,7 @@ impl TractEmbedder {
                 want,
             });
         }
-        let tensor = tract_ndarray::Array4::from_shape_vec(self.shape, input)
-            .map_err(|e| EmbedError::Run(e.to_string()))?
-            .into_tensor();
+        let tensor = self.input_tensor(input)?;
         // A poisoned lock only means another run panicked; the state is reset by `run`.
         let mut state = self.state.lock().unwrap_or_else(|p| p.into_inner());
         let outputs = state
@@ -168,10 +203,27 @@ impl TractEmbedder {
         let out = outputs
             .first()
             .ok_or_else(|| EmbedError::Run("the model returned no output".into()))?;
+        let out = out
+            .cast_to::<f32>()
+            .map_err(|e| EmbedError::Run(format!("{e:#}")))?;
         let view = out
             .to_plain_array_view::<f32>()
             .map_err(|e| EmbedError::Run(format!("{e:#}")))?;
         Ok(view.iter().copied().collect())
+    }
+
+    /// `input` (f32, `shape()` order) as a tensor of the plan's input type.
+    fn input_tensor(&self, input: Vec<f32>) -> Result<Tensor, EmbedError> {
+        let tensor = tract_ndarray::Array4::from_shape_vec(self.shape, input)
+            .map_err(|e| EmbedError::Run(e.to_string()))?
+            .into_tensor();
+        if self.input_type == f32::datum_type() {
+            return Ok(tensor);
+        }
+        tensor
+            .cast_to_dt(self.input_type)
+            .map(|t| t.into_owned())
+            .map_err(|e| EmbedError::Run(format!("{e:#}")))
     }
 
     pub fn preprocess(&self) -> &Preprocess {
@@ -190,9 +242,7 @@ impl TractEmbedder {
             HashMap::new();
         let mut state = self.state.lock().unwrap_or_else(|p| p.into_inner());
         for _ in 0..runs.max(1) {
-            let tensor = tract_ndarray::Array4::from_shape_vec(self.shape, input.to_vec())
-                .map_err(|e| EmbedError::Run(e.to_string()))?
-                .into_tensor();
+            let tensor = self.input_tensor(input.to_vec())?;
             state
                 .run_plan_with_eval(
                     tvec!(tensor.into_tvalue()),
@@ -277,6 +327,36 @@ fn select_output(model: &InferenceModel, output: &str) -> TractResult<OutletId> 
         })
         .collect();
     anyhow::bail!("no output named {output:?}; the model's outputs are {names:?}")
+}
+
+/// The nodes that stay f32 under `precision = "f16"`: the depthwise (grouped)
+/// convolutions, and the constants (kernels, biases) that only they read, so their
+/// weights are not rounded to f16 on the way.
+fn kept_in_f32(model: &TypedModel) -> std::collections::HashSet<usize> {
+    let depthwise: std::collections::HashSet<usize> = model
+        .nodes()
+        .iter()
+        .filter(|n| {
+            n.op_as::<tract_onnx::tract_core::ops::cnn::Conv>()
+                .is_some_and(|c| c.group > 1)
+        })
+        .map(|n| n.id)
+        .collect();
+    let mut keep = depthwise.clone();
+    for n in model.nodes() {
+        let successors: Vec<usize> = n
+            .outputs
+            .iter()
+            .flat_map(|o| o.successors.iter().map(|s| s.node))
+            .collect();
+        if n.op_is::<tract_onnx::tract_core::ops::konst::Const>()
+            && !successors.is_empty()
+            && successors.iter().all(|s| depthwise.contains(s))
+        {
+            keep.insert(n.id);
+        }
+    }
+    keep
 }
 
 fn hex(bytes: &[u8]) -> String {

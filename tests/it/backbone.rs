@@ -3,7 +3,7 @@
 //! (tests/fixtures/reference.json, made by tools/make_reference.py).
 
 use edgehead::backbone::{cosine, Embedder, Preprocess, TractEmbedder};
-use edgehead::config::{BackboneConfig, ResizePolicy};
+use edgehead::config::{BackboneConfig, Precision, ResizePolicy};
 use serde_json::Value;
 
 use crate::harness::{model, root};
@@ -29,6 +29,37 @@ fn load() -> TractEmbedder {
         ..BackboneConfig::default()
     })
     .expect("the shipped model loads")
+}
+
+#[test]
+fn f16_features_stay_within_cosine_0_999_of_f32() {
+    let f32_embedder = load();
+    let f16_embedder = TractEmbedder::load(&BackboneConfig {
+        model: model(),
+        precision: Precision::F16,
+        ..BackboneConfig::default()
+    })
+    .expect("the f16 plan loads");
+    assert_eq!(f16_embedder.precision, Precision::F16);
+    assert_ne!(
+        f16_embedder.id(),
+        f32_embedder.id(),
+        "f16 features are another feature space: samples must be re-embedded"
+    );
+    let mut images = 0;
+    for entry in std::fs::read_dir(root().join("tests/fixtures/images")).expect("fixtures") {
+        let path = entry.expect("entry").path();
+        if path.extension().is_none_or(|e| e != "jpg") {
+            continue;
+        }
+        let img = image::open(&path).expect("jpg").into_rgb8();
+        let a = f32_embedder.embed(&img).expect("f32").features;
+        let b = f16_embedder.embed(&img).expect("f16").features;
+        let c = cosine(&a, &b);
+        assert!(c >= 0.999, "{}: cosine {c}", path.display());
+        images += 1;
+    }
+    assert!(images >= 3, "{images} fixture images");
 }
 
 #[test]
