@@ -153,6 +153,7 @@ fn head_for(
         kind: HeadKind::Ncm,
         auto_min_samples: 5,
         l2: 1e-3,
+        l2_auto: false,
         max_iterations: 100,
         unknown: crate::config::UnknownThreshold::Off,
     };

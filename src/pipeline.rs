@@ -707,6 +707,7 @@ mod tests {
             kind: crate::config::HeadKind::Ncm,
             auto_min_samples: 5,
             l2: 1e-3,
+            l2_auto: false,
             max_iterations: 10,
             unknown: crate::config::UnknownThreshold::Off,
         };

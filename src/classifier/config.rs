@@ -63,6 +63,8 @@ pub struct HeadOverrides {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub l2: Option<f32>,
     #[serde(skip_serializing_if = "Option::is_none")]
+    pub l2_auto: Option<bool>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub max_iterations: Option<usize>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub unknown_threshold: Option<String>,
@@ -88,6 +90,7 @@ impl HeadOverrides {
             kind: self.kind.unwrap_or(base.kind),
             auto_min_samples: self.auto_min_samples.unwrap_or(base.auto_min_samples),
             l2: self.l2.unwrap_or(base.l2),
+            l2_auto: self.l2_auto.unwrap_or(base.l2_auto),
             max_iterations: self.max_iterations.unwrap_or(base.max_iterations),
             unknown_threshold: self
                 .unknown_threshold

@@ -16,7 +16,9 @@
 
 /// Version of the head's feature space and file layout. A saved head of another
 /// format is retrained from the stored samples at start-up.
-pub const FORMAT: u32 = 2;
+/// 3: `auto` trains `combined` heads; a saved head of format 2 is retrained at start,
+/// so a restored `softmax` head does not outlive the upgrade.
+pub const FORMAT: u32 = 3;
 
 pub mod ncm;
 pub mod softmax;
@@ -55,8 +57,13 @@ pub struct Head {
     /// Softmax regression weights (classes × dim) and biases; empty for NCM.
     pub weights: Vec<Vec<f32>>,
     pub bias: Vec<f32>,
-    /// NCM: softmax temperature applied to cosine similarities.
+    /// NCM: softmax temperature applied to cosine similarities; combined: that of
+    /// the class-means prior ([`PRIOR_TEMPERATURE`] when trained).
     pub temperature: f32,
+    /// Softmax and combined: the L2 penalty the regression was fitted with (chosen
+    /// by cross-validation when `head.l2_auto`); `None` for NCM.
+    #[serde(default)]
+    pub l2: Option<f32>,
     /// Below this cosine similarity to the nearest class mean, predict `unknown`.
     pub unknown_below: Option<f32>,
     pub quality: Quality,
@@ -69,7 +76,17 @@ pub struct Head {
 pub enum ModelKind {
     Ncm,
     Softmax,
+    /// The softmax regression with the nearest class means as a prior: the product
+    /// of both models' class probabilities, renormalized (a product of experts;
+    /// the NCM side at [`PRIOR_TEMPERATURE`]).
+    Combined,
 }
+
+/// Temperature of the nearest-class-mean prior in a [`ModelKind::Combined`] head:
+/// softer than [`ncm::TEMPERATURE`], so the regression decides where it is
+/// confident and the class means where it is not (chosen on hymenoptera and
+/// clothing10 with `edgehead eval`, from 10, 20 and 40).
+pub const PRIOR_TEMPERATURE: f32 = 10.0;
 
 /// How good the head is, computed when it is trained: what users read to decide
 /// whether they have given enough samples.
@@ -112,6 +129,8 @@ pub struct TrainParams {
     pub kind: HeadKind,
     pub auto_min_samples: usize,
     pub l2: f32,
+    /// Choose the L2 penalty by cross-validation around `l2` ([`softmax::choose_l2`]).
+    pub l2_auto: bool,
     pub max_iterations: usize,
     pub unknown: UnknownThreshold,
 }
@@ -122,6 +141,7 @@ impl TrainParams {
             kind: c.kind,
             auto_min_samples: c.auto_min_samples,
             l2: c.l2,
+            l2_auto: c.l2_auto,
             max_iterations: c.max_iterations,
             unknown,
         }
@@ -255,20 +275,26 @@ pub fn train(
     let kind = match params.kind {
         HeadKind::Ncm => ModelKind::Ncm,
         HeadKind::Softmax => ModelKind::Softmax,
+        HeadKind::Combined => ModelKind::Combined,
         HeadKind::Auto if min_count >= params.auto_min_samples && n_classes >= 2 => {
-            ModelKind::Softmax
+            ModelKind::Combined
         }
         HeadKind::Auto => ModelKind::Ncm,
     };
-    let (weights, bias) = if kind == ModelKind::Softmax && n_classes >= 2 {
+    let (weights, bias, l2) = if kind != ModelKind::Ncm && n_classes >= 2 {
         let u: Vec<Vec<f32>> = samples
             .iter()
             .map(|s| scaled_centered(s.features, &center, scale))
             .collect();
-        let fit = softmax::fit(&u, &labels, n_classes, params.l2, params.max_iterations);
-        (fit.weights, fit.bias)
+        let l2 = if params.l2_auto {
+            softmax::choose_l2(&u, &labels, n_classes, params.l2, params.max_iterations)
+        } else {
+            params.l2
+        };
+        let fit = softmax::fit(&u, &labels, n_classes, l2, params.max_iterations);
+        (fit.weights, fit.bias, Some(l2))
     } else {
-        (Vec::new(), Vec::new())
+        (Vec::new(), Vec::new(), None)
     };
     let kind = if weights.is_empty() {
         ModelKind::Ncm
@@ -292,7 +318,12 @@ pub fn train(
         means: model.means,
         weights,
         bias,
-        temperature: ncm::TEMPERATURE,
+        temperature: if kind == ModelKind::Combined {
+            PRIOR_TEMPERATURE
+        } else {
+            ncm::TEMPERATURE
+        },
+        l2,
         unknown_below,
         quality: Quality::default(),
         trained_at: SystemTime::now()
@@ -319,6 +350,7 @@ impl Head {
         let kind = match self.kind {
             ModelKind::Ncm => "ncm",
             ModelKind::Softmax => "softmax",
+            ModelKind::Combined => "combined",
         };
         format!("{kind}-v{}", self.version)
     }
@@ -343,17 +375,28 @@ impl Head {
         let similarity = sims.iter().copied().fold(f32::NEG_INFINITY, f32::max);
         let logits: Vec<f32> = match self.kind {
             ModelKind::Ncm => sims.iter().map(|s| s * self.temperature).collect(),
-            ModelKind::Softmax => {
+            ModelKind::Softmax | ModelKind::Combined => {
                 let centered: Vec<f32> = features
                     .iter()
                     .zip(&self.center)
                     .map(|(a, c)| a - c)
                     .collect();
-                self.weights
+                let regression: Vec<f32> = self
+                    .weights
                     .iter()
                     .zip(&self.bias)
                     .map(|(w, b)| dot(&centered, w) / self.scale + b)
-                    .collect()
+                    .collect();
+                if self.kind == ModelKind::Combined {
+                    let prior: Vec<f32> = sims.iter().map(|s| s * self.temperature).collect();
+                    log_softmax(&regression)
+                        .into_iter()
+                        .zip(log_softmax(&prior))
+                        .map(|(a, b)| a + b)
+                        .collect()
+                } else {
+                    regression
+                }
             }
         };
         let probs = softmax_of(&logits);
@@ -425,6 +468,13 @@ pub fn dot(a: &[f32], b: &[f32]) -> f32 {
     acc.iter().sum::<f32>() + tail
 }
 
+/// `ln softmax(logits)`, computed stably.
+pub fn log_softmax(logits: &[f32]) -> Vec<f32> {
+    let max = logits.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+    let lse = max + logits.iter().map(|l| (l - max).exp()).sum::<f32>().ln();
+    logits.iter().map(|l| l - lse).collect()
+}
+
 pub fn softmax_of(logits: &[f32]) -> Vec<f32> {
     let max = logits.iter().copied().fold(f32::NEG_INFINITY, f32::max);
     let exps: Vec<f32> = logits.iter().map(|l| (l - max).exp()).collect();
@@ -491,6 +541,7 @@ pub(crate) mod tests {
             kind,
             auto_min_samples: 5,
             l2: 1e-3,
+            l2_auto: false,
             max_iterations: 200,
             unknown: UnknownThreshold::Auto,
         }
@@ -520,7 +571,7 @@ pub(crate) mod tests {
     fn both_heads_separate_clear_clusters() {
         let (xs, ys) = clusters(4, 8, 32, 0.5, 1);
         let samples: Vec<Sample> = labelled(&xs, &ys);
-        for kind in [HeadKind::Ncm, HeadKind::Softmax] {
+        for kind in [HeadKind::Ncm, HeadKind::Softmax, HeadKind::Combined] {
             let head = train(&samples, &names(4), &backbone(), 1, &params(kind)).expect("train");
             assert_eq!(head.quality.train_accuracy, 1.0, "{kind:?}");
             assert_eq!(head.quality.loo_accuracy, Some(1.0));
@@ -537,7 +588,7 @@ pub(crate) mod tests {
         let (xs, ys) = clusters(2, 5, 16, 0.5, 2);
         let all: Vec<Sample> = labelled(&xs, &ys);
         let head = train(&all, &names(2), &backbone(), 1, &params(HeadKind::Auto)).expect("train");
-        assert_eq!(head.kind, ModelKind::Softmax);
+        assert_eq!(head.kind, ModelKind::Combined);
         let few: Vec<Sample> = all[..7].to_vec(); // class 1 has 2 samples
         let head = train(&few, &names(2), &backbone(), 2, &params(HeadKind::Auto)).expect("train");
         assert_eq!(head.kind, ModelKind::Ncm);
@@ -616,6 +667,50 @@ pub(crate) mod tests {
         let head = train(&s, &names(1), &backbone(), 1, &params(HeadKind::Ncm)).expect("train");
         let p = head.predict(&[1.0, 2.0, 3.0]);
         assert!(p.unknown && p.ranked.is_empty());
+    }
+
+    #[test]
+    fn the_combined_head_multiplies_the_two_models_probabilities() {
+        let (xs, ys) = clusters(3, 6, 16, 2.5, 11);
+        let samples: Vec<Sample> = labelled(&xs, &ys);
+        let combined = train(
+            &samples,
+            &names(3),
+            &backbone(),
+            1,
+            &params(HeadKind::Combined),
+        )
+        .expect("train");
+        let mut softmax = combined.clone();
+        softmax.kind = ModelKind::Softmax;
+        let mut ncm = combined.clone();
+        ncm.kind = ModelKind::Ncm;
+        assert_eq!(ncm.temperature, PRIOR_TEMPERATURE);
+        let (mut rng, probe) = (fastrand::Rng::with_seed(3), &xs[4]);
+        let x: Vec<f32> = probe.iter().map(|v| v + rng.f32() * 2.0).collect();
+        let p = |h: &Head| {
+            let mut v = vec![0f32; 3];
+            for (i, q) in h.predict(&x).ranked {
+                v[i] = q;
+            }
+            v
+        };
+        let (pc, ps, pn) = (p(&combined), p(&softmax), p(&ncm));
+        let prod: Vec<f32> = ps.iter().zip(&pn).map(|(a, b)| a * b).collect();
+        let sum: f32 = prod.iter().sum();
+        for k in 0..3 {
+            assert!((pc[k] - prod[k] / sum).abs() < 1e-4, "{pc:?} {ps:?} {pn:?}");
+        }
+        assert_eq!(combined.id(), "combined-v1");
+        assert_eq!(combined.l2, Some(1e-3));
+    }
+
+    #[test]
+    fn log_softmax_is_the_log_of_softmax() {
+        let l = [1.0, -2.0, 300.0];
+        for (a, b) in log_softmax(&l).iter().zip(softmax_of(&l)) {
+            assert!((a.exp() - b).abs() < 1e-6);
+        }
     }
 
     #[test]

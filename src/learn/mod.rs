@@ -719,6 +719,7 @@ impl Learner {
                 "classes": h.classes,
                 "backbone": h.backbone.to_string(),
                 "unknown_below": h.unknown_below,
+                "l2": h.l2,
                 "trained_at": h.trained_at,
                 "quality": h.quality,
             }),
