@@ -12,12 +12,53 @@ use serde::Serialize;
 use image::imageops::FilterType;
 use image::RgbImage;
 
+use crate::backbone::augment::{self, Augment};
 use crate::backbone::Embedder;
 use crate::classifier::region::{self, Rect, RegionConfig, RegionUnit};
 use crate::config::{HeadKind, UnknownThreshold};
-use crate::head::{self, Sample, TrainParams};
+use crate::head::{self, softmax, Sample, TrainParams};
 use crate::source::decode::{decode_image, ImageLimits};
 use crate::source::files::is_image;
+
+/// A head to evaluate: one of edgehead's, or the baseline it is compared with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EvalHead {
+    Head(HeadKind),
+    /// scikit-learn's `LogisticRegression()` with its defaults (L2 penalty, C = 1,
+    /// intercept not penalized, raw features), fitted by edgehead's own L-BFGS: its
+    /// objective `C·Σ loss + ½|W|²` is `softmax::fit`'s with `l2 = 1/(C·N)` (2/(C·N)
+    /// with two classes, where scikit-learn fits one binary vector). It ignores
+    /// `--augment`: the baseline sees the draws only.
+    /// `tools/compare_sklearn.py` runs scikit-learn itself on the same draws.
+    LogReg,
+}
+
+impl std::str::FromStr for EvalHead {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        Ok(match s {
+            "ncm" => EvalHead::Head(HeadKind::Ncm),
+            "softmax" => EvalHead::Head(HeadKind::Softmax),
+            "combined" => EvalHead::Head(HeadKind::Combined),
+            "auto" => EvalHead::Head(HeadKind::Auto),
+            "logreg" => EvalHead::LogReg,
+            other => {
+                return Err(format!(
+                    "{other:?} is not a head (ncm, softmax, combined, auto, logreg)"
+                ))
+            }
+        })
+    }
+}
+
+impl std::fmt::Display for EvalHead {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            EvalHead::Head(k) => write!(f, "{}", format!("{k:?}").to_lowercase()),
+            EvalHead::LogReg => write!(f, "logreg"),
+        }
+    }
+}
 
 /// How many support samples per class.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -66,14 +107,21 @@ pub struct Options {
     pub test_split: Option<String>,
     pub shots: Vec<Shots>,
     pub seeds: u64,
-    pub heads: Vec<HeadKind>,
+    pub heads: Vec<EvalHead>,
     pub l2: f32,
+    /// `head.l2_auto`: the L2 penalty chosen by cross-validation.
+    pub l2_auto: bool,
     pub max_iterations: usize,
     /// Also write the embeddings (raw f32) and an index, for tools/compare_sklearn.py.
     pub save_embeddings: Option<PathBuf>,
     /// Compose each image into a larger scene and compare a classifier on its
     /// region with one on the whole frame (see [`Scene`]).
     pub scene: Option<Scene>,
+    /// Teach-time augmentation: extra views of each support image, embedded as
+    /// extra samples of its class (see [`crate::backbone::augment`]). The views count
+    /// as samples for `auto_min_samples`; `l2_auto` is off with them, because its
+    /// folds would put an image's views on both sides.
+    pub augment: Vec<Augment>,
 }
 
 /// The test of a region classifier against a whole-frame one on the same task:
@@ -315,8 +363,32 @@ pub fn run(embedder: &dyn Embedder, o: &Options) -> Result<Report, EvalError> {
             train.len() + test.len(),
             started.elapsed().as_secs_f64()
         );
+        let train_aug = if o.augment.is_empty() {
+            vec![Vec::new(); train.len()]
+        } else {
+            let t = Instant::now();
+            let v = embed_views(
+                embedder,
+                &train,
+                &train_f,
+                &o.augment,
+                view,
+                o.scene.as_ref(),
+            );
+            eprintln!(
+                "embedded {} augmented views in {:.1} s",
+                v.iter().map(Vec::len).sum::<usize>(),
+                t.elapsed().as_secs_f64()
+            );
+            v
+        };
         if let (Some(dir), View::Image) = (&o.save_embeddings, view) {
-            save_embeddings(dir, embedder.dim(), &[(&train, &train_f), (&test, &test_f)])?;
+            save_embeddings(
+                dir,
+                embedder.dim(),
+                &[(&train, &train_f), (&test, &test_f)],
+                (&train, &train_aug),
+            )?;
         }
 
         // Per class, the train samples that embedded.
@@ -332,19 +404,12 @@ pub fn run(embedder: &dyn Embedder, o: &Options) -> Result<Report, EvalError> {
             .filter_map(|(it, f)| Some((f.as_deref()?, *index.get(it.class.as_str())?)))
             .collect();
 
-        for &kind in &o.heads {
-            let params = TrainParams {
-                kind,
-                auto_min_samples: 5,
-                l2: o.l2,
-                max_iterations: o.max_iterations,
-                unknown: UnknownThreshold::Off,
-            };
-            for &shots in &o.shots {
-                let runs = if shots == Shots::All { 1 } else { o.seeds };
-                let mut accs = Vec::new();
-                let mut train_ms = Vec::new();
-                for seed in 0..runs {
+        // The draws: per k, per seed, the train items picked.
+        let mut draws: Vec<(Shots, Vec<Vec<usize>>)> = Vec::new();
+        for &shots in &o.shots {
+            let runs = if shots == Shots::All { 1 } else { o.seeds };
+            let per_seed = (0..runs)
+                .map(|seed| {
                     let mut rng = fastrand::Rng::with_seed(seed);
                     let mut picked = Vec::new();
                     for members in &by_class {
@@ -356,7 +421,34 @@ pub fn run(embedder: &dyn Embedder, o: &Options) -> Result<Report, EvalError> {
                         };
                         picked.extend_from_slice(&m[..k]);
                     }
-                    let samples: Vec<Sample> = picked
+                    picked
+                })
+                .collect();
+            draws.push((shots, per_seed));
+        }
+        if let (Some(dir), View::Image) = (&o.save_embeddings, view) {
+            save_draws(dir, &train_f, &draws)?;
+        }
+
+        for &eval_head in &o.heads {
+            let kind = match eval_head {
+                EvalHead::Head(k) => k,
+                EvalHead::LogReg => HeadKind::Softmax,
+            };
+            let params = TrainParams {
+                kind,
+                auto_min_samples: 5,
+                l2: o.l2,
+                l2_auto: o.l2_auto && o.augment.is_empty(),
+                max_iterations: o.max_iterations,
+                unknown: UnknownThreshold::Off,
+            };
+            for (shots, per_seed) in &draws {
+                let shots = *shots;
+                let mut accs = Vec::new();
+                let mut train_ms = Vec::new();
+                for picked in per_seed {
+                    let mut samples: Vec<Sample> = picked
                         .iter()
                         .filter_map(|&i| {
                             Some(Sample {
@@ -365,19 +457,44 @@ pub fn run(embedder: &dyn Embedder, o: &Options) -> Result<Report, EvalError> {
                             })
                         })
                         .collect();
+                    for &i in picked {
+                        let class = index[train[i].class.as_str()];
+                        samples.extend(
+                            train_aug[i]
+                                .iter()
+                                .map(|features| Sample { features, class }),
+                        );
+                    }
                     let t = Instant::now();
-                    let h = head::train(&samples, &classes, embedder.id(), 1, &params)
-                        .map_err(|e| EvalError::Dataset(e.to_string()))?;
-                    train_ms.push(t.elapsed().as_secs_f64() * 1000.0);
-                    let correct = tests
-                        .iter()
-                        .filter(|(f, c)| {
-                            let s = h.predict(f);
-                            s.ranked
-                                .first()
-                                .is_some_and(|(i, _)| h.classes[*i] == classes[*c])
-                        })
-                        .count();
+                    let correct = if eval_head == EvalHead::LogReg {
+                        let (z, labels): (Vec<Vec<f32>>, Vec<usize>) = picked
+                            .iter()
+                            .filter_map(|&i| {
+                                Some((train_f[i].clone()?, index[train[i].class.as_str()]))
+                            })
+                            .unzip();
+                        // scikit-learn penalizes ½|W|²/(C·N) with C = 1. With two
+                        // classes it fits one vector v; the two softmax rows are ±v/2,
+                        // whose ½(|w₀|² + |w₁|²) is |v|²/4: the same penalty is 2/N.
+                        let n = z.len().max(1) as f32;
+                        let l2 = if classes.len() == 2 { 2.0 / n } else { 1.0 / n };
+                        let fit = softmax::fit(&z, &labels, classes.len(), l2, 5000);
+                        train_ms.push(t.elapsed().as_secs_f64() * 1000.0);
+                        tests.iter().filter(|(f, c)| fit.predict(f) == *c).count()
+                    } else {
+                        let h = head::train(&samples, &classes, embedder.id(), 1, &params)
+                            .map_err(|e| EvalError::Dataset(e.to_string()))?;
+                        train_ms.push(t.elapsed().as_secs_f64() * 1000.0);
+                        tests
+                            .iter()
+                            .filter(|(f, c)| {
+                                let s = h.predict(f);
+                                s.ranked
+                                    .first()
+                                    .is_some_and(|(i, _)| h.classes[*i] == classes[*c])
+                            })
+                            .count()
+                    };
                     accs.push(correct as f64 / tests.len().max(1) as f64);
                 }
                 let (mean, std, min, max) = stats(&accs);
@@ -387,7 +504,7 @@ pub fn run(embedder: &dyn Embedder, o: &Options) -> Result<Report, EvalError> {
                         View::Region => Some("region"),
                         View::Frame => Some("frame"),
                     },
-                    head: format!("{kind:?}").to_lowercase(),
+                    head: eval_head.to_string(),
                     shots,
                     runs: accs.len(),
                     mean,
@@ -416,12 +533,83 @@ pub fn run(embedder: &dyn Embedder, o: &Options) -> Result<Report, EvalError> {
     })
 }
 
+/// `draws.json`: per k, per seed, the rows of `embeddings.f32` (train rows count
+/// from 0 in saved order) that the draw picked, so `tools/compare_sklearn.py` fits
+/// scikit-learn on the same support sets.
+fn save_draws(
+    dir: &Path,
+    train_f: &[Option<Vec<f32>>],
+    draws: &[(Shots, Vec<Vec<usize>>)],
+) -> Result<(), EvalError> {
+    let mut row = Vec::with_capacity(train_f.len());
+    let mut next = 0usize;
+    for f in train_f {
+        row.push(next);
+        next += usize::from(f.is_some());
+    }
+    let map: serde_json::Map<String, serde_json::Value> = draws
+        .iter()
+        .map(|(shots, per_seed)| {
+            let rows: Vec<Vec<usize>> = per_seed
+                .iter()
+                .map(|p| p.iter().map(|&i| row[i]).collect())
+                .collect();
+            (shots.to_string(), serde_json::json!(rows))
+        })
+        .collect();
+    let path = dir.join("draws.json");
+    std::fs::write(&path, serde_json::Value::Object(map).to_string())
+        .map_err(|e| EvalError::Write(path, e))
+}
+
 /// Items and their embeddings (`None`: the image could not be read).
 type Embedded<'a> = (&'a [Item], &'a [Option<Vec<f32>>]);
 
+/// The embeddings of the augmented views of every item that embedded (empty for the
+/// others), in [`augment::views`] order.
+fn embed_views(
+    embedder: &dyn Embedder,
+    items: &[Item],
+    embedded: &[Option<Vec<f32>>],
+    kinds: &[Augment],
+    view: View,
+    scene: Option<&Scene>,
+) -> Vec<Vec<Vec<f32>>> {
+    items
+        .iter()
+        .zip(embedded)
+        .map(|(it, e)| {
+            if e.is_none() {
+                return Vec::new();
+            }
+            let Some(img) = std::fs::read(&it.path)
+                .ok()
+                .and_then(|b| decode_image(&b, &EVAL_LIMITS).ok())
+            else {
+                return Vec::new();
+            };
+            let img = match (view, scene) {
+                (View::Region, Some(s)) => region::crop(&s.compose(&img), s.rect()),
+                (View::Frame, Some(s)) => s.compose(&img),
+                _ => img,
+            };
+            augment::views(&img, kinds)
+                .iter()
+                .filter_map(|v| embedder.embed(v).ok().map(|e| e.features))
+                .collect()
+        })
+        .collect()
+}
+
 /// `embeddings.f32` (N × dim, little-endian) and `embeddings.json` (dim, one entry
-/// per row: split, class, path).
-fn save_embeddings(dir: &Path, dim: usize, parts: &[Embedded<'_>]) -> Result<(), EvalError> {
+/// per row: split, class, path). Augmented views of the train split follow as rows
+/// of split `<split>+aug`, with `of`: the row of their original.
+fn save_embeddings(
+    dir: &Path,
+    dim: usize,
+    parts: &[Embedded<'_>],
+    augmented: (&[Item], &[Vec<Vec<f32>>]),
+) -> Result<(), EvalError> {
     let w = |p: PathBuf, e| EvalError::Write(p, e);
     std::fs::create_dir_all(dir).map_err(|e| w(dir.to_path_buf(), e))?;
     let bin = dir.join("embeddings.f32");
@@ -439,7 +627,35 @@ fn save_embeddings(dir: &Path, dim: usize, parts: &[Embedded<'_>]) -> Result<(),
             }
         }
     }
+    // The augmented items are the first part's: their originals are its rows, in order.
+    let embedded = parts.first().map(|p| p.1).unwrap_or(&[]);
+    let mut aug_rows = Vec::new();
+    let mut of = 0usize;
+    for ((it, views), e) in augmented.0.iter().zip(augmented.1).zip(embedded) {
+        if e.is_none() {
+            continue;
+        }
+        of += 1;
+        let of = of - 1;
+        for v in views {
+            for x in v {
+                f.write_all(&x.to_le_bytes())
+                    .map_err(|e| w(bin.clone(), e))?;
+            }
+            aug_rows.push(serde_json::json!({
+                "split": format!("{}+aug", it.split),
+                "class": it.class,
+                "path": it.path,
+                "of": of,
+            }));
+        }
+    }
     f.flush().map_err(|e| w(bin.clone(), e))?;
+    let mut rows: Vec<serde_json::Value> = rows
+        .into_iter()
+        .map(|r| serde_json::to_value(r).unwrap_or_default())
+        .collect();
+    rows.extend(aug_rows);
     let index = serde_json::json!({ "dim": dim, "rows": rows });
     let idx = dir.join("embeddings.json");
     std::fs::write(&idx, index.to_string()).map_err(|e| w(idx, e))?;
@@ -473,6 +689,32 @@ mod tests {
         assert_eq!(items.len(), 3);
         assert_eq!(items[2].class, "b");
         assert!(list_split(dir.path(), "val").is_err());
+    }
+
+    #[test]
+    fn draws_name_rows_of_the_saved_embeddings() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        // Item 1 did not embed: item 2 is saved row 1.
+        let train_f = vec![Some(vec![0.0]), None, Some(vec![1.0]), Some(vec![2.0])];
+        let draws = vec![
+            (Shots::K(1), vec![vec![0, 3], vec![2, 0]]),
+            (Shots::All, vec![vec![0, 2, 3]]),
+        ];
+        save_draws(dir.path(), &train_f, &draws).expect("save");
+        let v: serde_json::Value = serde_json::from_str(
+            &std::fs::read_to_string(dir.path().join("draws.json")).expect("read"),
+        )
+        .expect("json");
+        assert_eq!(v["1"], serde_json::json!([[0, 2], [1, 0]]));
+        assert_eq!(v["all"], serde_json::json!([[0, 1, 2]]));
+    }
+
+    #[test]
+    fn heads_parse_and_print() {
+        for h in ["ncm", "softmax", "combined", "auto", "logreg"] {
+            assert_eq!(h.parse::<EvalHead>().expect(h).to_string(), h);
+        }
+        assert!("svm".parse::<EvalHead>().is_err());
     }
 
     #[test]

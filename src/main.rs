@@ -62,8 +62,10 @@ enum Command {
         /// Random draws of the support set per k.
         #[arg(long, default_value_t = 5)]
         seeds: u64,
-        #[arg(long, value_delimiter = ',', default_value = "ncm,softmax")]
-        heads: Vec<String>,
+        /// Heads to evaluate: ncm, softmax, combined, auto (the default head) and
+        /// logreg (scikit-learn's LogisticRegression defaults, the baseline).
+        #[arg(long, value_delimiter = ',', default_value = "auto,ncm,softmax,logreg")]
+        heads: Vec<edgehead::eval::EvalHead>,
         /// Write the results as JSON here.
         #[arg(long)]
         json: Option<PathBuf>,
@@ -75,12 +77,19 @@ enum Command {
         /// that region and one on the whole frame, with the same draws.
         #[arg(long)]
         scene: Option<PathBuf>,
+        /// Teach-time augmentation: embed these extra views of each support image
+        /// as extra samples (flip, crop, jitter).
+        #[arg(long, value_delimiter = ',')]
+        augment: Vec<edgehead::backbone::augment::Augment>,
     },
     /// Measure load time, per-frame latency, end-to-end throughput, training time, RSS.
     Bench {
-        /// Thread counts for tract's matrix products, e.g. 1,2,4.
+        /// Thread counts for tract's matrix products, e.g. 1,2,4 or auto.
         #[arg(long, value_delimiter = ',', default_value = "1")]
-        threads: Vec<usize>,
+        threads: Vec<config::Threads>,
+        /// Precisions to time, e.g. f32,f16 (default: `backbone.precision`).
+        #[arg(long, value_delimiter = ',')]
+        precision: Vec<config::Precision>,
         /// Backbone runs to time.
         #[arg(long, default_value_t = 50)]
         runs: usize,
@@ -248,6 +257,7 @@ fn main() -> ExitCode {
             json,
             save_embeddings,
             scene,
+            augment,
         } => eval(
             &settings,
             edgehead::eval::Options {
@@ -256,18 +266,20 @@ fn main() -> ExitCode {
                 test_split: test_split.clone(),
                 shots: shots.clone(),
                 seeds: *seeds,
-                heads: Vec::new(),
+                heads: heads.clone(),
                 l2: settings.raw.head.l2,
+                l2_auto: settings.raw.head.l2_auto,
                 max_iterations: settings.raw.head.max_iterations,
                 save_embeddings: save_embeddings.clone(),
                 scene: None,
+                augment: augment.clone(),
             },
-            heads,
             json.as_ref(),
             scene.as_ref(),
         ),
         Command::Bench {
             threads,
+            precision,
             runs,
             seconds,
             width,
@@ -281,6 +293,11 @@ fn main() -> ExitCode {
             let o = edgehead::bench::Options {
                 backbone: settings.raw.backbone.clone(),
                 threads: threads.clone(),
+                precisions: if precision.is_empty() {
+                    vec![settings.raw.backbone.precision]
+                } else {
+                    precision.clone()
+                },
                 runs: (*runs).max(1),
                 seconds: seconds.max(0.5),
                 width: (*width).clamp(16, 8192),
@@ -543,6 +560,8 @@ fn embed(settings: &Settings, images: &[PathBuf]) -> anyhow::Result<()> {
             serde_json::json!({
                 "image": path.display().to_string(),
                 "backbone": embedder.id().to_string(),
+                "precision": embedder.precision,
+                "threads": embedder.threads,
                 "inference_ms": e.inference.as_secs_f64() * 1000.0,
                 "features": e.features,
             })
@@ -594,7 +613,6 @@ fn write_json(path: Option<&PathBuf>, value: &impl serde::Serialize) -> anyhow::
 fn eval(
     settings: &Settings,
     mut o: edgehead::eval::Options,
-    heads: &[String],
     json: Option<&PathBuf>,
     scene: Option<&PathBuf>,
 ) -> anyhow::Result<()> {
@@ -602,13 +620,6 @@ fn eval(
         let background = read_image(path, &settings.raw.learn)
             .with_context(|| format!("--scene {}", path.display()))?;
         o.scene = Some(edgehead::eval::Scene::new(&background));
-    }
-    for h in heads {
-        o.heads.push(match h.as_str() {
-            "ncm" => config::HeadKind::Ncm,
-            "softmax" => config::HeadKind::Softmax,
-            other => anyhow::bail!("--heads: {other:?} is not ncm or softmax"),
-        });
     }
     let embedder = edgehead::app::load_backbone(settings)?;
     let report = edgehead::eval::run(&embedder, &o)?;

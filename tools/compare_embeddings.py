@@ -16,7 +16,8 @@ from embeddings import read
 
 def load(d):
     rows, x = read(d)
-    return [r["path"] for r in rows], x
+    keep = [i for i, r in enumerate(rows) if "of" not in r]  # not augmented views
+    return [rows[i]["path"] for i in keep], x[keep]
 
 
 def main():

@@ -8,11 +8,14 @@ Reads embeddings.f32 / embeddings.json written by `edgehead eval --save-embeddin
 trains LogisticRegression (scikit-learn defaults: L2, C=1.0, lbfgs; max_iter raised so
 it converges) on the train split, and prints the accuracy on the test split, on the
 raw embeddings and on edgehead's own feature transform (centred, L2-normalized), with
-the whole train split and k-shot over the same seeds as `edgehead eval` would draw
-(the draws differ: Python's RNG is not edgehead's).
+the whole train split and k-shot. The support sets are the ones `edgehead eval` drew
+(draws.json beside the embeddings), so the numbers pair with eval's rows; without
+draws.json (older dumps) they are drawn here, with other draws.
 """
 
 import argparse
+import json
+import os
 import sys
 import time
 
@@ -38,12 +41,18 @@ def main():
         n = lambda a: (a - c) / np.maximum(np.linalg.norm(a - c, axis=1, keepdims=True), 1e-12)
         return n(train_x), n(other)
 
-    print(f"{len(data.classes)} classes, {tr.sum()} train, {te.sum()} {data.test_split}")
-    for shots in args.shots.split(","):
+    draws_file = os.path.join(args.dir, "draws.json")
+    draws = json.load(open(draws_file)) if os.path.exists(draws_file) else None
+    print(f"{len(data.classes)} classes, {tr.sum()} train, {te.sum()} {data.test_split}; "
+          + ("edgehead eval's draws" if draws else "draws of numpy's RNG (no draws.json)"))
+    shot_list = (sorted(draws, key=lambda k: (k == "all", int(k) if k != "all" else 0)) if draws
+                 else args.shots.split(","))
+    for shots in shot_list:
+        picks = ([np.array(p) for p in draws[shots]] if draws
+                 else [data.draw(shots, seed) for seed in range(1 if shots == "all" else args.seeds)])
         for name, tf in (("raw", None), ("centred+L2", transform)):
             accs, times = [], []
-            for seed in range(1 if shots == "all" else args.seeds):
-                pick = data.draw(shots, seed)
+            for pick in picks:
                 a, b = x[pick], x[te]
                 if tf:
                     a, b = tf(a, b)

@@ -3,6 +3,7 @@
 //! [`Embedder`] is the seam; [`TractEmbedder`] runs an ONNX model with tract.
 //! Preprocessing (crop, resize, normalize) is the pure function in [`preprocess`].
 
+pub mod augment;
 pub mod preprocess;
 mod tract;
 
