@@ -66,7 +66,8 @@ if [ "$arch" = arm64 ]; then
     # tract reads FP16 from /proc/cpuinfo, which qemu-user does not emulate (it is the
     # host's): TRACT_CPU_AARCH64_KIND=a55 names a CPU tract knows has it.
     echo "== features: arm64 f16 (precision auto, qemu max) against x86-64 f32"
-    QEMU_CPU=max TRACT_CPU_AARCH64_KIND=a55 run_arm --config config/edgehead.toml embed "${images[@]}" > "$tmp/arm16.jsonl"
+    QEMU_CPU=max TRACT_CPU_AARCH64_KIND=a55 EDGEHEAD__BACKBONE__PRECISION=auto \
+        run_arm --config config/edgehead.toml embed "${images[@]}" > "$tmp/arm16.jsonl"
     python3 - "$tmp/arm16.jsonl" "$tmp/x86.jsonl" <<'PY'
 import json, math, sys
 arm = [json.loads(l) for l in open(sys.argv[1])]

@@ -303,8 +303,10 @@ pub struct BackboneConfig {
     /// process may use, at most 4; see [`Threads`]). 1 leaves the other cores to
     /// capture, MQTT and learning.
     pub threads: Threads,
-    /// Float precision of the backbone's arithmetic: `f32`, `f16`, or `auto` (f16
-    /// where the CPU has FP16 arithmetic, else f32; see [`Precision`]).
+    /// Float precision of the backbone's arithmetic: `f32` (default), `f16`, or
+    /// `auto` (f16 where the CPU has FP16 arithmetic, else f32; see [`Precision`]).
+    /// The default stays f32: counted under qemu, f16 saved no instructions with
+    /// tract's kernels for a Pi 5's CPU kind (README, Measured).
     pub precision: Precision,
     /// tract model transforms applied before optimization, in order (`conv_nhwc`
     /// runs convolutions channel-last, which speeds up depthwise convolutions).
@@ -324,7 +326,7 @@ impl Default for BackboneConfig {
             crop_fraction: 0.875,
             output: "features".into(),
             threads: Threads::Count(1),
-            precision: Precision::Auto,
+            precision: Precision::F32,
             transforms: vec!["conv_nhwc".into()],
         }
     }
@@ -1418,7 +1420,7 @@ mod tests {
 
     #[test]
     fn precision_auto_is_f32_without_fp16_arithmetic() {
-        assert_eq!(BackboneConfig::default().precision, Precision::Auto);
+        assert_eq!(BackboneConfig::default().precision, Precision::F32);
         let want = if tract_linalg::has_fp16() {
             Precision::F16
         } else {
