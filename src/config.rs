@@ -360,15 +360,6 @@ impl Threads {
     }
 }
 
-impl std::fmt::Display for Threads {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            Threads::Count(n) => write!(f, "{n}"),
-            Threads::Auto => write!(f, "auto"),
-        }
-    }
-}
-
 impl std::str::FromStr for Threads {
     type Err = String;
     fn from_str(s: &str) -> Result<Self, String> {
@@ -433,14 +424,24 @@ pub enum Precision {
 
 impl std::str::FromStr for Precision {
     type Err = String;
+    /// The names of the configuration file (serde's), for the command line.
     fn from_str(s: &str) -> Result<Self, String> {
-        match s.trim() {
-            "f32" => Ok(Precision::F32),
-            "f16" => Ok(Precision::F16),
-            "auto" => Ok(Precision::Auto),
-            other => Err(format!("{other:?} is not a precision (f32, f16, auto)")),
-        }
+        from_name(s)
     }
+}
+
+impl std::str::FromStr for HeadKind {
+    type Err = String;
+    /// The names of the configuration file (serde's), for the command line.
+    fn from_str(s: &str) -> Result<Self, String> {
+        from_name(s)
+    }
+}
+
+/// A unit variant of a configuration enum from its name in the file.
+fn from_name<T: serde::de::DeserializeOwned>(s: &str) -> Result<T, String> {
+    use serde::de::IntoDeserializer;
+    T::deserialize(s.trim().into_deserializer()).map_err(|e: serde::de::value::Error| e.to_string())
 }
 
 impl Precision {

@@ -36,18 +36,13 @@ pub enum EvalHead {
 impl std::str::FromStr for EvalHead {
     type Err = String;
     fn from_str(s: &str) -> Result<Self, String> {
-        Ok(match s {
-            "ncm" => EvalHead::Head(HeadKind::Ncm),
-            "softmax" => EvalHead::Head(HeadKind::Softmax),
-            "combined" => EvalHead::Head(HeadKind::Combined),
-            "auto" => EvalHead::Head(HeadKind::Auto),
-            "logreg" => EvalHead::LogReg,
-            other => {
-                return Err(format!(
-                    "{other:?} is not a head (ncm, softmax, combined, auto, logreg)"
-                ))
-            }
-        })
+        match s {
+            "logreg" => Ok(EvalHead::LogReg),
+            other => other
+                .parse()
+                .map(EvalHead::Head)
+                .map_err(|e| format!("{e}, or `logreg`")),
+        }
     }
 }
 
@@ -295,12 +290,33 @@ fn embed_all(
                     return None;
                 }
             };
-            let img = match (view, scene) {
-                (View::Region, Some(s)) => region::crop(&s.compose(&img), s.rect()),
-                (View::Frame, Some(s)) => s.compose(&img),
-                _ => img,
-            };
-            embedder.embed(&img).ok().map(|e| e.features)
+            embedder
+                .embed(&view_of(img, view, scene))
+                .ok()
+                .map(|e| e.features)
+        })
+        .collect()
+}
+
+/// What `view` embeds of a data set image.
+fn view_of(img: RgbImage, view: View, scene: Option<&Scene>) -> RgbImage {
+    match (view, scene) {
+        (View::Region, Some(s)) => region::crop(&s.compose(&img), s.rect()),
+        (View::Frame, Some(s)) => s.compose(&img),
+        _ => img,
+    }
+}
+
+/// The row of each embedded item among the saved rows (which skip the items that
+/// did not embed); items that did not embed get the next row's number, unused.
+fn saved_rows(embedded: &[Option<Vec<f32>>]) -> Vec<usize> {
+    let mut next = 0usize;
+    embedded
+        .iter()
+        .map(|f| {
+            let row = next;
+            next += usize::from(f.is_some());
+            row
         })
         .collect()
 }
@@ -541,12 +557,7 @@ fn save_draws(
     train_f: &[Option<Vec<f32>>],
     draws: &[(Shots, Vec<Vec<usize>>)],
 ) -> Result<(), EvalError> {
-    let mut row = Vec::with_capacity(train_f.len());
-    let mut next = 0usize;
-    for f in train_f {
-        row.push(next);
-        next += usize::from(f.is_some());
-    }
+    let row = saved_rows(train_f);
     let map: serde_json::Map<String, serde_json::Value> = draws
         .iter()
         .map(|(shots, per_seed)| {
@@ -588,12 +599,7 @@ fn embed_views(
             else {
                 return Vec::new();
             };
-            let img = match (view, scene) {
-                (View::Region, Some(s)) => region::crop(&s.compose(&img), s.rect()),
-                (View::Frame, Some(s)) => s.compose(&img),
-                _ => img,
-            };
-            augment::views(&img, kinds)
+            augment::views(&view_of(img, view, scene), kinds)
                 .iter()
                 .filter_map(|v| embedder.embed(v).ok().map(|e| e.features))
                 .collect()
@@ -628,15 +634,10 @@ fn save_embeddings(
         }
     }
     // The augmented items are the first part's: their originals are its rows, in order.
-    let embedded = parts.first().map(|p| p.1).unwrap_or(&[]);
+    let originals = saved_rows(parts.first().map(|p| p.1).unwrap_or(&[]));
     let mut aug_rows = Vec::new();
-    let mut of = 0usize;
-    for ((it, views), e) in augmented.0.iter().zip(augmented.1).zip(embedded) {
-        if e.is_none() {
-            continue;
-        }
-        of += 1;
-        let of = of - 1;
+    // Items that did not embed have no views.
+    for ((it, views), &of) in augmented.0.iter().zip(augmented.1).zip(&originals) {
         for v in views {
             for x in v {
                 f.write_all(&x.to_le_bytes())

@@ -16,18 +16,26 @@ pub struct Fit {
 }
 
 impl Fit {
-    /// The class with the highest logit for `x` (0 when there is no class).
-    pub fn predict(&self, x: &[f32]) -> usize {
-        let logits: Vec<f32> = self
-            .weights
+    /// `W x + b`, one logit per class.
+    pub fn logits(&self, x: &[f32]) -> Vec<f32> {
+        self.weights
             .iter()
             .zip(&self.bias)
             .map(|(w, b)| crate::head::dot(x, w) + b)
-            .collect();
-        (0..logits.len())
-            .max_by(|a, b| logits[*a].total_cmp(&logits[*b]))
-            .unwrap_or(0)
+            .collect()
     }
+
+    /// The class with the highest logit for `x` (0 when there is no class).
+    pub fn predict(&self, x: &[f32]) -> usize {
+        argmax(&self.logits(x))
+    }
+}
+
+/// Index of the largest value (0 for an empty slice).
+fn argmax(v: &[f32]) -> usize {
+    (0..v.len())
+        .max_by(|a, b| v[*a].total_cmp(&v[*b]))
+        .unwrap_or(0)
 }
 
 /// Memory of L-BFGS: how many past steps shape the next direction.
@@ -263,17 +271,8 @@ pub fn choose_l2(
                 previous[f].as_ref(),
             );
             for (i, v) in z.iter().enumerate().filter(|(i, _)| fold[*i] == f) {
-                let logits: Vec<f32> = m
-                    .weights
-                    .iter()
-                    .zip(&m.bias)
-                    .map(|(w, b)| crate::head::dot(v, w) + b)
-                    .collect();
-                let p = crate::head::softmax_of(&logits);
-                let best_k = (0..classes)
-                    .max_by(|a, b| p[*a].total_cmp(&p[*b]))
-                    .unwrap_or(0);
-                correct += usize::from(best_k == labels[i]);
+                let p = crate::head::softmax_of(&m.logits(v));
+                correct += usize::from(argmax(&p) == labels[i]);
                 nll -= (p[labels[i]].max(1e-30) as f64).ln();
             }
             previous[f] = Some(m);
