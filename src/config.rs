@@ -1521,6 +1521,14 @@ mod tests {
     }
 
     #[test]
+    fn an_l2_penalty_the_cross_validation_grid_would_overflow_is_refused() {
+        // l2_auto tries l2 × 100: above 1000 that grid leaves what f32 trains well.
+        let err = load_settings(&env(&[("EDGEHEAD__HEAD__L2", "5000")])).expect_err("too large");
+        assert_eq!(keys(&err), vec!["head.l2"]);
+        load_settings(&env(&[("EDGEHEAD__HEAD__L2", "1000")])).expect("the largest allowed");
+    }
+
+    #[test]
     fn a_classifier_s_own_settings_are_checked_under_its_key() {
         let (_d, s) = file(
             "[[classifiers]]\nname = \"door\"\npredictions = { top_k = 0 }\nhead = { l2 = -1.0 }\n",

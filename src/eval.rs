@@ -711,6 +711,40 @@ mod tests {
     }
 
     #[test]
+    fn augmented_rows_point_at_their_original_train_row() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let item = |name: &str| Item {
+            split: "train".into(),
+            class: "a".into(),
+            path: PathBuf::from(name),
+        };
+        let train = vec![item("0.jpg"), item("1.jpg")];
+        // 0.jpg did not embed; 1.jpg is saved row 0 and has two views. The same items
+        // as the test split (`--test-split train`) repeat the paths in later rows.
+        let feats = vec![None, Some(vec![1.0f32])];
+        let views = vec![Vec::new(), vec![vec![2.0f32], vec![3.0]]];
+        save_embeddings(
+            dir.path(),
+            1,
+            &[(&train, &feats), (&train, &feats)],
+            (&train, &views),
+        )
+        .expect("save");
+        let index: serde_json::Value = serde_json::from_str(
+            &std::fs::read_to_string(dir.path().join("embeddings.json")).expect("read"),
+        )
+        .expect("json");
+        let rows = index["rows"].as_array().expect("rows");
+        assert_eq!(rows.len(), 4);
+        for aug in &rows[2..] {
+            assert_eq!(aug["split"], "train+aug");
+            assert_eq!(aug["of"], 0, "{aug}");
+        }
+        let bin = std::fs::read(dir.path().join("embeddings.f32")).expect("bin");
+        assert_eq!(bin.len(), 4 * 4);
+    }
+
+    #[test]
     fn heads_parse_and_print() {
         for h in ["ncm", "softmax", "combined", "auto", "logreg"] {
             assert_eq!(h.parse::<EvalHead>().expect(h).to_string(), h);
