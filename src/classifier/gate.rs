@@ -17,9 +17,10 @@
 use std::time::Duration;
 
 use image::RgbImage;
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 
-use super::region::Rect;
+pub use crate::config::{TriggerConfig, DEFAULT_CHANGE_THRESHOLD};
+use crate::region::Rect;
 
 /// Cells per side of the grid.
 pub const GRID: usize = 16;
@@ -96,39 +97,6 @@ pub fn change(a: &Thumb, b: &Thumb) -> f32 {
             / n;
     residual.max((ma - mb).abs() * BRIGHTNESS_WEIGHT)
 }
-
-/// When a classifier runs the backbone on its region (`trigger` in its config).
-#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq)]
-#[serde(default, deny_unknown_fields)]
-pub struct TriggerConfig {
-    /// Run on every frame (the gate is not consulted).
-    pub every_frame: bool,
-    /// Run when the region changed by at least `change_threshold` since its last run.
-    pub on_change: bool,
-    /// Grey levels per cell (see [`change`]); chosen on real footage, see README.
-    pub change_threshold: f32,
-    /// Also run at least this often (seconds; 0: off).
-    pub interval_secs: f64,
-    /// Run again when the last run is older than this, even if nothing changed, so
-    /// slow drifts are caught (seconds; 0: never).
-    pub max_age_secs: f64,
-}
-
-impl Default for TriggerConfig {
-    fn default() -> Self {
-        Self {
-            every_frame: false,
-            on_change: true,
-            change_threshold: DEFAULT_CHANGE_THRESHOLD,
-            interval_secs: 0.0,
-            max_age_secs: 60.0,
-        }
-    }
-}
-
-/// The default of `trigger.change_threshold` (see README, "Choosing the change
-/// threshold", for the measurements behind it).
-pub const DEFAULT_CHANGE_THRESHOLD: f32 = 8.0;
 
 /// Why the backbone ran on a region.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]

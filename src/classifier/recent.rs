@@ -15,29 +15,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 
-/// `recent` in a classifier's config.
-#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq)]
-#[serde(default, deny_unknown_fields)]
-pub struct RecentConfig {
-    /// Most crops kept (0: none).
-    pub size: usize,
-    /// Crops whose frame confidence is below this are kept (0 to 1).
-    pub below_confidence: f32,
-    /// Least time between two low-confidence or unknown crops (seconds).
-    pub min_gap_secs: f64,
-}
-
-impl Default for RecentConfig {
-    fn default() -> Self {
-        Self {
-            size: 30,
-            below_confidence: 0.6,
-            min_gap_secs: 30.0,
-        }
-    }
-}
+pub use crate::config::RecentConfig;
 
 /// Why a crop was kept.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -141,7 +121,7 @@ impl Recent {
         let id = NEXT_ID.fetch_add(1, Ordering::Relaxed);
         self.entries.push_back(Entry {
             id,
-            captured_at: crate::mqtt::payload::timestamp(captured_at),
+            captured_at: crate::time::timestamp(captured_at),
             reason,
             label,
             confidence: (confidence * 10_000.0).round() / 10_000.0,

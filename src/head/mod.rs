@@ -20,18 +20,21 @@
 /// so a restored `softmax` head does not outlive the upgrade.
 pub const FORMAT: u32 = 3;
 
+pub mod math;
 pub mod ncm;
 pub mod softmax;
 
-use std::time::{Duration, Instant, SystemTime};
+use std::time::Instant;
 
 use serde::{Deserialize, Serialize};
 
 use crate::backbone::BackboneId;
 use crate::config::{HeadConfig, HeadKind, UnknownThreshold};
 
-/// The label a prediction carries when the frame is far from every class.
-pub const UNKNOWN: &str = "unknown";
+pub use crate::names::UNKNOWN;
+pub use math::{
+    distance, dot, l2_normalize, log_softmax, mean_of, ms, scaled_centered, softmax_of,
+};
 
 /// A trained head. Serialized as the saved head file.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -197,7 +200,9 @@ pub struct Scores {
 }
 
 /// Train a head. `classes` names the classes that `samples` index; classes with no
-/// sample are dropped from the head (and from its class list).
+/// sample are dropped from the head (and from its class list). Errors: no sample,
+/// vectors of different lengths, a class index out of range, a value that is not
+/// finite.
 pub fn train(
     samples: &[Sample<'_>],
     classes: &[String],
@@ -206,72 +211,21 @@ pub fn train(
     params: &TrainParams,
 ) -> Result<Head, TrainError> {
     let started = Instant::now();
-    let first = samples.first().ok_or(TrainError::NoSamples)?;
-    let dim = first.features.len();
-    for (index, s) in samples.iter().enumerate() {
-        if s.features.len() != dim {
-            return Err(TrainError::Dimension {
-                index,
-                got: s.features.len(),
-                want: dim,
-            });
-        }
-        if s.class >= classes.len() {
-            return Err(TrainError::BadClass {
-                index,
-                class: s.class,
-                classes: classes.len(),
-            });
-        }
-        if s.features.iter().any(|v| !v.is_finite()) {
-            return Err(TrainError::NotFinite(index));
-        }
-    }
-    // Keep only the classes that have samples, in their original order.
-    let mut counts = vec![0usize; classes.len()];
-    for s in samples {
-        counts[s.class] += 1;
-    }
-    let mut remap = vec![usize::MAX; classes.len()];
-    let mut kept = Vec::new();
-    for (i, name) in classes.iter().enumerate() {
-        if counts[i] > 0 {
-            remap[i] = kept.len();
-            kept.push(name.clone());
-        }
-    }
-    let labels: Vec<usize> = samples.iter().map(|s| remap[s.class]).collect();
+    let dim = check_samples(samples, classes.len())?;
+    let (kept, labels, min_count) = present_classes(samples, classes);
     let center = mean_of(samples.iter().map(|s| s.features), dim);
     let z: Vec<Vec<f32>> = samples
         .iter()
         .map(|s| {
             let mut v = s.features.to_vec();
-            normalize(&mut v);
+            l2_normalize(&mut v);
             v
         })
         .collect();
-    let scale = {
-        let total: f64 = samples
-            .iter()
-            .map(|s| distance(s.features, &center) as f64)
-            .sum();
-        let mean = (total / samples.len() as f64) as f32;
-        if mean > 0.0 && mean.is_finite() {
-            mean
-        } else {
-            1.0
-        }
-    };
+    let scale = mean_distance(samples, &center);
     let n_classes = kept.len();
     let model = ncm::fit(&z, &labels, n_classes);
     let loo = ncm::leave_one_out(&z, &labels, &model);
-
-    let min_count = counts
-        .iter()
-        .filter(|c| **c > 0)
-        .min()
-        .copied()
-        .unwrap_or(0);
     let kind = match params.kind {
         HeadKind::Ncm => ModelKind::Ncm,
         HeadKind::Softmax => ModelKind::Softmax,
@@ -281,7 +235,7 @@ pub fn train(
         }
         HeadKind::Auto => ModelKind::Ncm,
     };
-    let (weights, bias, l2) = if kind != ModelKind::Ncm && n_classes >= 2 {
+    let regression = (kind != ModelKind::Ncm && n_classes >= 2).then(|| {
         let u: Vec<Vec<f32>> = samples
             .iter()
             .map(|s| scaled_centered(s.features, &center, scale))
@@ -291,17 +245,15 @@ pub fn train(
         } else {
             params.l2
         };
-        let fit = softmax::fit(&u, &labels, n_classes, l2, params.max_iterations);
-        (fit.weights, fit.bias, Some(l2))
-    } else {
-        (Vec::new(), Vec::new(), None)
+        (
+            softmax::fit(&u, &labels, n_classes, l2, params.max_iterations),
+            l2,
+        )
+    });
+    let (kind, weights, bias, l2) = match regression {
+        Some((fit, l2)) => (kind, fit.weights, fit.bias, Some(l2)),
+        None => (ModelKind::Ncm, Vec::new(), Vec::new(), None),
     };
-    let kind = if weights.is_empty() {
-        ModelKind::Ncm
-    } else {
-        kind
-    };
-
     let unknown_below = match params.unknown {
         UnknownThreshold::Off => None,
         UnknownThreshold::Fixed(t) => Some(t),
@@ -326,10 +278,7 @@ pub fn train(
         l2,
         unknown_below,
         quality: Quality::default(),
-        trained_at: SystemTime::now()
-            .duration_since(SystemTime::UNIX_EPOCH)
-            .map(|d| d.as_secs())
-            .unwrap_or(0),
+        trained_at: crate::time::now_secs(),
     };
     let correct = samples
         .iter()
@@ -342,6 +291,76 @@ pub fn train(
         started.elapsed(),
     );
     Ok(head)
+}
+
+/// Check the training input; returns the feature dimension.
+fn check_samples(samples: &[Sample<'_>], classes: usize) -> Result<usize, TrainError> {
+    let first = samples.first().ok_or(TrainError::NoSamples)?;
+    let dim = first.features.len();
+    for (index, s) in samples.iter().enumerate() {
+        if s.features.len() != dim {
+            return Err(TrainError::Dimension {
+                index,
+                got: s.features.len(),
+                want: dim,
+            });
+        }
+        if s.class >= classes {
+            return Err(TrainError::BadClass {
+                index,
+                class: s.class,
+                classes,
+            });
+        }
+        if s.features.iter().any(|v| !v.is_finite()) {
+            return Err(TrainError::NotFinite(index));
+        }
+    }
+    Ok(dim)
+}
+
+/// The classes that have samples, in their original order; each sample's index
+/// among them; the fewest samples a kept class has.
+fn present_classes(samples: &[Sample<'_>], classes: &[String]) -> (Vec<String>, Vec<usize>, usize) {
+    let mut counts = vec![0usize; classes.len()];
+    for s in samples {
+        counts[s.class] += 1;
+    }
+    let mut remap = vec![usize::MAX; classes.len()];
+    let mut kept = Vec::new();
+    for (i, name) in classes.iter().enumerate() {
+        if counts[i] > 0 {
+            remap[i] = kept.len();
+            kept.push(name.clone());
+        }
+    }
+    let labels = samples.iter().map(|s| remap[s.class]).collect();
+    let min_count = counts
+        .iter()
+        .filter(|c| **c > 0)
+        .min()
+        .copied()
+        .unwrap_or(0);
+    (kept, labels, min_count)
+}
+
+/// The mean distance of the samples from `center` (the softmax model's scale);
+/// 1 when it is not a positive number.
+fn mean_distance(samples: &[Sample<'_>], center: &[f32]) -> f32 {
+    let total: f64 = samples
+        .iter()
+        .map(|s| distance(s.features, center) as f64)
+        .sum();
+    let mean = (total / samples.len().max(1) as f64) as f32;
+    if mean > 0.0 && mean.is_finite() {
+        mean
+    } else {
+        1.0
+    }
+}
+
+fn one() -> f32 {
+    1.0
 }
 
 impl Head {
@@ -410,83 +429,6 @@ impl Head {
     }
 }
 
-/// Mean of equally long vectors, accumulated in f64.
-pub fn mean_of<'a>(vs: impl Iterator<Item = &'a [f32]>, dim: usize) -> Vec<f32> {
-    let mut acc = vec![0f64; dim];
-    let mut n = 0usize;
-    for v in vs {
-        for (a, x) in acc.iter_mut().zip(v) {
-            *a += *x as f64;
-        }
-        n += 1;
-    }
-    acc.into_iter()
-        .map(|a| (a / n.max(1) as f64) as f32)
-        .collect()
-}
-
-fn one() -> f32 {
-    1.0
-}
-
-/// `|v - center|`.
-pub fn distance(v: &[f32], center: &[f32]) -> f32 {
-    v.iter()
-        .zip(center)
-        .map(|(a, c)| (a - c) * (a - c))
-        .sum::<f32>()
-        .sqrt()
-}
-
-/// `(v - center) / scale`.
-pub fn scaled_centered(v: &[f32], center: &[f32], scale: f32) -> Vec<f32> {
-    v.iter().zip(center).map(|(a, c)| (a - c) / scale).collect()
-}
-
-pub fn normalize(z: &mut [f32]) {
-    let n = z.iter().map(|x| x * x).sum::<f32>().sqrt();
-    if n > 0.0 {
-        z.iter_mut().for_each(|x| *x /= n);
-    }
-}
-
-pub fn dot(a: &[f32], b: &[f32]) -> f32 {
-    // Eight independent sums let the compiler vectorize.
-    let mut acc = [0f32; 8];
-    let (ca, cb) = (a.chunks_exact(8), b.chunks_exact(8));
-    let tail: f32 = ca
-        .remainder()
-        .iter()
-        .zip(cb.remainder())
-        .map(|(x, y)| x * y)
-        .sum();
-    for (x, y) in ca.zip(cb) {
-        for k in 0..8 {
-            acc[k] += x[k] * y[k];
-        }
-    }
-    acc.iter().sum::<f32>() + tail
-}
-
-/// `ln softmax(logits)`, computed stably.
-pub fn log_softmax(logits: &[f32]) -> Vec<f32> {
-    let max = logits.iter().copied().fold(f32::NEG_INFINITY, f32::max);
-    let lse = max + logits.iter().map(|l| (l - max).exp()).sum::<f32>().ln();
-    logits.iter().map(|l| l - lse).collect()
-}
-
-pub fn softmax_of(logits: &[f32]) -> Vec<f32> {
-    let max = logits.iter().copied().fold(f32::NEG_INFINITY, f32::max);
-    let exps: Vec<f32> = logits.iter().map(|l| (l - max).exp()).collect();
-    let sum: f32 = exps.iter().sum();
-    exps.into_iter().map(|e| e / sum).collect()
-}
-
-/// Time since `t`, in milliseconds.
-pub fn ms(d: Duration) -> f64 {
-    d.as_secs_f64() * 1000.0
-}
-
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
@@ -550,7 +492,7 @@ pub(crate) mod tests {
     /// `(v - center) / |v - center|`; the zero vector stays zero.
     pub fn normalize_centered(v: &[f32], center: &[f32]) -> Vec<f32> {
         let mut z: Vec<f32> = v.iter().zip(center).map(|(a, c)| a - c).collect();
-        normalize(&mut z);
+        l2_normalize(&mut z);
         z
     }
 

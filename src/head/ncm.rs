@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use super::{dot, normalize, ClassQuality, Confusion, Quality};
+use super::{dot, l2_normalize, ClassQuality, Confusion, Quality};
 
 /// Cosine similarities are multiplied by this before the softmax that turns them
 /// into probabilities: a difference of 0.1 in similarity is a factor e³ in odds
@@ -38,7 +38,7 @@ pub fn fit(z: &[Vec<f32>], labels: &[usize], classes: usize) -> Model {
         .iter()
         .map(|s| {
             let mut m = s.clone();
-            normalize(&mut m);
+            l2_normalize(&mut m);
             m
         })
         .collect();
@@ -66,7 +66,7 @@ pub fn leave_one_out(z: &[Vec<f32>], labels: &[usize], model: &Model) -> LeaveOn
             continue;
         }
         let mut own: Vec<f32> = model.sums[l].iter().zip(v).map(|(s, x)| s - x).collect();
-        normalize(&mut own);
+        l2_normalize(&mut own);
         let own_sim = dot(v, &own);
         let mut best = (l, own_sim);
         for (k, m) in model.means.iter().enumerate() {
@@ -189,7 +189,7 @@ mod tests {
 
     fn unit(v: &[f32]) -> Vec<f32> {
         let mut v = v.to_vec();
-        normalize(&mut v);
+        l2_normalize(&mut v);
         v
     }
 

@@ -17,8 +17,8 @@
 
 use serde_json::{json, Value};
 
-use super::{UNRECOGNIZED, UNTRAINED};
-use crate::classifier::{slug, ClassifierTopics};
+use crate::mqtt::ClassifierTopics;
+use crate::names::{slug, UNRECOGNIZED, UNTRAINED};
 
 /// What every payload of one device shares.
 #[derive(Debug, Clone)]
@@ -279,7 +279,7 @@ pub fn classifier_entities(
                 "command_topic": t.request("select_label"),
                 "state_topic": t.teach_label,
                 "min": 1,
-                "max": crate::learn::labels::MAX_LABEL_CHARS,
+                "max": crate::names::MAX_LABEL_CHARS,
                 "icon": "mdi:tag-plus-outline",
             }),
         ),
@@ -440,8 +440,8 @@ pub fn classifier_entities(
 fn class_key(label: &str) -> String {
     format!(
         "{}_{}",
-        crate::classifier::ascii_slug(label),
-        crate::classifier::hex_digest(label, 3)
+        crate::names::ascii_slug(label),
+        crate::names::hex_digest(label, 3)
     )
 }
 

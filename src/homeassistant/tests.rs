@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 use serde_json::{json, Value};
 
 use super::*;
-use crate::classifier::ClassifierTopics;
+use crate::mqtt::ClassifierTopics;
 use discovery::tests::ctx;
 
 const HEARTBEAT: Duration = Duration::from_secs(5);
@@ -124,7 +124,7 @@ fn edgeheads_unknown_is_unrecognized_and_a_flicker_back_is_no_change() {
     let t = t0 + Duration::from_secs(5);
     let out = b.on_event(prediction(Some("hat"), 0.8, 1), t);
     assert_eq!(json_of(&out, STATE).expect("state")["state"], "hat");
-    let out = b.on_event(prediction(Some(crate::head::UNKNOWN), 0.0, 2), t);
+    let out = b.on_event(prediction(Some(crate::names::UNKNOWN), 0.0, 2), t);
     let s = json_of(&out, STATE).expect("state");
     assert_eq!(
         (s["state"].as_str(), s["label"].as_str()),
@@ -133,7 +133,7 @@ fn edgeheads_unknown_is_unrecognized_and_a_flicker_back_is_no_change() {
     assert_eq!(events(&out)[0]["previous"], "hat");
     // Same state, same rounded confidence: nothing to send.
     assert!(b
-        .on_event(prediction(Some(crate::head::UNKNOWN), 0.001, 3), t)
+        .on_event(prediction(Some(crate::names::UNKNOWN), 0.001, 3), t)
         .is_empty());
     // Same state, another confidence: the state again, without an event, and
     // with the seq of the change.

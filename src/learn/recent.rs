@@ -1,16 +1,17 @@
 //! Requests on a classifier's recent crops ([`crate::classifier::recent`]):
-//! `recent` lists them (`{"images": true}` adds each JPEG as base64),
-//! `recent_image` fetches one, `label_recent` turns one into a sample of a class
-//! (the same path as `add_sample`: dedupe, limits, embed, store, retrain) and
-//! removes it from the list, `discard_recent` removes one.
+//! `recent` lists them (with `images`, each JPEG as base64), `recent_image`
+//! fetches one, `label_recent` turns one into a sample of a class (the same path
+//! as `add_sample`: dedupe, limits, embed, store, retrain) and removes it from the
+//! list, `discard_recent` removes one.
 
 use base64::Engine;
 use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
 
-use super::{bad, field, only_fields, Learner, RequestError};
+use super::ops::{bad, RequestError};
+use super::Learner;
 use crate::classifier::recent::Entry;
-use crate::source::decode::decode_image;
+use crate::imaging::decode::decode_image;
 use crate::store::Origin;
 
 /// Most base64 image bytes one `recent` answer carries (one MQTT message); the
@@ -30,12 +31,6 @@ fn entry_json(e: &Entry, image: bool) -> Value {
     v
 }
 
-fn id_field(b: &Value) -> Result<u64, RequestError> {
-    b.get("id")
-        .and_then(Value::as_u64)
-        .ok_or_else(|| bad("the payload needs a numeric field \"id\" (from the recent list)"))
-}
-
 impl Learner {
     fn recent_entry(&self, id: u64) -> Result<Entry, RequestError> {
         self.classifier
@@ -51,13 +46,7 @@ impl Learner {
             })
     }
 
-    pub(super) fn recent_list(&self, b: &Value) -> Result<Value, RequestError> {
-        only_fields(b, &["images"])?;
-        let images = match b.get("images") {
-            None | Some(Value::Null) => false,
-            Some(Value::Bool(v)) => *v,
-            Some(_) => return Err(bad("\"images\" must be true or false")),
-        };
+    pub(super) fn recent_list(&self, images: bool) -> Value {
         let list = self
             .classifier
             .recent
@@ -85,18 +74,14 @@ impl Learner {
         if images {
             v["images_omitted"] = json!(omitted);
         }
-        Ok(v)
+        v
     }
 
-    pub(super) fn recent_image(&self, b: &Value) -> Result<Value, RequestError> {
-        only_fields(b, &["id"])?;
-        let e = self.recent_entry(id_field(b)?)?;
-        Ok(entry_json(&e, true))
+    pub(super) fn recent_image(&self, id: u64) -> Result<Value, RequestError> {
+        Ok(entry_json(&self.recent_entry(id)?, true))
     }
 
-    pub(super) fn discard_recent(&mut self, b: &Value) -> Result<Value, RequestError> {
-        only_fields(b, &["id"])?;
-        let id = id_field(b)?;
+    pub(super) fn discard_recent(&mut self, id: u64) -> Result<Value, RequestError> {
         let removed = self
             .classifier
             .recent
@@ -109,10 +94,12 @@ impl Learner {
         Ok(json!({ "discarded": id }))
     }
 
-    pub(super) async fn label_recent(&mut self, b: &Value) -> Result<Value, RequestError> {
-        only_fields(b, &["id", "label"])?;
-        let id = id_field(b)?;
-        let label = self.class_name(field(b, "label")?)?;
+    pub(super) async fn label_recent(
+        &mut self,
+        id: u64,
+        label: &str,
+    ) -> Result<Value, RequestError> {
+        let label = self.class_name(label);
         let entry = self.recent_entry(id)?;
         let sha256 = format!("{:x}", Sha256::digest(entry.jpeg.as_slice()));
         let limits = self.limits();
@@ -122,15 +109,11 @@ impl Learner {
                 decode_image(&jpeg, &limits).map_err(|e| bad(e.to_string()))
             })
             .await?;
-        self.drop_recent(id);
-        tracing::info!(classifier = %self.classifier.spec.name, recent = id, sample = %answer["id"], label = %label, "recent crop labeled");
-        answer["recent"] = json!(id);
-        Ok(answer)
-    }
-
-    fn drop_recent(&self, id: u64) {
         if let Ok(mut r) = self.classifier.recent.lock() {
             r.remove(id);
         }
+        tracing::info!(classifier = %self.classifier.spec.name, recent = id, sample = %answer["id"], label = %label, "recent crop labeled");
+        answer["recent"] = json!(id);
+        Ok(answer)
     }
 }

@@ -1,10 +1,7 @@
-//! JSON payloads published and accepted on MQTT. The schemas are documented in
-//! README.md ("MQTT topics and payloads"); tests here pin the field names.
-
-use std::time::SystemTime;
+//! JSON payloads published on MQTT (answers to requests are [`crate::answer`]).
+//! The schemas are documented in docs/mqtt.md; tests here pin the field names.
 
 use serde::Serialize;
-use serde_json::{json, Value};
 
 /// A score of one class.
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -52,31 +49,11 @@ pub struct Prediction {
     pub trigger: &'static str,
 }
 
-pub fn timestamp(t: SystemTime) -> String {
-    humantime::format_rfc3339_millis(t).to_string()
-}
-
-/// The envelope of every answer on `<base>/response/<op>` (Zigbee2MQTT style).
-pub fn response_ok(data: Value, transaction: Option<&Value>) -> Value {
-    let mut v = json!({ "status": "ok", "data": data });
-    if let Some(t) = transaction {
-        v["transaction"] = t.clone();
-    }
-    v
-}
-
-pub fn response_error(error: &str, transaction: Option<&Value>) -> Value {
-    let mut v = json!({ "status": "error", "error": error, "data": Value::Null });
-    if let Some(t) = transaction {
-        v["transaction"] = t.clone();
-    }
-    v
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::time::Duration;
+    use crate::time::timestamp;
+    use std::time::{Duration, SystemTime};
 
     #[test]
     fn prediction_serializes_with_the_documented_fields() {
@@ -124,21 +101,6 @@ mod tests {
                 "top",
                 "trigger"
             ]
-        );
-    }
-
-    #[test]
-    fn responses_echo_the_transaction() {
-        let t = json!("abc-1");
-        let ok = response_ok(json!({"n": 1}), Some(&t));
-        assert_eq!(
-            ok,
-            json!({"status": "ok", "data": {"n": 1}, "transaction": "abc-1"})
-        );
-        let err = response_error("bad label", None);
-        assert_eq!(
-            err,
-            json!({"status": "error", "error": "bad label", "data": null})
         );
     }
 }

@@ -1,9 +1,10 @@
 //! MQTT topic names, all below `<base_topic>/<device_id>` (the device base).
 //!
 //! Device-level: `availability`, `status`, and `request/<op>` / `response/<op>`,
-//! which address the first classifier. Per classifier, below `<base>/<name>/`:
-//! `prediction`, `head`, `request/<op>`, `response/<op>` (built by
-//! [`crate::classifier::ClassifierTopics`]).
+//! which address the first classifier ([`Topics`]). Per classifier, below
+//! `<base>/<name>/`: `prediction`, `head`, `state`, `event`, `image`,
+//! `teach_label`, `last_result`, `request/<op>`, `response/<op>`
+//! ([`ClassifierTopics`]).
 
 /// Topic segments; the full names are built by [`Topics`].
 pub const AVAILABILITY: &str = "availability";
@@ -88,6 +89,60 @@ impl Topics {
             _ => None,
         };
         parsed.map(|(op, arg)| (route, op, arg))
+    }
+}
+
+/// The topics of one classifier, all below `<base>/<name>/`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClassifierTopics {
+    pub name: String,
+    /// One JSON message per published prediction.
+    pub prediction: String,
+    /// Retained description and quality of the head.
+    pub head: String,
+    /// Retained stable state for dashboards: `{"state", "label", "confidence",
+    /// "seq", "since", "head", "classifier"}` (see [`crate::homeassistant`]).
+    pub state: String,
+    /// One JSON message per change of the stable state: `{"event_type",
+    /// "previous", "confidence", "seq"}`.
+    pub event: String,
+    /// Retained JPEG of the latest crop, at a bounded rate.
+    pub image: String,
+    /// Retained plain-text label the dashboard's "Teach current frame" uses.
+    pub teach_label: String,
+    /// Retained summary of the last teaching request: `{"op", "status", "message", ...}`.
+    pub last_result: String,
+    /// `<base>/<name>`.
+    base: String,
+}
+
+impl ClassifierTopics {
+    /// The topics of classifier `name` below the device base. Requests arrive on
+    /// `<base>/<name>/request/#`, one subscription for all classifiers
+    /// ([`Topics::classifier_request_filter`]).
+    pub fn new(device_base: &str, name: &str) -> Self {
+        let base = format!("{device_base}/{name}");
+        Self {
+            name: name.to_string(),
+            prediction: format!("{base}/{PREDICTION}"),
+            head: format!("{base}/{HEAD}"),
+            state: format!("{base}/state"),
+            event: format!("{base}/event"),
+            image: format!("{base}/image"),
+            teach_label: format!("{base}/teach_label"),
+            last_result: format!("{base}/last_result"),
+            base,
+        }
+    }
+
+    /// The request topic of operation `op`: `<base>/<name>/request/<op>`.
+    pub fn request(&self, op: &str) -> String {
+        format!("{}/{REQUEST}/{op}", self.base)
+    }
+
+    /// Where answers to this classifier's requests go: `<base>/<name>/response`.
+    pub fn reply_base(&self) -> String {
+        format!("{}/{RESPONSE}", self.base)
     }
 }
 

@@ -1,6 +1,6 @@
 //! The V4L2 camera source (nokhwa), and decoding of raw camera buffers.
 //!
-//! Frames are decoded by [`super::decode::decode_frame`] rather than nokhwa's mozjpeg
+//! Frames are decoded by [`crate::imaging::decode::decode_frame`] rather than nokhwa's mozjpeg
 //! decoder, which panics on corrupt data: MJPEG with the strict JPEG path (the
 //! Huffman tables webcams leave out are added), raw formats with their line stride.
 //! A corrupt frame here is an error that skips one frame.
@@ -13,11 +13,11 @@ use nokhwa::utils::{
     Resolution,
 };
 
-use super::decode::{decode_frame, ImageLimits, RawFormat};
 use super::{BadFrames, CaptureError, FrameSource, Shot};
 #[cfg(test)]
 use crate::config::CameraConfig;
 use crate::config::PixelFormat;
+use crate::imaging::decode::{decode_frame, ImageLimits, RawFormat};
 
 /// A streaming V4L2 camera; the stream stops when it is dropped.
 pub struct Camera {

@@ -18,10 +18,10 @@ use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use super::decode::{decode_image, ImageLimits};
 use super::mjpeg::{spawn_reader, FrameSlot, Taken};
 use super::{BadFrames, CaptureError, FrameSource, Shot};
 use crate::config::CommandConfig;
+use crate::imaging::decode::{decode_image, ImageLimits};
 
 /// Lines of the program's standard error logged per window; the rest are counted.
 pub const LOG_LINES: u32 = 20;

@@ -2,9 +2,9 @@
 
 use std::path::{Path, PathBuf};
 
-use super::decode::{decode_image, ImageLimits};
 use super::{CaptureError, FrameSource, Shot};
 use crate::config::FilesConfig;
+use crate::imaging::decode::{decode_image, ImageLimits};
 
 /// Every image file a `source.files.path` names, sorted: a folder (searched
 /// recursively) or a glob pattern.

@@ -21,10 +21,10 @@ use std::time::Duration;
 
 use base64::Engine;
 
-use super::decode::{decode_image, ImageLimits};
 use super::mjpeg::{spawn_reader, FrameSlot, Taken};
 use super::{BadFrames, CaptureError, FrameSource, Shot};
 use crate::config::{redact_userinfo, HttpConfig, HttpMode};
+use crate::imaging::decode::{decode_image, ImageLimits};
 
 fn fail(msg: impl Into<String>) -> CaptureError {
     CaptureError::Transient(msg.into())

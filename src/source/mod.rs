@@ -8,7 +8,6 @@
 pub mod camera;
 #[cfg(target_os = "linux")]
 pub mod command;
-pub mod decode;
 pub mod files;
 pub mod http;
 pub mod mjpeg;
@@ -23,7 +22,7 @@ use serde::Serialize;
 use tokio::sync::{oneshot, watch};
 
 use crate::backoff::Backoff;
-use crate::config::{RawConfig, SourceKind};
+use crate::config::{LearnConfig, SourceConfig, SourceKind};
 use crate::stats::Stats;
 
 /// One captured frame.
@@ -89,11 +88,24 @@ pub trait FrameSource {
 /// Opens sources of one configured kind; called again after a transient failure.
 pub type Opener = Box<dyn FnMut() -> Result<Box<dyn FrameSource>, CaptureError> + Send>;
 
-/// Build the opener for the configured source kind.
-pub fn opener(config: &RawConfig) -> Result<Opener, CaptureError> {
-    let c = config.source.clone();
-    let max_side = config.learn.max_image_side;
-    let limits = decode::ImageLimits::from_config(&config.learn);
+/// The reconnect (or restart) backoff of the configured source kind.
+pub fn backoff(c: &SourceConfig) -> Backoff {
+    match c.kind {
+        SourceKind::Command => {
+            Backoff::from_millis(c.command.restart_min_ms, c.command.restart_max_ms)
+        }
+        SourceKind::Http => Backoff::from_millis(c.http.reconnect_min_ms, c.http.reconnect_max_ms),
+        _ => Backoff::from_millis(c.camera.reconnect_min_ms, c.camera.reconnect_max_ms),
+    }
+}
+
+/// Build the opener for the configured source kind; images are decoded within
+/// `learn`'s limits. Errors: a `files` source with no image, a kind this build
+/// lacks.
+pub fn opener(source: &SourceConfig, learn: &LearnConfig) -> Result<Opener, CaptureError> {
+    let c = source.clone();
+    let max_side = learn.max_image_side;
+    let limits = crate::imaging::decode::ImageLimits::from_config(learn);
     Ok(match c.kind {
         SourceKind::Synthetic => {
             Box::new(move || Ok(Box::new(synthetic::Synthetic::new(&c.synthetic)) as _))
@@ -107,14 +119,14 @@ pub fn opener(config: &RawConfig) -> Result<Opener, CaptureError> {
             })
         }
         SourceKind::Http => {
-            let max_bytes = config.learn.max_image_bytes;
+            let max_bytes = learn.max_image_bytes;
             Box::new(move || {
                 http::HttpSource::open(&c.http, limits, max_bytes).map(|s| Box::new(s) as _)
             })
         }
         #[cfg(target_os = "linux")]
         SourceKind::Command => {
-            let max_frame = config.learn.max_image_bytes;
+            let max_frame = learn.max_image_bytes;
             Box::new(move || {
                 command::CommandSource::open(&c.command, limits, max_frame)
                     .map(|s| Box::new(s) as _)
@@ -183,7 +195,7 @@ impl BadFrames {
     pub fn check(
         &mut self,
         who: &str,
-        decoded: Result<RgbImage, decode::DecodeError>,
+        decoded: Result<RgbImage, crate::imaging::decode::DecodeError>,
     ) -> Result<Option<RgbImage>, CaptureError> {
         match decoded {
             Ok(img) => {
@@ -497,7 +509,7 @@ mod tests {
 
     #[test]
     fn a_few_bad_frames_are_skipped_and_a_run_of_them_is_a_failure() {
-        let bad = || Err(decode::DecodeError::UnknownFormat);
+        let bad = || Err(crate::imaging::decode::DecodeError::UnknownFormat);
         let good = || Ok(RgbImage::new(2, 2));
         let mut b = BadFrames::new(3);
         assert!(matches!(b.check("cam", bad()), Ok(None)));

@@ -569,9 +569,9 @@ async fn fuzzed_requests_are_all_answered_and_refusals_change_nothing() {
     }
     let images = vec![hat.clone(), fixture("shoes-2.jpg"), big_png, header_only];
     // Every operation the daemon knows, and one it does not.
-    let ops: Vec<&str> = edgehead::learn::OPS
-        .iter()
-        .copied()
+    let ops: Vec<&str> = edgehead::learn::OpKind::ALL
+        .map(edgehead::learn::OpKind::name)
+        .into_iter()
         .chain(["nonsense"])
         .collect();
     let mut rng = fastrand::Rng::with_seed(20261129);

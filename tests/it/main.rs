@@ -8,5 +8,6 @@ mod hardening;
 mod harness;
 mod homeassistant;
 mod httpcam;
+mod layers;
 mod learning;
 mod sources;

@@ -7,7 +7,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use serde_json::{json, Value};
 
 use super::*;
-use crate::classifier::ClassifierTopics;
+use crate::mqtt::ClassifierTopics;
 
 /// The keys each platform's discovery schema accepts: Home Assistant's MQTT
 /// platform documentation (sensor, binary_sensor, event, image, select, text,

@@ -22,14 +22,13 @@ use serde::Serialize;
 use tokio::sync::watch;
 
 use crate::backbone::{Embedder, TractEmbedder};
-use crate::classifier::gate::TriggerConfig;
-use crate::classifier::region::{self, RegionConfig, RegionUnit};
-use crate::classifier::{Classifier, ClassifierSpec};
-use crate::config::HeadKind;
+use crate::classifier::Classifier;
+use crate::config::{ClassifierSpec, HeadKind, TriggerConfig};
 use crate::eval::Scene;
 use crate::head::{self, Sample, TrainParams};
 use crate::mqtt::payload::Prediction;
 use crate::pipeline::{Inference, PredictionSink};
+use crate::region::{self, RegionConfig, RegionUnit};
 use crate::source::{Demand, Frame};
 use crate::stats::{cpu_seconds, Stats};
 

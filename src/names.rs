@@ -1,5 +1,7 @@
-//! Class names: what a label may contain, how it is normalized, and how it is
-//! matched against the classes that exist.
+//! The shared vocabulary: what a label (a class name) or a classifier name may
+//! contain, how it is normalized and matched, the words reserved for states that
+//! are not classes, and the ASCII slugs and digests names become in Home
+//! Assistant ids and topics. A leaf module: it imports nothing of edgehead.
 //!
 //! A label becomes a Home Assistant state, an MQTT topic level and a JSON string,
 //! so it must be safe in all three and must not collide with the states Home
@@ -12,9 +14,13 @@
 use unicode_normalization::UnicodeNormalization;
 use unicode_properties::{GeneralCategoryGroup, UnicodeGeneralCategory};
 
-use super::{bad, RequestError};
-use crate::head::UNKNOWN;
-use crate::homeassistant::{UNRECOGNIZED, UNTRAINED};
+/// The label a prediction carries when the frame is far from every class.
+pub const UNKNOWN: &str = "unknown";
+/// The state shown for edgehead's `unknown` (a crop that matches no class well
+/// enough): a real state, unlike Home Assistant's own `unknown` ("no data").
+pub const UNRECOGNIZED: &str = "unrecognized";
+/// The state shown while the classifier has no head (nothing taught yet).
+pub const UNTRAINED: &str = "untrained";
 
 /// Longest label, in characters (after NFC).
 pub const MAX_LABEL_CHARS: usize = 64;
@@ -33,29 +39,57 @@ pub const RESERVED: &[&str] = &[
     UNTRAINED,
 ];
 
+/// The classifier built in when the configuration names none: the whole frame.
+pub const DEFAULT_CLASSIFIER: &str = "default";
+
+/// Names a classifier may not have: the device-level topic levels beside the
+/// classifiers' (`<base>/<name>/...`).
+pub const RESERVED_CLASSIFIER_NAMES: &[&str] = &[
+    "availability",
+    "status",
+    "request",
+    "response",
+    "prediction",
+    "head",
+    "classifiers",
+];
+
+/// Longest classifier name in bytes of UTF-8: it is a directory name (255 bytes on
+/// Linux file systems), with room to spare for temporary names.
+pub const MAX_CLASSIFIER_NAME_BYTES: usize = 200;
+
+/// Why a label or a name was refused; the text says which rule failed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct LabelError(pub String);
+
+fn refuse(msg: impl Into<String>) -> LabelError {
+    LabelError(msg.into())
+}
+
 /// Check a label and return its normalized form (NFC).
 ///
 /// Accepted: 1 to [`MAX_LABEL_CHARS`] characters that are letters, combining marks
 /// or digits of any script (Unicode general categories L, M, N), spaces, `-`, `_`
 /// and `.`; no leading dot, no leading or trailing space, a letter or digit
 /// somewhere, and not one of [`RESERVED`]. The error says which rule failed.
-pub fn normalize(label: &str) -> Result<String, RequestError> {
+pub fn normalize_label(label: &str) -> Result<String, LabelError> {
     let label: String = label.nfc().collect();
     if label.is_empty() {
-        return Err(bad("the label is empty"));
+        return Err(refuse("the label is empty"));
     }
     if label.chars().count() > MAX_LABEL_CHARS {
-        return Err(bad(format!(
+        return Err(refuse(format!(
             "the label is longer than {MAX_LABEL_CHARS} characters"
         )));
     }
     if label.trim() != label || label.starts_with('.') {
-        return Err(bad(
+        return Err(refuse(
             "the label must not start with a dot or start or end with a space",
         ));
     }
     if let Some(c) = label.chars().find(|c| !allowed(*c)) {
-        return Err(bad(format!(
+        return Err(refuse(format!(
             "the label contains {c:?}; use letters, marks and digits of any script, spaces, - _ and ."
         )));
     }
@@ -65,10 +99,10 @@ pub fn normalize(label: &str) -> Result<String, RequestError> {
             GeneralCategoryGroup::Letter | GeneralCategoryGroup::Number
         )
     }) {
-        return Err(bad("the label needs at least one letter or digit"));
+        return Err(refuse("the label needs at least one letter or digit"));
     }
     if let Some(r) = RESERVED.iter().find(|r| same(&label, r)) {
-        return Err(bad(format!(
+        return Err(refuse(format!(
             "\"{r}\" is reserved (edgehead and Home Assistant use it for \"no class\" or \"no state\")"
         )));
     }
@@ -83,6 +117,24 @@ fn allowed(c: char) -> bool {
                 | GeneralCategoryGroup::Mark
                 | GeneralCategoryGroup::Number
         )
+}
+
+/// Check a classifier name: the label rules ([`normalize_label`]), at most
+/// [`MAX_CLASSIFIER_NAME_BYTES`] of UTF-8 (it names a directory), and none of
+/// [`RESERVED_CLASSIFIER_NAMES`] (it is a topic level beside them). Returns the
+/// normalized name.
+pub fn normalize_classifier_name(name: &str) -> Result<String, LabelError> {
+    let n = normalize_label(name).map_err(|e| refuse(format!("{name:?}: {e}")))?;
+    if n.len() > MAX_CLASSIFIER_NAME_BYTES {
+        return Err(refuse(format!(
+            "{n:?} is {} bytes of UTF-8; a directory name allows {MAX_CLASSIFIER_NAME_BYTES}",
+            n.len()
+        )));
+    }
+    if RESERVED_CLASSIFIER_NAMES.iter().any(|r| same(r, &n)) {
+        return Err(refuse(format!("{n:?} is reserved for device-level topics")));
+    }
+    Ok(n)
 }
 
 /// Whether two normalized labels name the same class (case-insensitive, by
@@ -112,6 +164,57 @@ pub fn existing<'c>(
         .find(|c| c.nfc().collect::<String>().to_lowercase() == wanted)
 }
 
+/// Characters allowed in a device id, a topic segment and a file name alike:
+/// 1 to 64 of `A-Z a-z 0-9 - _`.
+pub fn is_safe_name(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 64
+        && s.chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+}
+
+/// Whether `t` can prefix MQTT topics: not empty, no wildcard (`+`, `#`), no NUL
+/// and no empty level (MQTT 5.0, 4.7).
+pub fn valid_topic_prefix(t: &str) -> bool {
+    !t.is_empty() && !t.contains(['+', '#', '\0']) && t.split('/').all(|level| !level.is_empty())
+}
+
+/// `name` made safe for Home Assistant's discovery topics and entity ids
+/// (`[a-z0-9_]`): other characters become `_`, and a name that changed gets 8 hex
+/// digits of its SHA-256 so that `garage door` and `garage_door` stay apart.
+pub fn slug(name: &str) -> String {
+    let s = ascii_slug(name);
+    if s == name {
+        s
+    } else {
+        format!("{s}_{}", hex_digest(name, 4))
+    }
+}
+
+/// `name` with ASCII letters lower-cased, ASCII digits kept and every other
+/// character replaced by `_` (one `_` per character).
+pub fn ascii_slug(name: &str) -> String {
+    name.chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() {
+                c.to_ascii_lowercase()
+            } else {
+                '_'
+            }
+        })
+        .collect()
+}
+
+/// The first `bytes` bytes of the SHA-256 of `name`, in lower-case hex.
+pub fn hex_digest(name: &str, bytes: usize) -> String {
+    use sha2::{Digest, Sha256};
+    Sha256::digest(name.as_bytes())
+        .iter()
+        .take(bytes)
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -128,10 +231,10 @@ mod tests {
             "ক্যাট",
             "кот",
         ] {
-            assert_eq!(normalize(ok).as_deref(), Ok(ok), "{ok}");
+            assert_eq!(normalize_label(ok).as_deref(), Ok(ok), "{ok}");
         }
         // Decomposed é (as macOS sends it) becomes the composed one.
-        assert_eq!(normalize("cafe\u{301}").as_deref(), Ok("caf\u{e9}"));
+        assert_eq!(normalize_label("cafe\u{301}").as_deref(), Ok("caf\u{e9}"));
     }
 
     #[test]
@@ -157,7 +260,27 @@ mod tests {
             "-_-",
             &"x".repeat(65),
         ] {
-            assert!(normalize(refused).is_err(), "{refused:?} accepted");
+            assert!(normalize_label(refused).is_err(), "{refused:?} accepted");
+        }
+    }
+
+    #[test]
+    fn slugs_are_safe_for_home_assistant_and_keep_names_apart() {
+        assert_eq!(slug("garage_door"), "garage_door");
+        let spaced = slug("garage door");
+        assert!(spaced.starts_with("garage_door_") && spaced.len() == "garage_door_".len() + 8);
+        assert_ne!(spaced, slug("garage.door"));
+        assert!(slug("Tür")
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '_'));
+    }
+
+    #[test]
+    fn topic_prefixes_reject_wildcards_and_empty_levels() {
+        assert!(valid_topic_prefix("edgehead"));
+        assert!(valid_topic_prefix("home/edgehead"));
+        for bad in ["", "a/+/b", "a/#", "a//b", "/a"] {
+            assert!(!valid_topic_prefix(bad), "{bad:?}");
         }
     }
 

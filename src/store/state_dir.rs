@@ -2,7 +2,7 @@
 //!
 //! ```text
 //! <state_dir>/lock                    held while the daemon runs (one daemon per directory)
-//! <state_dir>/classifiers/<name>/     a store (samples.json, samples/, head.json)
+//! <state_dir>/classifiers/<name>/     a store ([`super::Store`]: samples.json, samples/, head.json)
 //! ```
 //!
 //! edgehead 0.1 kept one store at the top of the state directory. At the first
@@ -17,13 +17,14 @@
 use std::fs;
 use std::path::{Path, PathBuf};
 
-use crate::store::{io, lock_dir, sync_dir, StoreError};
+use super::fsio::{io, lock_dir, sync_dir};
+use super::{StoreError, HEAD, MANIFEST, RESERVE, SAMPLES};
 
 /// Where the classifiers' stores live, below the state directory.
 pub const CLASSIFIERS: &str = "classifiers";
 const MIGRATING: &str = "classifiers.migrating";
 /// What edgehead 0.1 kept at the top of the state directory, moved as a whole.
-const SINGLE_STORE: &[&str] = &["samples.json", "samples", "head.json", "reserve"];
+const SINGLE_STORE: &[&str] = &[MANIFEST, SAMPLES, HEAD, RESERVE];
 
 /// The locked state directory.
 #[derive(Debug)]
@@ -61,7 +62,26 @@ impl StateDir {
 
     /// The store directory of classifier `name`.
     pub fn classifier_dir(&self, name: &str) -> PathBuf {
-        self.root.join(CLASSIFIERS).join(name)
+        classifier_dir(&self.root, name)
+    }
+}
+
+/// The store directory of classifier `name` in the state directory `root`.
+pub fn classifier_dir(root: &Path, name: &str) -> PathBuf {
+    root.join(CLASSIFIERS).join(name)
+}
+
+/// Where classifier `name`'s head is saved, without opening (or locking) the
+/// state directory: for reading it while a daemon runs (`edgehead predict`). In a
+/// state directory of edgehead 0.1 the daemon has not migrated yet, the first
+/// classifier's head is still at the top.
+pub fn head_path(root: &Path, name: &str, first: &str) -> PathBuf {
+    let path = classifier_dir(root, name).join(HEAD);
+    let old = root.join(HEAD);
+    if name == first && !path.exists() && old.exists() {
+        old
+    } else {
+        path
     }
 }
 
@@ -73,7 +93,7 @@ pub fn migrate_single_store(root: &Path, into: &str) -> Result<Option<Migrated>,
     let done = root.join(CLASSIFIERS);
     // A store is a manifest or a samples directory; a stray file named `samples`
     // is not one.
-    let is_store = root.join("samples.json").is_file() || root.join("samples").is_dir();
+    let is_store = root.join(MANIFEST).is_file() || root.join(SAMPLES).is_dir();
     if !resuming && !is_store {
         return Ok(None);
     }

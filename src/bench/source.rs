@@ -14,8 +14,8 @@ use serde::Serialize;
 use tokio::sync::watch;
 
 use crate::backoff::Backoff;
-use crate::config::RawConfig;
-use crate::source::decode::{decode_frame, ImageLimits, RawFormat};
+use crate::config::{LearnConfig, SourceConfig};
+use crate::imaging::decode::{decode_frame, ImageLimits, RawFormat};
 use crate::source::{self, Demand, SourceState};
 use crate::stats::Stats;
 
@@ -47,8 +47,12 @@ pub struct DecodeCost {
 use crate::stats::cpu_seconds;
 
 /// Run the configured source for `seconds` and measure it.
-pub fn source_cost(config: &RawConfig, seconds: f64) -> Result<SourceCost, String> {
-    let opener = source::opener(config).map_err(|e| e.to_string())?;
+pub fn source_cost(
+    source: &SourceConfig,
+    learn: &LearnConfig,
+    seconds: f64,
+) -> Result<SourceCost, String> {
+    let opener = source::opener(source, learn).map_err(|e| e.to_string())?;
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_time()
         .build()
@@ -115,7 +119,7 @@ pub fn source_cost(config: &RawConfig, seconds: f64) -> Result<SourceCost, Strin
         }
     };
     Ok(SourceCost {
-        source: format!("{:?}", config.source.kind).to_lowercase(),
+        source: format!("{:?}", source.kind).to_lowercase(),
         frames,
         seconds: elapsed,
         frames_per_second: if elapsed > 0.0 {

@@ -1,0 +1,493 @@
+//! Wiring: build every component from [`Settings`], connect them with channels,
+//! spawn the tasks, and shut them down in order.
+//!
+//! Start-up problems (model, state directory, source, broker address) surface from
+//! [`Daemon::build`] before anything runs; [`Daemon::run`] then runs until the
+//! shutdown future resolves or a task fails.
+//!
+//! - [`status`]: the status topic, the summary line and systemd's watchdog;
+//!   [`supervise`]: the tasks, watched together and stopped in order.
+
+mod status;
+mod supervise;
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tokio::sync::{mpsc, watch};
+use tokio_util::sync::CancellationToken;
+
+use crate::backbone::{EmbedError, Embedder, TractEmbedder};
+use crate::classifier::Classifier;
+use crate::config::{Precision, Settings};
+use crate::homeassistant::{self, Notifier};
+use crate::learn::{self, Learner, Router};
+use crate::mqtt::{self, broker, ClassifierTopics, Publisher};
+use crate::pipeline::{Inference, MqttSink};
+use crate::source::{self, CaptureError, SourceState};
+use crate::stats::Stats;
+use crate::store::state_dir::StateDir;
+use crate::store::{OpenReport, Store, StoreError};
+use status::StatusReporter;
+use supervise::{Ended, Stage, Supervisor};
+
+/// Problems found before the daemon starts: exit code 2.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error(transparent)]
+    Model(#[from] EmbedError),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("frame source: {0}")]
+    Source(#[from] CaptureError),
+    #[error(transparent)]
+    Broker(#[from] broker::BrokerError),
+    #[error("MQTT: {0}")]
+    Mqtt(#[from] mqtt::MqttError),
+}
+
+/// Why a running daemon stopped with an error: exit code 1.
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    #[error("task {task} failed: {why}")]
+    TaskFailed { task: &'static str, why: String },
+    #[error("shutdown grace period ({grace:?}) ran out; still running: {stuck}")]
+    Stuck {
+        grace: Duration,
+        stuck: &'static str,
+    },
+}
+
+/// One classifier, opened: its handles, topics, store, what opening found, its
+/// request queue.
+struct Opened {
+    classifier: Classifier,
+    topics: Arc<ClassifierTopics>,
+    store: Store,
+    report: OpenReport,
+    requests_rx: mpsc::Receiver<learn::Request>,
+}
+
+/// Everything built and checked, nothing running yet.
+pub struct Daemon {
+    settings: Settings,
+    embedder: Arc<TractEmbedder>,
+    /// Held (locked) while the daemon runs.
+    _state: StateDir,
+    /// Per classifier, in configuration order.
+    classifiers: Vec<Opened>,
+    opener: source::Opener,
+    broker: Option<broker::EmbeddedBroker>,
+    stats: Arc<Stats>,
+    publisher: Publisher,
+    connection: mqtt::Connection,
+    notifier: Notifier,
+    ha_rx: mpsc::Receiver<homeassistant::Event>,
+}
+
+/// Load the backbone described by the settings (seconds: the model is optimized).
+pub fn load_backbone(settings: &Settings) -> Result<TractEmbedder, EmbedError> {
+    let e = TractEmbedder::load(&settings.backbone)?;
+    tracing::info!(
+        backbone = %e.id(),
+        dim = e.dim(),
+        threads = e.threads,
+        precision = ?e.precision,
+        load_ms = e.load_time.as_millis() as u64,
+        "backbone loaded"
+    );
+    if e.precision == Precision::F16 && !tract_linalg::has_fp16() {
+        tracing::warn!(
+            "backbone.precision = \"f16\" on a CPU without FP16 arithmetic: tract emulates \
+             it, several times slower than f32; use \"auto\" or \"f32\""
+        );
+    }
+    Ok(e)
+}
+
+/// Lock the state directory (migrating a layout of edgehead 0.1) and open every
+/// classifier's store.
+fn open_stores(settings: &Settings) -> Result<(StateDir, Vec<(Store, OpenReport)>), StoreError> {
+    let first = settings
+        .classifiers
+        .first()
+        .map(|c| c.name.clone())
+        .unwrap_or_default();
+    let (state, migrated) = StateDir::open(settings.state_dir(), &first)?;
+    if let Some(m) = &migrated {
+        tracing::info!(dir = %settings.state_dir().display(), into = %m.into, moved = %m.moved.join(","), "moved the single sample store of edgehead 0.1 into a classifier");
+        if !settings.classifiers.iter().any(|c| c.name == m.into) {
+            tracing::warn!(into = %m.into, "an interrupted move finished into a classifier that is no longer configured: rename its directory under classifiers/ to the classifier that should have the samples");
+        }
+    }
+    let mut stores = Vec::new();
+    for spec in &settings.classifiers {
+        let dir = state.classifier_dir(&spec.name);
+        let (store, report) = Store::open(&dir)?;
+        let classes = store.classes();
+        tracing::info!(
+            classifier = %spec.name,
+            dir = %dir.display(),
+            samples = report.samples,
+            classes = report.classes,
+            by_class = %classes.iter().map(|(l, n)| format!("{l}:{n}")).collect::<Vec<_>>().join(","),
+            orphans_removed = report.removed_orphans,
+            missing_thumbnails = report.missing_thumbnails.len(),
+            head_version = report.head_version.unwrap_or(0),
+            dropped_without_files = report.dropped_missing.len(),
+            "sample store opened"
+        );
+        stores.push((store, report));
+    }
+    if stores.iter().any(|(_, r)| r.disk_full) {
+        tracing::warn!(dir = %settings.state_dir().display(), "the state directory's disk is full: edgehead runs and predicts, deleting works, but no sample can be added until space is freed");
+    }
+    Ok((state, stores))
+}
+
+impl Daemon {
+    pub fn build(settings: Settings) -> Result<Self, StartError> {
+        let embedder = Arc::new(load_backbone(&settings)?);
+        let (state, stores) = open_stores(&settings)?;
+        let opener = source::opener(&settings.source, &settings.learn)?;
+        let broker = match settings.embedded_broker {
+            Some(addr) => Some(broker::start(
+                addr,
+                settings.mqtt.embedded_broker.max_connections,
+                settings.mqtt.max_packet_size,
+            )?),
+            None => None,
+        };
+        let stats = Arc::new(Stats::default());
+        stats.disk_full.store(
+            stores.iter().any(|(_, r)| r.disk_full),
+            std::sync::atomic::Ordering::Relaxed,
+        );
+        let mut routes = Vec::new();
+        let mut classifiers = Vec::new();
+        for (spec, (store, report)) in settings.classifiers.iter().zip(stores) {
+            let (tx, requests_rx) = mpsc::channel(settings.learn.queue);
+            routes.push((spec.name.clone(), tx));
+            classifiers.push(Opened {
+                classifier: Classifier::new(spec.clone()),
+                topics: Arc::new(ClassifierTopics::new(&settings.topic_base, &spec.name)),
+                store,
+                report,
+                requests_rx,
+            });
+        }
+        // The MQTT client is built here so that TLS files that cannot be read are a
+        // start-up error; it connects once the daemon runs.
+        let (publisher, connection) = mqtt::connect(
+            &settings,
+            broker.as_ref().map(|b| b.connect_addr),
+            Box::new(Router::new(routes)),
+            stats.clone(),
+        )?;
+        let (notifier, ha_rx) = Notifier::channel();
+        Ok(Self {
+            settings,
+            embedder,
+            _state: state,
+            classifiers,
+            opener,
+            broker,
+            stats,
+            publisher,
+            connection,
+            notifier,
+            ha_rx,
+        })
+    }
+
+    /// Run until `shutdown` resolves (then stop in order) or a task fails.
+    pub async fn run(self, shutdown: impl Future<Output = ()>) -> Result<(), RunError> {
+        let started = Instant::now();
+        let grace = self.settings.shutdown_grace;
+        let mut running = self.spawn()?;
+        tracing::info!(
+            topics = %running.topic_base,
+            source = ?running.source_kind,
+            "edgehead running"
+        );
+        // systemd (Type=notify): ready now; watchdog pings while inference progresses.
+        let _ = sd_notify::notify(&[
+            sd_notify::NotifyState::Ready,
+            sd_notify::NotifyState::Status("running"),
+        ]);
+        let failure = running.watch(shutdown).await;
+        match &failure {
+            None => tracing::info!("shutting down"),
+            Some(e) => tracing::error!(error = %e, "shutting down after a failure"),
+        }
+        let _ = sd_notify::notify(&[sd_notify::NotifyState::Stopping]);
+        if let Err(stage) = running.stop(tokio::time::Instant::now() + grace).await {
+            return Err(failure.unwrap_or(RunError::Stuck {
+                grace,
+                stuck: stage,
+            }));
+        }
+        let s = running.stats.snapshot();
+        tracing::info!(
+            frames_captured = s.frames_captured,
+            frames_inferred = s.frames_inferred,
+            frames_dropped = s.frames_dropped,
+            predictions_published = s.predictions_published,
+            uptime_s = started.elapsed().as_secs(),
+            "stopped"
+        );
+        match failure {
+            Some(e) => Err(e),
+            None => Ok(()),
+        }
+    }
+
+    /// Start every task.
+    fn spawn(self) -> Result<Running, RunError> {
+        let Daemon {
+            settings,
+            embedder,
+            _state,
+            classifiers,
+            opener,
+            broker,
+            stats,
+            publisher,
+            connection,
+            notifier,
+            ha_rx,
+        } = self;
+        let mut tasks = Supervisor::default();
+        let (frame_tx, frame_rx) = watch::channel(None);
+        let demand = Arc::new(source::Demand::default());
+        let (state_tx, state_rx) = watch::channel(SourceState::Starting);
+        let embedder_dyn: Arc<dyn Embedder> = embedder.clone();
+        let tokens = Tokens::default();
+        tasks.spawn(
+            Stage::Mqtt,
+            done(connection.run(tokens.drain.clone(), tokens.finish.clone())),
+        );
+
+        let ha_file = homeassistant::saved_file(settings.state_dir());
+        let saved_ha = homeassistant::Saved::load(&ha_file)
+            .sanitize(&settings.homeassistant.prefix, &settings.device_id);
+        let shared = learn::Shared {
+            embedder: embedder_dyn.clone(),
+            all: Arc::new(settings.classifiers.clone()),
+            frames: frame_rx.clone(),
+            publisher: publisher.clone(),
+            notifier: notifier.clone(),
+            stats: stats.clone(),
+            config: settings.learn.clone(),
+        };
+        let handles: Vec<Classifier> = classifiers.iter().map(|c| c.classifier.clone()).collect();
+        let topics: Vec<Arc<ClassifierTopics>> =
+            classifiers.iter().map(|c| c.topics.clone()).collect();
+        let mut learners = tokio::task::JoinSet::new();
+        for (index, o) in classifiers.into_iter().enumerate() {
+            let name = o.classifier.spec.name.clone();
+            let mut learner = Learner::new(
+                o.requests_rx,
+                o.store,
+                (o.classifier, index, o.topics),
+                shared.clone(),
+            );
+            learner.restore_head(&o.report);
+            learner.set_teach_label(saved_ha.teach_labels.get(&name).cloned());
+            learners.spawn(learner.run());
+        }
+        tasks.spawn(Stage::Learn, async move {
+            // One learner per classifier; the first to panic fails the daemon.
+            while let Some(r) = learners.join_next().await {
+                r.map_err(|e| format!("panicked: {e}"))?;
+            }
+            Ok(())
+        });
+        let bridge = home_assistant_bridge(&settings, &publisher, &topics, &handles, saved_ha);
+        tasks.spawn(
+            Stage::HomeAssistant,
+            done(homeassistant::run(
+                bridge,
+                ha_rx,
+                publisher.clone(),
+                ha_file,
+                tokens.ha.clone(),
+            )),
+        );
+        let inference = Inference {
+            frames: frame_rx,
+            embedder: embedder_dyn,
+            classifiers: handles.clone(),
+            sink: MqttSink::new(publisher.clone(), notifier, topics, &settings.homeassistant),
+            stats: stats.clone(),
+            demand: demand.clone(),
+            recent_side: settings.learn.thumbnail_side,
+        };
+        tasks.spawn(Stage::Inference, async move {
+            inference.run().await.map_err(|e| e.to_string())
+        });
+        let status = StatusReporter::new(
+            publisher.clone(),
+            stats.clone(),
+            handles,
+            embedder.id().to_string(),
+            state_rx.clone(),
+            Duration::from_secs(settings.log.summary_interval_secs),
+        );
+        tasks.spawn(Stage::Status, done(status.run(tokens.status.clone())));
+        if let Some(period) = sd_notify::watchdog_enabled() {
+            tokio::spawn(status::watchdog(
+                period / 2,
+                stats.clone(),
+                state_rx,
+                tokens.status.clone(),
+            ));
+        }
+        let capture = source::spawn(
+            opener,
+            source::backoff(&settings.source),
+            frame_tx,
+            state_tx,
+            stats.clone(),
+            demand,
+        )
+        .map_err(|e| RunError::TaskFailed {
+            task: "capture",
+            why: e.to_string(),
+        })?;
+        let capture_done = capture.done;
+        tasks.spawn(Stage::Capture, async move {
+            match capture_done.await {
+                Ok(r) => r.map_err(|e| e.to_string()),
+                Err(_) => Err("thread ended without a result".into()),
+            }
+        });
+        if let Some(b) = broker {
+            tasks.spawn(Stage::Broker, async move {
+                Err(b.ended.await.unwrap_or_else(|_| "gone".into()))
+            });
+        }
+        Ok(Running {
+            tasks,
+            tokens,
+            capture_stop: capture.stop,
+            stats,
+            topic_base: settings.topic_base.clone(),
+            source_kind: settings.source.kind,
+        })
+    }
+}
+
+/// A task that only returns when it is done: it ends `Ok`.
+async fn done(task: impl Future<Output = ()>) -> Ended {
+    task.await;
+    Ok(())
+}
+
+/// What stops each stage (capture has its own [`source::Stop`]; inference ends
+/// when capture's frames end).
+#[derive(Default)]
+struct Tokens {
+    /// The MQTT task stops handing out requests: the learners end.
+    drain: CancellationToken,
+    status: CancellationToken,
+    ha: CancellationToken,
+    /// The MQTT task publishes `offline` and disconnects.
+    finish: CancellationToken,
+}
+
+/// The running daemon.
+struct Running {
+    tasks: Supervisor,
+    tokens: Tokens,
+    capture_stop: Arc<source::Stop>,
+    stats: Arc<Stats>,
+    topic_base: String,
+    source_kind: crate::config::SourceKind,
+}
+
+impl Running {
+    /// Wait for `shutdown` (`None`) or the first task to fail (its error).
+    async fn watch(&mut self, shutdown: impl Future<Output = ()>) -> Option<RunError> {
+        tokio::pin!(shutdown);
+        loop {
+            let (stage, ended) = tokio::select! {
+                _ = &mut shutdown => return None,
+                next = self.tasks.next() => next?,
+            };
+            let why = match (stage, ended) {
+                (Stage::Capture, Ok(())) => {
+                    tracing::info!("capture finished; the daemon keeps serving MQTT requests");
+                    continue;
+                }
+                (Stage::Inference, Ok(())) if self.tasks.has_ended(Stage::Capture) => continue,
+                (Stage::Inference, Ok(())) => "ended early".to_string(),
+                (_, Ok(())) => "ended unexpectedly".to_string(),
+                (_, Err(why)) => why,
+            };
+            return Some(RunError::TaskFailed {
+                task: stage.name(),
+                why,
+            });
+        }
+    }
+
+    /// Stop in order: capture, inference, learning, status, Home Assistant, then
+    /// MQTT (`offline`, disconnect), each within `deadline`; `Err(stage)` names
+    /// the first still running then. Tasks that already ended are skipped.
+    async fn stop(&mut self, deadline: tokio::time::Instant) -> Result<(), &'static str> {
+        self.capture_stop.stop();
+        self.tasks.wait(Stage::Capture, deadline).await?;
+        self.tasks.wait(Stage::Inference, deadline).await?;
+        let t = &self.tokens;
+        for (token, stage) in [
+            (t.drain.clone(), Stage::Learn),
+            (t.status.clone(), Stage::Status),
+            (t.ha.clone(), Stage::HomeAssistant),
+            (t.finish.clone(), Stage::Mqtt),
+        ] {
+            token.cancel();
+            self.tasks.wait(stage, deadline).await?;
+        }
+        Ok(())
+    }
+}
+
+/// The Home Assistant bridge of this configuration, with each classifier's
+/// restored classes (so that the first announcement keeps the entities of the
+/// classes that exist) and what the last run saved.
+fn home_assistant_bridge(
+    settings: &Settings,
+    publisher: &Publisher,
+    topics: &[Arc<ClassifierTopics>],
+    classifiers: &[Classifier],
+    saved: homeassistant::Saved,
+) -> homeassistant::Bridge {
+    let ha = &settings.homeassistant;
+    let ctx = ha.discovery.then(|| homeassistant::discovery::Context {
+        prefix: ha.prefix.clone(),
+        device_id: settings.device_id.clone(),
+        availability: publisher.topics.availability.clone(),
+        status: publisher.topics.status.clone(),
+        expire_after: ha.expire_after_secs,
+        status_expire_after: 3 * settings.log.summary_interval_secs.max(1) + 5,
+        class_sensors: ha.class_sensors,
+        image: ha.image_interval_secs > 0.0,
+    });
+    let classes = classifiers
+        .iter()
+        .map(|c| {
+            c.head
+                .load()
+                .as_ref()
+                .map(|h| h.classes.clone())
+                .unwrap_or_default()
+        })
+        .collect();
+    let heartbeat = match ha.expire_after_secs {
+        0 => Duration::from_secs(60),
+        s => Duration::from_secs_f64(s as f64 / 3.0),
+    };
+    homeassistant::Bridge::new(ctx, topics.to_vec(), classes, saved, heartbeat)
+}

@@ -1,0 +1,480 @@
+//! The operations a classifier's learner carries out, parsed and validated before
+//! anything runs: mini-redis's `Command::from_frame`, then `apply`. Parsing is a
+//! pure function of the request (it never reads the store): labels are
+//! normalized ([`crate::names`]), base64 decoded, sizes and counts checked, the
+//! JSON body parsed once. What needs the store (which class a name refers to, the
+//! label the dashboard selected) is resolved by [`super::Learner`] when it applies
+//! the operation.
+//!
+//! Each route into the daemon builds the same [`Envelope`]: MQTT with
+//! [`from_mqtt`], the console's HTTP API with its own parser in `web`. The name of
+//! an operation, whether it changes state, and whether it takes a label as a
+//! further topic level are properties of [`OpKind`], written once.
+
+pub mod mqtt;
+#[cfg(test)]
+mod tests;
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use serde_json::{Map, Value};
+
+use crate::names::{self, LabelError};
+pub use mqtt::from_mqtt;
+
+/// Most frames one `label_frame` request may take, and the longest spacing.
+pub const MAX_FRAMES: u32 = 50;
+pub const MAX_INTERVAL_MS: u64 = 10_000;
+/// `label_frame`'s defaults: one frame, 500 ms apart.
+pub const DEFAULT_INTERVAL_MS: u64 = 500;
+
+/// A request that cannot be carried out, with the reason the caller reads.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[error("{0}")]
+pub struct RequestError(pub String);
+
+/// A refusal with `msg`.
+pub fn bad(msg: impl Into<String>) -> RequestError {
+    RequestError(msg.into())
+}
+
+impl From<LabelError> for RequestError {
+    fn from(e: LabelError) -> Self {
+        RequestError(e.0)
+    }
+}
+
+/// The operations, without their data: names and properties.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OpKind {
+    AddSample,
+    LabelFrame,
+    Classes,
+    Samples,
+    RemoveSample,
+    RenameClass,
+    MergeClass,
+    DeleteClass,
+    Reset,
+    Retrain,
+    Head,
+    Recent,
+    RecentImage,
+    LabelRecent,
+    DiscardRecent,
+    Classifiers,
+    SelectLabel,
+}
+
+impl OpKind {
+    /// Every operation, in the order the documentation lists them.
+    pub const ALL: [OpKind; 17] = [
+        OpKind::AddSample,
+        OpKind::LabelFrame,
+        OpKind::Classes,
+        OpKind::Samples,
+        OpKind::RemoveSample,
+        OpKind::RenameClass,
+        OpKind::MergeClass,
+        OpKind::DeleteClass,
+        OpKind::Reset,
+        OpKind::Retrain,
+        OpKind::Head,
+        OpKind::Recent,
+        OpKind::RecentImage,
+        OpKind::LabelRecent,
+        OpKind::DiscardRecent,
+        OpKind::Classifiers,
+        OpKind::SelectLabel,
+    ];
+
+    /// The name in topics (`request/<name>`), answers and logs.
+    pub fn name(self) -> &'static str {
+        match self {
+            OpKind::AddSample => "add_sample",
+            OpKind::LabelFrame => "label_frame",
+            OpKind::Classes => "classes",
+            OpKind::Samples => "samples",
+            OpKind::RemoveSample => "remove_sample",
+            OpKind::RenameClass => "rename_class",
+            OpKind::MergeClass => "merge_class",
+            OpKind::DeleteClass => "delete_class",
+            OpKind::Reset => "reset",
+            OpKind::Retrain => "retrain",
+            OpKind::Head => "head",
+            OpKind::Recent => "recent",
+            OpKind::RecentImage => "recent_image",
+            OpKind::LabelRecent => "label_recent",
+            OpKind::DiscardRecent => "discard_recent",
+            OpKind::Classifiers => "classifiers",
+            OpKind::SelectLabel => "select_label",
+        }
+    }
+
+    /// The operation called `name`.
+    pub fn from_name(name: &str) -> Option<OpKind> {
+        Self::ALL.into_iter().find(|k| k.name() == name)
+    }
+
+    /// Whether it changes the store, the head or the teach label: such requests
+    /// are idempotent by `transaction` ([`super::replies`]); the others only read.
+    pub fn changes_state(self) -> bool {
+        !matches!(
+            self,
+            OpKind::Classes
+                | OpKind::Samples
+                | OpKind::Head
+                | OpKind::Recent
+                | OpKind::RecentImage
+                | OpKind::Classifiers
+        )
+    }
+
+    /// Whether the label may be given as a further topic level
+    /// (`add_sample/<label>`).
+    pub fn takes_label_level(self) -> bool {
+        matches!(self, OpKind::AddSample | OpKind::LabelFrame)
+    }
+
+    /// Every operation's name, comma-separated (for the "unknown operation" answer).
+    pub fn names() -> String {
+        Self::ALL.map(OpKind::name).join(", ")
+    }
+}
+
+/// Which label `label_frame` stores the frames under.
+#[derive(Debug, Clone, PartialEq)]
+pub enum LabelChoice {
+    /// The label of the request (normalized).
+    Given(String),
+    /// The label chosen with `select_label` (the dashboard's "Teach" button).
+    Selected,
+}
+
+/// Which sample `remove_sample` removes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SampleRef {
+    Id(u64),
+    /// The newest sample (the dashboard's "Undo").
+    Last,
+}
+
+/// One operation with its validated data. Labels that name a new or target class
+/// are normalized; labels that refer to an existing class are kept as given and
+/// matched against the store without regard to case and normalization form.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Op {
+    AddSample {
+        label: String,
+        /// The encoded image (JPEG or PNG), at most `learn.max_image_bytes`.
+        image: Bytes,
+        /// The image is a whole frame: crop it to the classifier's region first.
+        apply_region: bool,
+    },
+    LabelFrame {
+        label: LabelChoice,
+        count: u32,
+        interval: Duration,
+    },
+    Classes,
+    Samples {
+        /// Only this class's samples.
+        label: Option<String>,
+    },
+    RemoveSample(SampleRef),
+    RenameClass {
+        from: String,
+        to: String,
+    },
+    MergeClass {
+        from: String,
+        into: String,
+    },
+    DeleteClass {
+        label: String,
+    },
+    /// Delete every sample and the head (the request carried `confirm: true`).
+    Reset,
+    Retrain,
+    Head,
+    Recent {
+        /// Add each crop's JPEG as base64.
+        images: bool,
+    },
+    RecentImage {
+        id: u64,
+    },
+    LabelRecent {
+        id: u64,
+        label: String,
+    },
+    DiscardRecent {
+        id: u64,
+    },
+    Classifiers,
+    SelectLabel {
+        label: String,
+    },
+}
+
+impl Op {
+    pub fn kind(&self) -> OpKind {
+        match self {
+            Op::AddSample { .. } => OpKind::AddSample,
+            Op::LabelFrame { .. } => OpKind::LabelFrame,
+            Op::Classes => OpKind::Classes,
+            Op::Samples { .. } => OpKind::Samples,
+            Op::RemoveSample(_) => OpKind::RemoveSample,
+            Op::RenameClass { .. } => OpKind::RenameClass,
+            Op::MergeClass { .. } => OpKind::MergeClass,
+            Op::DeleteClass { .. } => OpKind::DeleteClass,
+            Op::Reset => OpKind::Reset,
+            Op::Retrain => OpKind::Retrain,
+            Op::Head => OpKind::Head,
+            Op::Recent { .. } => OpKind::Recent,
+            Op::RecentImage { .. } => OpKind::RecentImage,
+            Op::LabelRecent { .. } => OpKind::LabelRecent,
+            Op::DiscardRecent { .. } => OpKind::DiscardRecent,
+            Op::Classifiers => OpKind::Classifiers,
+            Op::SelectLabel { .. } => OpKind::SelectLabel,
+        }
+    }
+}
+
+/// A parsed request: the operation, the caller's `transaction` (echoed in the
+/// answer), and the key its answer is remembered under for repeats.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Envelope {
+    pub op: Op,
+    pub transaction: Option<Value>,
+    /// See [`super::replies::key`].
+    pub key: String,
+    /// A possible repeat: MQTT's DUP flag (a QoS 1 redelivery).
+    pub dup: bool,
+}
+
+impl Envelope {
+    /// Whether a repeat of this request must get the first answer rather than be
+    /// carried out again.
+    pub fn idempotent(&self) -> bool {
+        self.op.kind().changes_state() && (self.transaction.is_some() || self.dup)
+    }
+}
+
+/// A request refused while parsing: the reason, and the `transaction` to echo
+/// when it could be read.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Refusal {
+    pub error: RequestError,
+    pub transaction: Option<Value>,
+}
+
+/// The limits parsing checks.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Limits {
+    /// `learn.max_image_bytes`: the largest encoded image.
+    pub max_image_bytes: usize,
+}
+
+/// A request's JSON object, with its `transaction` taken out.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Body {
+    pub fields: Map<String, Value>,
+    pub transaction: Option<Value>,
+}
+
+impl Body {
+    /// The JSON object of `payload`; an empty (or blank) payload is an empty object.
+    pub fn of(payload: &[u8]) -> Result<Body, RequestError> {
+        if payload.iter().all(|b| b.is_ascii_whitespace()) {
+            return Ok(Body::default());
+        }
+        let v: Value = serde_json::from_slice(payload)
+            .map_err(|e| bad(format!("the payload is not valid JSON: {e}")))?;
+        match v {
+            Value::Object(mut fields) => {
+                let transaction = fields.remove("transaction");
+                Ok(Body {
+                    fields,
+                    transaction,
+                })
+            }
+            _ => Err(bad("the payload must be a JSON object")),
+        }
+    }
+
+    /// Refuse fields other than `allowed`.
+    pub fn only(&self, allowed: &[&str]) -> Result<(), RequestError> {
+        match self.fields.keys().find(|k| !allowed.contains(&k.as_str())) {
+            Some(k) => Err(bad(format!("unknown field \"{k}\""))),
+            None => Ok(()),
+        }
+    }
+
+    /// The string field `key`.
+    pub fn string(&self, key: &str) -> Result<&str, RequestError> {
+        self.fields
+            .get(key)
+            .and_then(Value::as_str)
+            .ok_or_else(|| bad(format!("the payload needs a string field \"{key}\"")))
+    }
+
+    /// The recent-crop id in `id`.
+    fn recent_id(&self) -> Result<u64, RequestError> {
+        self.fields
+            .get("id")
+            .and_then(Value::as_u64)
+            .ok_or_else(|| bad("the payload needs a numeric field \"id\" (from the recent list)"))
+    }
+}
+
+/// The operations whose payload is a plain JSON object.
+pub fn from_body(kind: OpKind, b: Body) -> Result<Op, RequestError> {
+    Ok(match kind {
+        OpKind::Classes | OpKind::Retrain | OpKind::Head | OpKind::Classifiers => {
+            b.only(&[])?;
+            match kind {
+                OpKind::Classes => Op::Classes,
+                OpKind::Retrain => Op::Retrain,
+                OpKind::Head => Op::Head,
+                _ => Op::Classifiers,
+            }
+        }
+        OpKind::Samples => {
+            b.only(&["label"])?;
+            let label = match b.fields.get("label") {
+                None | Some(Value::Null) => None,
+                Some(Value::String(l)) => Some(l.clone()),
+                Some(_) => return Err(bad("\"label\" must be a string")),
+            };
+            Op::Samples { label }
+        }
+        OpKind::RemoveSample => {
+            b.only(&["id", "last"])?;
+            Op::RemoveSample(match (b.fields.get("id"), b.fields.get("last")) {
+                (Some(id), None) => SampleRef::Id(
+                    id.as_u64()
+                        .ok_or_else(|| bad("\"id\" must be a sample id (a number)"))?,
+                ),
+                (None, Some(Value::Bool(true))) => SampleRef::Last,
+                _ => return Err(bad(
+                    "the payload needs \"id\" (a sample id) or \"last\": true (the newest sample)",
+                )),
+            })
+        }
+        OpKind::RenameClass => {
+            b.only(&["from", "to"])?;
+            Op::RenameClass {
+                from: b.string("from")?.to_string(),
+                to: names::normalize_label(b.string("to")?)?,
+            }
+        }
+        OpKind::MergeClass => {
+            b.only(&["from", "into"])?;
+            Op::MergeClass {
+                from: b.string("from")?.to_string(),
+                into: names::normalize_label(b.string("into")?)?,
+            }
+        }
+        OpKind::DeleteClass => {
+            b.only(&["label"])?;
+            Op::DeleteClass {
+                label: b.string("label")?.to_string(),
+            }
+        }
+        OpKind::Reset => {
+            b.only(&["confirm"])?;
+            if b.fields.get("confirm") != Some(&Value::Bool(true)) {
+                return Err(bad(
+                    "reset deletes every sample and the head: send {\"confirm\": true}",
+                ));
+            }
+            Op::Reset
+        }
+        OpKind::Recent => {
+            b.only(&["images"])?;
+            let images = match b.fields.get("images") {
+                None | Some(Value::Null) => false,
+                Some(Value::Bool(v)) => *v,
+                Some(_) => return Err(bad("\"images\" must be true or false")),
+            };
+            Op::Recent { images }
+        }
+        OpKind::RecentImage => {
+            b.only(&["id"])?;
+            Op::RecentImage { id: b.recent_id()? }
+        }
+        OpKind::LabelRecent => {
+            b.only(&["id", "label"])?;
+            Op::LabelRecent {
+                id: b.recent_id()?,
+                label: names::normalize_label(b.string("label")?)?,
+            }
+        }
+        OpKind::DiscardRecent => {
+            b.only(&["id"])?;
+            Op::DiscardRecent { id: b.recent_id()? }
+        }
+        OpKind::SelectLabel => {
+            b.only(&["label"])?;
+            Op::SelectLabel {
+                label: names::normalize_label(b.string("label")?)?,
+            }
+        }
+        OpKind::AddSample | OpKind::LabelFrame => {
+            return Err(bad(format!("{} needs its own parser", kind.name())))
+        }
+    })
+}
+
+/// An `add_sample` with its label normalized and its image's size checked.
+pub fn sample_op(
+    label: &str,
+    image: Bytes,
+    apply_region: bool,
+    limits: &Limits,
+) -> Result<Op, RequestError> {
+    let label = names::normalize_label(label)?;
+    check_image(&image, limits.max_image_bytes)?;
+    Ok(Op::AddSample {
+        label,
+        image,
+        apply_region,
+    })
+}
+
+/// An encoded image is neither empty nor above `max_bytes`.
+pub fn check_image(image: &[u8], max_bytes: usize) -> Result<(), RequestError> {
+    if image.len() > max_bytes {
+        return Err(bad(format!(
+            "the image is {} bytes, the limit (learn.max_image_bytes) is {max_bytes}",
+            image.len()
+        )));
+    }
+    if image.is_empty() {
+        return Err(bad("the image is empty"));
+    }
+    Ok(())
+}
+
+/// A `label_frame` with its count and spacing checked.
+pub fn label_frame_op(
+    label: LabelChoice,
+    count: u32,
+    interval_ms: u64,
+) -> Result<Op, RequestError> {
+    if count == 0 || count > MAX_FRAMES {
+        return Err(bad(format!("count must be 1 to {MAX_FRAMES}")));
+    }
+    if interval_ms > MAX_INTERVAL_MS {
+        return Err(bad(format!(
+            "interval_ms must be at most {MAX_INTERVAL_MS}"
+        )));
+    }
+    Ok(Op::LabelFrame {
+        label,
+        count,
+        interval: Duration::from_millis(interval_ms),
+    })
+}

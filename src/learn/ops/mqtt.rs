@@ -1,0 +1,177 @@
+//! Requests from MQTT: operation and label in the topic
+//! (`request/<op>[/<label>]`), a JSON object, raw image bytes (`add_sample`) or
+//! plain text (`select_label`) as the payload.
+
+use base64::Engine;
+use bytes::Bytes;
+use serde::Deserialize;
+use serde_json::Value;
+
+use super::*;
+use crate::learn::replies;
+
+/// Parse an MQTT request: operation `op` (a topic level), the further topic
+/// levels `arg`, the payload and the DUP flag. Pure: nothing is read but the
+/// arguments. The JSON payload is parsed once; an empty payload is an empty
+/// object; `add_sample` also takes raw image bytes and `select_label` plain text.
+pub fn from_mqtt(
+    op: &str,
+    arg: Option<&str>,
+    payload: &[u8],
+    dup: bool,
+    limits: &Limits,
+) -> Result<Envelope, Refusal> {
+    let kind = OpKind::from_name(op);
+    // `add_sample` takes raw image bytes and `select_label` plain text: only a
+    // payload that looks like JSON is parsed as JSON for them.
+    let raw = matches!(kind, Some(OpKind::AddSample | OpKind::SelectLabel))
+        && payload.first() != Some(&b'{');
+    let json = if raw {
+        Ok(Body::default())
+    } else {
+        Body::of(payload)
+    };
+    let transaction = json.as_ref().ok().and_then(|b| b.transaction.clone());
+    if transaction
+        .as_ref()
+        .is_some_and(|t| t.to_string().len() > replies::MAX_TRANSACTION_BYTES)
+    {
+        return Err(Refusal {
+            error: bad(format!(
+                "\"transaction\" is longer than {} bytes",
+                replies::MAX_TRANSACTION_BYTES
+            )),
+            transaction: None,
+        });
+    }
+    let refuse = |error: RequestError| Refusal {
+        error,
+        transaction: transaction.clone(),
+    };
+    let kind = kind.ok_or_else(|| {
+        refuse(bad(format!(
+            "unknown operation \"{op}\"; known: {}",
+            OpKind::names()
+        )))
+    })?;
+    if let (Some(a), false) = (arg, kind.takes_label_level()) {
+        return Err(refuse(bad(format!(
+            "{op} takes no further topic level (got \"{a}\")"
+        ))));
+    }
+    let parsed = match (kind, raw) {
+        (OpKind::AddSample, true) => raw_sample(arg, payload, limits),
+        (OpKind::SelectLabel, true) => plain_label(payload),
+        (OpKind::AddSample, false) => json.and_then(|b| json_sample(arg, b, limits)),
+        (OpKind::LabelFrame, _) => json.and_then(|b| label_frame(arg, b)),
+        (other, _) => json.and_then(|b| from_body(other, b)),
+    };
+    let topic = match arg {
+        Some(a) => format!("{op}/{a}"),
+        None => op.to_string(),
+    };
+    let op = parsed.map_err(refuse)?;
+    Ok(Envelope {
+        key: replies::key(kind.name(), transaction.as_ref(), &topic, payload),
+        op,
+        transaction,
+        dup,
+    })
+}
+
+/// The label of the payload, refused when the topic names another one; the
+/// topic's when the payload has none.
+fn one_label(payload: Option<String>, topic: Option<&str>) -> Result<Option<String>, RequestError> {
+    match (payload, topic) {
+        (Some(p), Some(t)) if !names::same(&p, t) => Err(bad(format!(
+            "the topic names the label \"{t}\" and the payload \"{p}\": give one"
+        ))),
+        (Some(p), _) => Ok(Some(p)),
+        (None, t) => Ok(t.map(str::to_string)),
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct AddSampleJson {
+    label: Option<String>,
+    /// Base64 of a JPEG or PNG file.
+    image: String,
+    #[serde(default)]
+    apply_region: bool,
+}
+
+/// The typed fields of `b` (unknown fields refused), or `bad <op> request: ...`.
+fn typed<T: serde::de::DeserializeOwned>(op: OpKind, b: Body) -> Result<T, RequestError> {
+    serde_json::from_value(Value::Object(b.fields))
+        .map_err(|e| bad(format!("bad {} request: {e}", op.name())))
+}
+
+/// `add_sample` with the image as the payload and the label in the topic.
+fn raw_sample(arg: Option<&str>, payload: &[u8], limits: &Limits) -> Result<Op, RequestError> {
+    let label = arg.ok_or_else(|| bad("no label: publish the image to add_sample/<label>"))?;
+    sample_op(label, Bytes::copy_from_slice(payload), false, limits)
+}
+
+/// `add_sample` as a JSON object with the image in base64.
+fn json_sample(arg: Option<&str>, b: Body, limits: &Limits) -> Result<Op, RequestError> {
+    let max_bytes = limits.max_image_bytes;
+    let req: AddSampleJson = typed(OpKind::AddSample, b)?;
+    let label = one_label(req.label, arg)?
+        .ok_or_else(|| bad("no label: put it in the topic (add_sample/<label>) or in \"label\""))?;
+    if req.image.len() > max_bytes / 3 * 4 + 4 {
+        return Err(bad(format!(
+            "the image is larger than {max_bytes} bytes (learn.max_image_bytes)"
+        )));
+    }
+    let bytes = base64::engine::general_purpose::STANDARD
+        .decode(req.image.trim())
+        .map_err(|e| bad(format!("\"image\" is not base64: {e}")))?;
+    sample_op(&label, Bytes::from(bytes), req.apply_region, limits)
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct LabelFrameJson {
+    label: Option<String>,
+    #[serde(default)]
+    selected_label: bool,
+    #[serde(default = "one")]
+    count: u32,
+    #[serde(default = "default_interval")]
+    interval_ms: u64,
+}
+
+fn one() -> u32 {
+    1
+}
+
+fn default_interval() -> u64 {
+    DEFAULT_INTERVAL_MS
+}
+
+/// `label_frame`: the label in the topic or the payload, or the selected one;
+/// how many frames, how far apart (an empty payload: one frame).
+fn label_frame(arg: Option<&str>, b: Body) -> Result<Op, RequestError> {
+    let req: LabelFrameJson = typed(OpKind::LabelFrame, b)?;
+    let label = match (one_label(req.label, arg)?, req.selected_label) {
+        (Some(_), true) => return Err(bad("give a label or \"selected_label\": true, not both")),
+        (Some(l), false) => LabelChoice::Given(names::normalize_label(&l)?),
+        (None, true) => LabelChoice::Selected,
+        (None, false) => {
+            return Err(bad(
+                "no label: put it in the topic (label_frame/<label>), in \"label\", or send \"selected_label\": true",
+            ))
+        }
+    };
+    label_frame_op(label, req.count, req.interval_ms)
+}
+
+/// `select_label` as plain text (Home Assistant's select and text entities send
+/// the option as it is); `{"label": "..."}` is parsed by [`from_body`].
+fn plain_label(payload: &[u8]) -> Result<Op, RequestError> {
+    let text = std::str::from_utf8(payload).map_err(|_| bad("the label is not UTF-8"))?;
+    Ok(Op::SelectLabel {
+        label: names::normalize_label(text.trim())?,
+    })
+}
