@@ -61,11 +61,6 @@ impl RegionConfig {
         unit: RegionUnit::Fraction,
     };
 
-    /// Whether this is the whole frame (no crop needed).
-    pub fn is_whole(&self) -> bool {
-        *self == Self::WHOLE
-    }
-
     /// Check the numbers on their own, and against the frame size when it is known
     /// (`frame` = width, height in pixels). Errors name the offending field.
     pub fn check(&self, frame: Option<(u32, u32)>) -> Result<(), (&'static str, RegionError)> {
@@ -75,115 +70,112 @@ impl RegionConfig {
             ("width", self.width),
             ("height", self.height),
         ];
+        let fail = |k, msg: String| Err((k, RegionError(msg)));
         for (k, v) in fields {
             if !v.is_finite() {
-                return Err((k, RegionError(format!("{v} is not a number"))));
+                return fail(k, format!("{v} is not a number"));
             }
         }
         for (k, v) in [("x", self.x), ("y", self.y)] {
             if v < 0.0 {
-                return Err((
-                    k,
-                    RegionError(format!("{v} is outside the frame (below 0)")),
-                ));
+                return fail(k, format!("{v} is outside the frame (below 0)"));
             }
         }
         for (k, v) in [("width", self.width), ("height", self.height)] {
             if v <= 0.0 {
-                return Err((k, RegionError(format!("{v}: the region has no area"))));
+                return fail(k, format!("{v}: the region has no area"));
             }
         }
         match self.unit {
-            RegionUnit::Fraction => {
-                const EPS: f64 = 1e-9;
-                for (k, v) in [("width", self.width), ("height", self.height)] {
-                    if v < MIN_FRACTION {
-                        return Err((
-                            k,
-                            RegionError(format!(
-                                "{v} is too small to classify (at least {MIN_FRACTION} of the frame)"
-                            )),
-                        ));
-                    }
-                }
-                if self.x >= 1.0 {
-                    return Err((
-                        "x",
-                        RegionError(format!(
-                            "{} is outside the frame (fractions run from 0 to 1)",
-                            self.x
-                        )),
-                    ));
-                }
-                if self.y >= 1.0 {
-                    return Err((
-                        "y",
-                        RegionError(format!(
-                            "{} is outside the frame (fractions run from 0 to 1)",
-                            self.y
-                        )),
-                    ));
-                }
-                if self.x + self.width > 1.0 + EPS {
-                    return Err((
-                        "width",
-                        RegionError(format!(
-                            "x + width = {} runs over the right edge of the frame (1)",
-                            self.x + self.width
-                        )),
-                    ));
-                }
-                if self.y + self.height > 1.0 + EPS {
-                    return Err((
-                        "height",
-                        RegionError(format!(
-                            "y + height = {} runs over the bottom edge of the frame (1)",
-                            self.y + self.height
-                        )),
-                    ));
-                }
-                if let Some((w, h)) = frame {
-                    // Too few pixels of this frame.
-                    if let Err(e) = self.rect(w, h) {
-                        let key = if self.width * (w as f64) < MIN_SIDE as f64 + 1.0 {
-                            "width"
-                        } else {
-                            "height"
-                        };
-                        return Err((key, e));
-                    }
-                }
+            RegionUnit::Fraction => self.check_fractions(frame),
+            RegionUnit::Px => self.check_pixels(fields, frame),
+        }
+    }
+
+    /// [`RegionConfig::check`] of a region in fractions of the frame.
+    fn check_fractions(
+        &self,
+        frame: Option<(u32, u32)>,
+    ) -> Result<(), (&'static str, RegionError)> {
+        const EPS: f64 = 1e-9;
+        let fail = |k, msg: String| Err((k, RegionError(msg)));
+        for (k, v) in [("width", self.width), ("height", self.height)] {
+            if v < MIN_FRACTION {
+                return fail(
+                    k,
+                    format!("{v} is too small to classify (at least {MIN_FRACTION} of the frame)"),
+                );
             }
-            RegionUnit::Px => {
-                for (k, v) in fields {
-                    if v.fract() != 0.0 {
-                        return Err((
-                            k,
-                            RegionError(format!("{v} is not a whole number of pixels")),
-                        ));
-                    }
-                }
-                for (k, v) in [("width", self.width), ("height", self.height)] {
-                    if v < MIN_SIDE as f64 {
-                        return Err((
-                            k,
-                            RegionError(format!(
-                                "{v} pixels is too small to classify (at least {MIN_SIDE})"
-                            )),
-                        ));
-                    }
-                }
-                if let Some((w, h)) = frame {
-                    self.rect(w, h).map_err(|e| {
-                        let key = if self.x + self.width > w as f64 {
-                            "width"
-                        } else {
-                            "height"
-                        };
-                        (key, e)
-                    })?;
-                }
+        }
+        for (k, v) in [("x", self.x), ("y", self.y)] {
+            if v >= 1.0 {
+                return fail(
+                    k,
+                    format!("{v} is outside the frame (fractions run from 0 to 1)"),
+                );
             }
+        }
+        if self.x + self.width > 1.0 + EPS {
+            return fail(
+                "width",
+                format!(
+                    "x + width = {} runs over the right edge of the frame (1)",
+                    self.x + self.width
+                ),
+            );
+        }
+        if self.y + self.height > 1.0 + EPS {
+            return fail(
+                "height",
+                format!(
+                    "y + height = {} runs over the bottom edge of the frame (1)",
+                    self.y + self.height
+                ),
+            );
+        }
+        if let Some((w, h)) = frame {
+            // Too few pixels of this frame.
+            self.rect(w, h).map_err(|e| {
+                let key = if self.width * (w as f64) < MIN_SIDE as f64 + 1.0 {
+                    "width"
+                } else {
+                    "height"
+                };
+                (key, e)
+            })?;
+        }
+        Ok(())
+    }
+
+    /// [`RegionConfig::check`] of a region in pixels.
+    fn check_pixels(
+        &self,
+        fields: [(&'static str, f64); 4],
+        frame: Option<(u32, u32)>,
+    ) -> Result<(), (&'static str, RegionError)> {
+        let fail = |k, msg: String| Err((k, RegionError(msg)));
+        for (k, v) in fields {
+            if v.fract() != 0.0 {
+                return fail(k, format!("{v} is not a whole number of pixels"));
+            }
+        }
+        for (k, v) in [("width", self.width), ("height", self.height)] {
+            if v < MIN_SIDE as f64 {
+                return fail(
+                    k,
+                    format!("{v} pixels is too small to classify (at least {MIN_SIDE})"),
+                );
+            }
+        }
+        if let Some((w, h)) = frame {
+            self.rect(w, h).map_err(|e| {
+                let key = if self.x + self.width > w as f64 {
+                    "width"
+                } else {
+                    "height"
+                };
+                (key, e)
+            })?;
         }
         Ok(())
     }

@@ -281,29 +281,7 @@ impl Daemon {
             stats: stats.clone(),
             config: settings.learn.clone(),
         };
-        let handles: Vec<Classifier> = classifiers.iter().map(|c| c.classifier.clone()).collect();
-        let topics: Vec<Arc<ClassifierTopics>> =
-            classifiers.iter().map(|c| c.topics.clone()).collect();
-        let mut learners = tokio::task::JoinSet::new();
-        for (index, o) in classifiers.into_iter().enumerate() {
-            let name = o.classifier.spec.name.clone();
-            let mut learner = Learner::new(
-                o.requests_rx,
-                o.store,
-                (o.classifier, index, o.topics),
-                shared.clone(),
-            );
-            learner.restore_head(&o.report);
-            learner.set_teach_label(saved_ha.teach_labels.get(&name).cloned());
-            learners.spawn(learner.run());
-        }
-        tasks.spawn(Stage::Learn, async move {
-            // One learner per classifier; the first to panic fails the daemon.
-            while let Some(r) = learners.join_next().await {
-                r.map_err(|e| format!("panicked: {e}"))?;
-            }
-            Ok(())
-        });
+        let (handles, topics) = spawn_learners(&mut tasks, classifiers, shared, &saved_ha);
         let bridge = home_assistant_bridge(&settings, &publisher, &topics, &handles, saved_ha);
         tasks.spawn(
             Stage::HomeAssistant,
@@ -344,25 +322,9 @@ impl Daemon {
                 tokens.status.clone(),
             ));
         }
-        let capture = source::spawn(
-            opener,
-            source::backoff(&settings.source),
-            frame_tx,
-            state_tx,
-            stats.clone(),
-            demand,
-        )
-        .map_err(|e| RunError::TaskFailed {
-            task: "capture",
-            why: e.to_string(),
-        })?;
-        let capture_done = capture.done;
-        tasks.spawn(Stage::Capture, async move {
-            match capture_done.await {
-                Ok(r) => r.map_err(|e| e.to_string()),
-                Err(_) => Err("thread ended without a result".into()),
-            }
-        });
+        let capture_stop = spawn_capture(
+            &mut tasks, opener, &settings, frame_tx, state_tx, &stats, demand,
+        )?;
         if let Some(b) = broker {
             tasks.spawn(Stage::Broker, async move {
                 Err(b.ended.await.unwrap_or_else(|_| "gone".into()))
@@ -371,12 +333,77 @@ impl Daemon {
         Ok(Running {
             tasks,
             tokens,
-            capture_stop: capture.stop,
+            capture_stop,
             stats,
             topic_base: settings.topic_base.clone(),
             source_kind: settings.source.kind,
         })
     }
+}
+
+/// Start a learner per classifier (restoring its head and teach label) under one
+/// task, the first to panic failing the daemon; returns the classifiers' handles
+/// and topics, in order.
+fn spawn_learners(
+    tasks: &mut Supervisor,
+    classifiers: Vec<Opened>,
+    shared: learn::Shared,
+    saved_ha: &homeassistant::Saved,
+) -> (Vec<Classifier>, Vec<Arc<ClassifierTopics>>) {
+    let handles = classifiers.iter().map(|c| c.classifier.clone()).collect();
+    let topics = classifiers.iter().map(|c| c.topics.clone()).collect();
+    let mut learners = tokio::task::JoinSet::new();
+    for (index, o) in classifiers.into_iter().enumerate() {
+        let name = o.classifier.spec.name.clone();
+        let mut learner = Learner::new(
+            o.requests_rx,
+            o.store,
+            (o.classifier, index, o.topics),
+            shared.clone(),
+        );
+        learner.restore_head(&o.report);
+        learner.set_teach_label(saved_ha.teach_labels.get(&name).cloned());
+        learners.spawn(learner.run());
+    }
+    tasks.spawn(Stage::Learn, async move {
+        while let Some(r) = learners.join_next().await {
+            r.map_err(|e| format!("panicked: {e}"))?;
+        }
+        Ok(())
+    });
+    (handles, topics)
+}
+
+/// Start the capture thread, watched as a task; returns its stop handle.
+fn spawn_capture(
+    tasks: &mut Supervisor,
+    opener: source::Opener,
+    settings: &Settings,
+    frame_tx: watch::Sender<Option<Arc<source::Frame>>>,
+    state_tx: watch::Sender<SourceState>,
+    stats: &Arc<Stats>,
+    demand: Arc<source::Demand>,
+) -> Result<Arc<source::Stop>, RunError> {
+    let capture = source::spawn(
+        opener,
+        source::backoff(&settings.source),
+        frame_tx,
+        state_tx,
+        stats.clone(),
+        demand,
+    )
+    .map_err(|e| RunError::TaskFailed {
+        task: "capture",
+        why: e.to_string(),
+    })?;
+    let done = capture.done;
+    tasks.spawn(Stage::Capture, async move {
+        match done.await {
+            Ok(r) => r.map_err(|e| e.to_string()),
+            Err(_) => Err("thread ended without a result".into()),
+        }
+    });
+    Ok(capture.stop)
 }
 
 /// A task that only returns when it is done: it ends `Ok`.

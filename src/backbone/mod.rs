@@ -111,3 +111,46 @@ pub fn cosine(a: &[f32], b: &[f32]) -> f32 {
     }
     a.iter().zip(b).map(|(x, y)| x * y).sum::<f32>() / (na * nb)
 }
+
+/// Stand-in backbones for unit tests.
+#[cfg(test)]
+pub(crate) mod fake {
+    use std::time::Duration;
+
+    use image::RgbImage;
+
+    use super::{BackboneId, EmbedError, Embedder, Embedding};
+
+    /// A backbone whose features are the image's mean colour (R, G, B): red and
+    /// blue scenes are told apart, the rest of the program is real.
+    pub struct MeanColour(pub BackboneId);
+
+    impl MeanColour {
+        pub fn new() -> Self {
+            Self(BackboneId::new("mean".into(), "0".into(), ""))
+        }
+    }
+
+    impl Embedder for MeanColour {
+        fn id(&self) -> &BackboneId {
+            &self.0
+        }
+        fn dim(&self) -> usize {
+            3
+        }
+        fn embed(&self, image: &RgbImage) -> Result<Embedding, EmbedError> {
+            let n = (image.width() * image.height()).max(1) as f32;
+            let mut f = vec![0.0f32; 3];
+            for p in image.pixels() {
+                for (acc, v) in f.iter_mut().zip(p.0) {
+                    *acc += v as f32 / n;
+                }
+            }
+            Ok(Embedding {
+                features: f,
+                preprocess: Duration::ZERO,
+                inference: Duration::ZERO,
+            })
+        }
+    }
+}

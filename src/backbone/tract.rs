@@ -77,71 +77,9 @@ impl TractEmbedder {
         let preprocess = Preprocess::from_config(config);
         let mut shape = preprocess.shape();
         shape[0] = batch.max(1);
-
-        let mut model = tract_onnx::onnx()
-            .with_ignore_value_info(true)
-            .model_for_read(&mut bytes.as_slice())
-            .map_err(|e| load_err(path, e))?;
-        if model.inputs.len() != 1 {
-            return Err(load_err(
-                path,
-                format!(
-                    "the model has {} inputs, edgehead feeds one image",
-                    model.inputs.len()
-                ),
-            ));
-        }
-        model
-            .set_input_fact(0, f32::fact(shape).into())
-            .map_err(|e| load_err(path, e))?;
-        let outlet = select_output(&model, &config.output).map_err(|e| load_err(path, e))?;
-        model
-            .select_output_outlets(&[outlet])
-            .map_err(|e| load_err(path, e))?;
-        let mut typed = model
-            .into_typed()
-            .and_then(|m| m.into_decluttered())
-            .map_err(|e| load_err(path, e))?;
         let precision = config.precision.resolve();
-        if precision == Precision::F16 {
-            let keep = kept_in_f32(&typed);
-            FloatPrecisionTranslator::with_filter(
-                f32::datum_type(),
-                f16::datum_type(),
-                move |node| !keep.contains(&node.id),
-            )
-            .transform(&mut typed)
-            .map_err(|e| load_err(path, format!("f16 translation: {e:#}")))?;
-        }
-        for name in &config.transforms {
-            let transform = tract_onnx::tract_core::transform::get_transform(name)
-                .map_err(|e| load_err(path, e))?
-                .ok_or_else(|| load_err(path, format!("tract has no model transform {name:?}")))?;
-            transform
-                .transform(&mut typed)
-                .map_err(|e| load_err(path, format!("transform {name}: {e:#}")))?;
-        }
-        let typed = typed.into_optimized().map_err(|e| load_err(path, e))?;
-        let out_fact = typed.output_fact(0).map_err(|e| load_err(path, e))?.clone();
-        let dim = out_fact
-            .shape
-            .as_concrete()
-            .map(|s| s.iter().product::<usize>())
-            .ok_or_else(|| {
-                load_err(
-                    path,
-                    format!("output shape {:?} is not fixed", out_fact.shape),
-                )
-            })?;
-        if !out_fact.datum_type.is_float() {
-            return Err(load_err(
-                path,
-                format!(
-                    "output is {:?}, edgehead needs float features",
-                    out_fact.datum_type
-                ),
-            ));
-        }
+        let typed = typed_model(config, &bytes, shape, precision).map_err(|e| load_err(path, e))?;
+        let dim = output_dim(&typed).map_err(|e| load_err(path, e))?;
         let input_type = typed
             .input_fact(0)
             .map_err(|e| load_err(path, e))?
@@ -157,23 +95,20 @@ impl TractEmbedder {
             .into_runnable_with_options(&options)
             .map_err(|e| load_err(path, e))?;
         let state = State::new(&plan).map_err(|e| load_err(path, e))?;
+        // f32 ids stay those of the versions before `precision`.
+        let f16 = if precision == Precision::F16 {
+            "\nprecision=f16"
+        } else {
+            ""
+        };
+        let settings = format!(
+            "{}\noutput={}\ntransforms={:?}{f16}",
+            preprocess.identity(),
+            config.output,
+            config.transforms,
+        );
         Ok(Self {
-            id: BackboneId::new(
-                name,
-                sha256,
-                &format!(
-                    "{}\noutput={}\ntransforms={:?}{}",
-                    preprocess.identity(),
-                    config.output,
-                    config.transforms,
-                    // f32 ids stay those of the versions before `precision`.
-                    if precision == Precision::F16 {
-                        "\nprecision=f16"
-                    } else {
-                        ""
-                    }
-                ),
-            ),
+            id: BackboneId::new(name, sha256, &settings),
             dim,
             preprocess,
             shape,
@@ -295,6 +230,63 @@ impl Embedder for TractEmbedder {
 }
 
 /// The outlet named by `output`: an output's name, any tensor's name, or an index.
+/// The ONNX model in `bytes` with its one input of `shape`, cut at the output
+/// `config.output`, typed, decluttered, translated to `precision` (the depthwise
+/// convolutions stay f32), transformed and optimized.
+fn typed_model(
+    config: &BackboneConfig,
+    bytes: &[u8],
+    shape: [usize; 4],
+    precision: Precision,
+) -> TractResult<TypedModel> {
+    let mut model = tract_onnx::onnx()
+        .with_ignore_value_info(true)
+        .model_for_read(&mut &bytes[..])?;
+    if model.inputs.len() != 1 {
+        anyhow::bail!(
+            "the model has {} inputs, edgehead feeds one image",
+            model.inputs.len()
+        );
+    }
+    model.set_input_fact(0, f32::fact(shape).into())?;
+    let outlet = select_output(&model, &config.output)?;
+    model.select_output_outlets(&[outlet])?;
+    let mut typed = model.into_typed()?.into_decluttered()?;
+    if precision == Precision::F16 {
+        let keep = kept_in_f32(&typed);
+        FloatPrecisionTranslator::with_filter(f32::datum_type(), f16::datum_type(), move |node| {
+            !keep.contains(&node.id)
+        })
+        .transform(&mut typed)
+        .map_err(|e| anyhow::anyhow!("f16 translation: {e:#}"))?;
+    }
+    for name in &config.transforms {
+        let transform = tract_onnx::tract_core::transform::get_transform(name)?
+            .ok_or_else(|| anyhow::anyhow!("tract has no model transform {name:?}"))?;
+        transform
+            .transform(&mut typed)
+            .map_err(|e| anyhow::anyhow!("transform {name}: {e:#}"))?;
+    }
+    typed.into_optimized()
+}
+
+/// The number of features of the model's output: a fixed shape of floats.
+fn output_dim(typed: &TypedModel) -> TractResult<usize> {
+    let out_fact = typed.output_fact(0)?;
+    let dim = out_fact
+        .shape
+        .as_concrete()
+        .map(|s| s.iter().product::<usize>())
+        .ok_or_else(|| anyhow::anyhow!("output shape {:?} is not fixed", out_fact.shape))?;
+    if !out_fact.datum_type.is_float() {
+        anyhow::bail!(
+            "output is {:?}, edgehead needs float features",
+            out_fact.datum_type
+        );
+    }
+    Ok(dim)
+}
+
 fn select_output(model: &InferenceModel, output: &str) -> TractResult<OutletId> {
     let outputs = model.output_outlets()?;
     if let Ok(ix) = output.parse::<usize>() {

@@ -159,54 +159,80 @@ fn head_for(
     head::train(&samples, &classes, e.id(), 1, &params).map_err(|e| e.to_string())
 }
 
-pub fn run(e: Arc<TractEmbedder>, o: &Options) -> Result<Report, String> {
-    let scene = Scene::new(&o.background);
-    let before = scene.compose(&o.before);
-    let after = scene.compose(&o.after);
-    let mut rng = fastrand::Rng::with_seed(11);
-    let last_gain = 1.0 - o.light_drop;
-    // The frames, made in advance: light steps × noise variants, then the changed scene.
-    let gains: Vec<f32> = (0..LIGHT_STEPS)
-        .map(|i| 1.0 - o.light_drop * i as f32 / (LIGHT_STEPS - 1) as f32)
-        .collect();
-    let static_frames: Vec<Vec<RgbImage>> = gains
-        .iter()
-        .map(|g| {
-            (0..NOISE_VARIANTS)
-                .map(|_| camera(&before, *g, o.noise, &mut rng))
-                .collect()
-        })
-        .collect();
-    let after_frames: Vec<RgbImage> = (0..NOISE_VARIANTS)
-        .map(|_| camera(&after, last_gain, o.noise, &mut rng))
-        .collect();
+/// The replayed frames: per light step, noisy variants of the scene before the
+/// change; noisy variants after it.
+struct Frames {
+    before: Vec<Vec<RgbImage>>,
+    after: Vec<RgbImage>,
+}
 
+impl Frames {
+    /// Made in advance, so the replay costs nothing measurable.
+    fn new(o: &Options, before: &RgbImage, after: &RgbImage) -> Self {
+        let mut rng = fastrand::Rng::with_seed(11);
+        let gains: Vec<f32> = (0..LIGHT_STEPS)
+            .map(|i| 1.0 - o.light_drop * i as f32 / (LIGHT_STEPS - 1) as f32)
+            .collect();
+        let before = gains
+            .iter()
+            .map(|g| {
+                (0..NOISE_VARIANTS)
+                    .map(|_| camera(before, *g, o.noise, &mut rng))
+                    .collect()
+            })
+            .collect();
+        let after = (0..NOISE_VARIANTS)
+            .map(|_| camera(after, 1.0 - o.light_drop, o.noise, &mut rng))
+            .collect();
+        Self { before, after }
+    }
+
+    /// The frame at `t` seconds of the replay (`static_secs` before the change).
+    fn at(&self, t: f64, static_secs: f64, seq: u64) -> RgbImage {
+        let variant = seq as usize % NOISE_VARIANTS;
+        if t < static_secs {
+            let step = ((t / static_secs) * LIGHT_STEPS as f64) as usize;
+            self.before[step.min(LIGHT_STEPS - 1)][variant].clone()
+        } else {
+            self.after[variant].clone()
+        }
+    }
+}
+
+/// The median backbone time on the door's crop, ms (5 runs).
+fn median_backbone_ms(e: &TractEmbedder, crop: &RgbImage) -> f64 {
+    let mut ms: Vec<f64> = (0..5)
+        .filter_map(|_| e.embed(crop).ok())
+        .map(|x| x.inference.as_secs_f64() * 1000.0)
+        .collect();
+    ms.sort_by(f64::total_cmp);
+    ms.get(ms.len() / 2).copied().unwrap_or(0.0)
+}
+
+/// The two classifiers: `door` on the scene's region, `bins` on a region that
+/// never changes, each with a head taught on clean frames.
+fn classifiers(
+    e: &TractEmbedder,
+    o: &Options,
+    scene: &Scene,
+    before: &RgbImage,
+    after: &RgbImage,
+) -> Result<Vec<Classifier>, String> {
     // Heads taught on clean frames of both states (the door) and of the scene
     // against the other object (the bins).
-    let door_region = scene.region;
     let door_head = head_for(
-        &e,
-        &door_region,
-        &[(&before, 0), (&after, 1)],
+        e,
+        &scene.region,
+        &[(before, 0), (after, 1)],
         &["before", "after"],
     )?;
     let elsewhere = Scene::new(&o.after).compose(&o.before);
     let bins_head = head_for(
-        &e,
+        e,
         &bins_region(),
-        &[(&before, 0), (&elsewhere, 1)],
+        &[(before, 0), (&elsewhere, 1)],
         &["out", "in"],
     )?;
-    let mut backbone_ms: Vec<f64> = (0..5)
-        .filter_map(|_| e.embed(&region::crop(&before, scene.rect())).ok())
-        .map(|x| x.inference.as_secs_f64() * 1000.0)
-        .collect();
-    backbone_ms.sort_by(f64::total_cmp);
-    let backbone_ms = backbone_ms
-        .get(backbone_ms.len() / 2)
-        .copied()
-        .unwrap_or(0.0);
-
     let trigger = TriggerConfig {
         max_age_secs: o.max_age_secs,
         every_frame: o.every_frame,
@@ -219,88 +245,101 @@ pub fn run(e: Arc<TractEmbedder>, o: &Options) -> Result<Report, String> {
         c.head.store(Some(Arc::new(h)));
         c
     };
-    let classifiers = vec![
-        make("door", door_region, door_head),
+    Ok(vec![
+        make("door", scene.region, door_head),
         make("bins", bins_region(), bins_head),
-    ];
+    ])
+}
 
+/// Process CPU seconds and each classifier's (backbone runs, skips) at a moment.
+type Mark = (f64, Vec<(u64, u64)>);
+
+fn mark(classifiers: &[Classifier]) -> Mark {
+    (
+        cpu_seconds(libc::RUSAGE_SELF),
+        classifiers
+            .iter()
+            .map(|c| (c.gate.runs(), c.gate.skips()))
+            .collect(),
+    )
+}
+
+/// Replay the scene through the pipeline; the marks at the start, the change
+/// and the end, and when the change was shown.
+async fn replay(
+    inference: Inference<Recorder>,
+    classifiers: &[Classifier],
+    frames: &Frames,
+    o: &Options,
+) -> (Vec<Mark>, Option<Instant>) {
+    let (frame_tx, frame_rx) = watch::channel(None);
+    let inference = Inference {
+        frames: frame_rx,
+        ..inference
+    };
+    let task = tokio::spawn(inference.run());
+    let started = Instant::now();
+    let mut marks = vec![(
+        cpu_seconds(libc::RUSAGE_SELF),
+        vec![(0, 0); classifiers.len()],
+    )];
+    let mut tick = tokio::time::interval(Duration::from_secs_f64(1.0 / o.fps.max(0.1)));
+    let (mut seq, mut change_at) = (0u64, None);
+    loop {
+        tick.tick().await;
+        let t = started.elapsed().as_secs_f64();
+        if t >= o.static_secs + o.after_secs {
+            break;
+        }
+        if t >= o.static_secs && change_at.is_none() {
+            change_at = Some(Instant::now());
+            marks.push(mark(classifiers));
+        }
+        let image = frames.at(t, o.static_secs, seq);
+        seq += 1;
+        let _ = frame_tx.send(Some(Arc::new(Frame {
+            seq,
+            captured_at: SystemTime::now(),
+            captured: Instant::now(),
+            image,
+            name: None,
+        })));
+    }
+    marks.push(mark(classifiers));
+    drop(frame_tx);
+    let _ = task.await;
+    (marks, change_at)
+}
+
+/// Replay the scene of `o` through the real pipeline and measure it.
+pub fn run(e: Arc<TractEmbedder>, o: &Options) -> Result<Report, String> {
+    let scene = Scene::new(&o.background);
+    let before = scene.compose(&o.before);
+    let after = scene.compose(&o.after);
+    let frames = Frames::new(o, &before, &after);
+    let classifiers = classifiers(&e, o, &scene, &before, &after)?;
+    let backbone_ms = median_backbone_ms(&e, &region::crop(&before, scene.rect()));
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
         .map_err(|e| e.to_string())?;
     let recorder = Recorder::default();
-    let stats = Arc::new(Stats::default());
-    let (frame_tx, frame_rx) = watch::channel(None);
     let inference = Inference {
-        frames: frame_rx,
+        frames: watch::channel(None).1,
         embedder: e.clone() as Arc<dyn Embedder>,
         classifiers: classifiers.clone(),
         sink: recorder.clone(),
-        stats: stats.clone(),
+        stats: Arc::new(Stats::default()),
         demand: Arc::new(Demand::default()),
         recent_side: 320,
     };
-    let period = Duration::from_secs_f64(1.0 / o.fps.max(0.1));
-    let (static_secs, after_secs) = (o.static_secs, o.after_secs);
-    let (phases, change_at) = runtime.block_on(async move {
-        let task = tokio::spawn(inference.run());
-        let started = Instant::now();
-        let cpu0 = cpu_seconds(libc::RUSAGE_SELF);
-        let mut tick = tokio::time::interval(period);
-        let mut seq = 0u64;
-        let mut change_at = None;
-        let mut marks = Vec::new();
-        loop {
-            tick.tick().await;
-            let t = started.elapsed().as_secs_f64();
-            if t >= static_secs + after_secs {
-                break;
-            }
-            let image = if t < static_secs {
-                let step = ((t / static_secs) * LIGHT_STEPS as f64) as usize;
-                static_frames[step.min(LIGHT_STEPS - 1)][seq as usize % NOISE_VARIANTS].clone()
-            } else {
-                if change_at.is_none() {
-                    change_at = Some(Instant::now());
-                    marks.push((
-                        cpu_seconds(libc::RUSAGE_SELF),
-                        classifiers
-                            .iter()
-                            .map(|c| (c.gate.runs(), c.gate.skips()))
-                            .collect::<Vec<_>>(),
-                    ));
-                }
-                after_frames[seq as usize % NOISE_VARIANTS].clone()
-            };
-            seq += 1;
-            let _ = frame_tx.send(Some(Arc::new(Frame {
-                seq,
-                captured_at: SystemTime::now(),
-                captured: Instant::now(),
-                image,
-                name: None,
-            })));
-        }
-        marks.push((
-            cpu_seconds(libc::RUSAGE_SELF),
-            classifiers
-                .iter()
-                .map(|c| (c.gate.runs(), c.gate.skips()))
-                .collect::<Vec<_>>(),
-        ));
-        drop(frame_tx);
-        let _ = task.await;
-        let mut phases = vec![(cpu0, vec![(0, 0); classifiers.len()])];
-        phases.extend(marks);
-        ((phases, classifiers), change_at)
-    });
-    let (phases, classifiers) = phases;
-    if phases.len() < 3 {
+    let (phases, change_at) = runtime.block_on(replay(inference, &classifiers, &frames, o));
+    let [s0, s1, s2] = &phases[..] else {
         return Err(
             "the run ended before the change (is --static-secs shorter than the run?)".into(),
         );
-    }
-    let (s0, s1, s2) = (&phases[0], &phases[1], &phases[2]);
+    };
+    let (static_secs, after_secs) = (o.static_secs, o.after_secs);
     let per_min = |n: f64, secs: f64| n / secs.max(1e-9) * 60.0;
     let records = recorder.0.lock().map(|v| v.clone()).unwrap_or_default();
     let results = classifiers

@@ -26,7 +26,7 @@ pub fn teach_latency(
     rounds: usize,
 ) -> anyhow::Result<TeachLatency> {
     use anyhow::Context;
-    use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS};
+    use rumqttc::QoS;
 
     let port = std::net::TcpListener::bind("127.0.0.1:0")?
         .local_addr()?
@@ -59,30 +59,14 @@ pub fn teach_latency(
         let stop = tokio_util::sync::CancellationToken::new();
         let s2 = stop.clone();
         let running = tokio::spawn(daemon.run(async move { s2.cancelled().await }));
-        let mut opts = MqttOptions::new("edgehead-bench-client", "127.0.0.1", port);
-        opts.set_max_packet_size(16 << 20, 16 << 20);
-        let (client, mut events) = AsyncClient::new(opts, 64);
-        client.subscribe(prediction_topic, QoS::AtMostOnce).await?;
-        client
-            .subscribe(format!("{base}/response/add_sample"), QoS::AtLeastOnce)
-            .await?;
-        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
-        tokio::spawn(async move {
-            loop {
-                match events.poll().await {
-                    Ok(Event::Incoming(Packet::Publish(p))) => {
-                        if tx
-                            .send((Instant::now(), p.topic.clone(), p.payload.to_vec()))
-                            .is_err()
-                        {
-                            break;
-                        }
-                    }
-                    Ok(_) => {}
-                    Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
-                }
-            }
-        });
+        let (client, mut rx) = listen(
+            port,
+            &[
+                (prediction_topic, QoS::AtMostOnce),
+                (format!("{base}/response/add_sample"), QoS::AtLeastOnce),
+            ],
+        )
+        .await?;
         // Wait for the first prediction: the pipeline is up.
         loop {
             let (_, topic, _) = rx.recv().await.context("no messages")?;
@@ -98,36 +82,9 @@ pub fn teach_latency(
         for round in 0..rounds {
             let label = format!("class{round}");
             let bytes = std::fs::read(&files[round % files.len()])?;
-            let t0 = Instant::now();
-            client
-                .publish(
-                    format!("{base}/request/add_sample/{label}"),
-                    QoS::AtLeastOnce,
-                    false,
-                    bytes,
-                )
-                .await?;
-            let mut got_response = false;
-            loop {
-                let (at, topic, payload) = tokio::time::timeout(Duration::from_secs(60), rx.recv())
-                    .await
-                    .context("timed out")?
-                    .context("client gone")?;
-                let v: serde_json::Value = serde_json::from_slice(&payload).unwrap_or_default();
-                if topic.ends_with("/response/add_sample") && !got_response {
-                    anyhow::ensure!(v["status"] == "ok", "add_sample failed: {v}");
-                    out.response_ms.push((at - t0).as_secs_f64() * 1000.0);
-                    got_response = true;
-                } else if topic.ends_with("/prediction")
-                    && v["top"]
-                        .as_array()
-                        .is_some_and(|t| t.iter().any(|s| s["label"] == label.as_str()))
-                {
-                    out.first_prediction_ms
-                        .push((at - t0).as_secs_f64() * 1000.0);
-                    break;
-                }
-            }
+            let (response, first) = teach_one(&client, &mut rx, &base, &label, bytes).await?;
+            out.response_ms.push(response);
+            out.first_prediction_ms.push(first);
         }
         stop.cancel();
         let _ = running.await;
@@ -135,4 +92,83 @@ pub fn teach_latency(
     });
     let _ = std::fs::remove_dir_all(&state);
     result
+}
+
+/// Publish `bytes` as a sample of the new class `label`; the milliseconds to its
+/// answer and to the first prediction naming the class.
+async fn teach_one(
+    client: &rumqttc::AsyncClient,
+    rx: &mut tokio::sync::mpsc::UnboundedReceiver<Received>,
+    base: &str,
+    label: &str,
+    bytes: Vec<u8>,
+) -> anyhow::Result<(f64, f64)> {
+    use anyhow::Context;
+    let t0 = Instant::now();
+    client
+        .publish(
+            format!("{base}/request/add_sample/{label}"),
+            rumqttc::QoS::AtLeastOnce,
+            false,
+            bytes,
+        )
+        .await?;
+    let ms = |at: Instant| (at - t0).as_secs_f64() * 1000.0;
+    let mut response = None;
+    loop {
+        let (at, topic, payload) = tokio::time::timeout(Duration::from_secs(60), rx.recv())
+            .await
+            .context("timed out")?
+            .context("client gone")?;
+        let v: serde_json::Value = serde_json::from_slice(&payload).unwrap_or_default();
+        if topic.ends_with("/response/add_sample") && response.is_none() {
+            anyhow::ensure!(v["status"] == "ok", "add_sample failed: {v}");
+            response = Some(ms(at));
+        } else if topic.ends_with("/prediction")
+            && v["top"]
+                .as_array()
+                .is_some_and(|t| t.iter().any(|s| s["label"] == label))
+        {
+            return Ok((response.unwrap_or(f64::NAN), ms(at)));
+        }
+    }
+}
+
+/// A message received: when, on which topic, the payload.
+type Received = (Instant, String, Vec<u8>);
+
+/// An MQTT client of the broker on 127.0.0.1:`port` subscribed to `topics`, and
+/// what it receives.
+async fn listen(
+    port: u16,
+    topics: &[(String, rumqttc::QoS)],
+) -> anyhow::Result<(
+    rumqttc::AsyncClient,
+    tokio::sync::mpsc::UnboundedReceiver<Received>,
+)> {
+    use rumqttc::{AsyncClient, Event, MqttOptions, Packet};
+    let mut opts = MqttOptions::new("edgehead-bench-client", "127.0.0.1", port);
+    opts.set_max_packet_size(16 << 20, 16 << 20);
+    let (client, mut events) = AsyncClient::new(opts, 64);
+    for (topic, qos) in topics {
+        client.subscribe(topic.clone(), *qos).await?;
+    }
+    let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+    tokio::spawn(async move {
+        loop {
+            match events.poll().await {
+                Ok(Event::Incoming(Packet::Publish(p))) => {
+                    if tx
+                        .send((Instant::now(), p.topic.clone(), p.payload.to_vec()))
+                        .is_err()
+                    {
+                        break;
+                    }
+                }
+                Ok(_) => {}
+                Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
+            }
+        }
+    });
+    Ok((client, rx))
 }

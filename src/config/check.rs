@@ -71,13 +71,7 @@ impl Checker {
         }
     }
 
-    pub fn range<T: PartialOrd + fmt::Display + Copy>(
-        &mut self,
-        key: &str,
-        v: T,
-        lo: T,
-        hi: T,
-    ) {
+    pub fn range<T: PartialOrd + fmt::Display + Copy>(&mut self, key: &str, v: T, lo: T, hi: T) {
         self.check(v >= lo && v <= hi, key, || {
             format!("{v} is out of range ({lo} to {hi})")
         });

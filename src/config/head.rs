@@ -48,7 +48,6 @@ pub enum HeadKind {
     Auto,
 }
 
-
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(default)]
 pub struct PredictionConfig {

@@ -5,8 +5,8 @@
 use std::collections::HashMap;
 use std::path::PathBuf;
 
-use super::raw::RawConfig;
 use super::check::{ConfigError, Problem};
+use super::raw::RawConfig;
 use super::validate::validate;
 use super::Settings;
 

@@ -28,13 +28,13 @@ use std::sync::Arc;
 use std::time::Duration;
 
 pub use backbone::{BackboneConfig, Layout, Precision, ResizePolicy, Threads};
+pub use check::{ConfigError, Problem};
 pub use classifiers::{
     ClassifierConfig, ClassifierSpec, RecentConfig, TriggerConfig, DEFAULT_CHANGE_THRESHOLD,
 };
+pub use head::{HeadConfig, HeadKind, PredictionConfig, PublishMode, UnknownThreshold};
 pub use load::{load, load_settings, Sources, ENV_PREFIX, ENV_SEPARATOR};
 pub use mqtt::{EmbeddedBrokerConfig, MqttConfig, MqttProtocol, TlsConfig, TopicOptions};
-pub use check::{ConfigError, Problem};
-pub use head::{HeadConfig, HeadKind, PredictionConfig, PublishMode, UnknownThreshold};
 pub use raw::{HomeAssistantConfig, LearnConfig, LogConfig, LogFormat, RawConfig, ShutdownConfig};
 pub use source::{
     CameraConfig, CommandConfig, FilesConfig, HttpConfig, HttpMode, PixelFormat, SourceConfig,

@@ -9,8 +9,8 @@ use std::path::PathBuf;
 use serde::{Deserialize, Serialize};
 
 use super::backbone::BackboneConfig;
-use super::head::{HeadConfig, PredictionConfig};
 use super::classifiers::ClassifierConfig;
+use super::head::{HeadConfig, PredictionConfig};
 use super::mqtt::MqttConfig;
 use super::source::SourceConfig;
 

@@ -332,30 +332,44 @@ fn evaluate_view(
     for &eval_head in &o.heads {
         for (shots, per_seed) in &draws {
             let (accs, train_ms) = score(embedder, o, &e, eval_head, per_seed)?;
-            let (mean, std, min, max) = stats(&accs);
-            let row = Row {
-                view: match view {
-                    View::Image => None,
-                    View::Region => Some("region"),
-                    View::Frame => Some("frame"),
-                },
-                head: eval_head.to_string(),
-                shots: *shots,
-                runs: accs.len(),
-                mean,
-                std,
-                min,
-                max,
-                train_ms: stats(&train_ms).0,
-            };
-            eprintln!(
-                "{}{:8} {:>4}-shot accuracy {:.4} ± {:.4} (min {:.4}, max {:.4}, {} runs)  train {:.1} ms",
-                row.view.map(|v| format!("{v:6} ")).unwrap_or_default(), row.head, row.shots, row.mean, row.std, row.min, row.max, row.runs, row.train_ms
-            );
-            rows.push(row);
+            rows.push(row(view, eval_head, *shots, &accs, &train_ms));
         }
     }
     Ok(embed_rate)
+}
+
+/// The row of `eval_head` at `shots`, from each draw's accuracy and training
+/// time; printed as it is made.
+fn row(view: View, eval_head: EvalHead, shots: Shots, accs: &[f64], train_ms: &[f64]) -> Row {
+    let (mean, std, min, max) = stats(accs);
+    let row = Row {
+        view: match view {
+            View::Image => None,
+            View::Region => Some("region"),
+            View::Frame => Some("frame"),
+        },
+        head: eval_head.to_string(),
+        shots,
+        runs: accs.len(),
+        mean,
+        std,
+        min,
+        max,
+        train_ms: stats(train_ms).0,
+    };
+    eprintln!(
+        "{}{:8} {:>4}-shot accuracy {:.4} ± {:.4} (min {:.4}, max {:.4}, {} runs)  train {:.1} ms",
+        row.view.map(|v| format!("{v:6} ")).unwrap_or_default(),
+        row.head,
+        row.shots,
+        row.mean,
+        row.std,
+        row.min,
+        row.max,
+        row.runs,
+        row.train_ms
+    );
+    row
 }
 
 /// Train `eval_head` on each draw of `per_seed` and test it: the accuracies and

@@ -96,6 +96,11 @@ pub fn fit(
 
 /// [`fit`] starting from `start` (a fit of the same shape, e.g. with another
 /// penalty: a warm start) instead of zero weights.
+///
+/// The optimizer is L-BFGS (Nocedal & Wright, "Numerical Optimization", 2006,
+/// algorithms 7.4 and 7.5: two-loop recursion, `HISTORY` pairs) with a
+/// backtracking Armijo line search; it stops when the largest gradient component
+/// is below 1e-6, the loss stops improving, or after `max_iterations`.
 pub fn fit_from(
     z: &[Vec<f32>],
     labels: &[usize],
@@ -116,19 +121,9 @@ pub fn fit_from(
         dim,
         l2,
     };
-    let mut theta = vec![0f64; classes * dim + classes];
-    if let Some(f) = start.filter(|f| f.weights.len() == classes && f.bias.len() == classes) {
-        for (k, w) in f.weights.iter().enumerate().filter(|(_, w)| w.len() == dim) {
-            for (j, v) in w.iter().enumerate() {
-                theta[k * dim + j] = *v as f64;
-            }
-        }
-        for (k, b) in f.bias.iter().enumerate() {
-            theta[classes * dim + k] = *b as f64;
-        }
-    }
+    let mut theta = start_theta(start, classes, dim);
     let (mut loss, mut grad) = problem.eval(&theta);
-    let mut history: VecDeque<(Vec<f64>, Vec<f64>, f64)> = VecDeque::new();
+    let mut memory = Memory::default();
     let mut iterations = 0;
     while iterations < max_iterations {
         iterations += 1;
@@ -136,55 +131,19 @@ pub fn fit_from(
         if gnorm < 1e-6 {
             break;
         }
-        // Two-loop recursion: direction = -H·grad.
-        let mut q = grad.clone();
-        let mut alphas = Vec::with_capacity(history.len());
-        for (s, y, rho) in history.iter().rev() {
-            let a = rho * dot(s, &q);
-            q.iter_mut().zip(y).for_each(|(qi, yi)| *qi -= a * yi);
-            alphas.push(a);
-        }
-        let gamma = history
-            .back()
-            .map(|(s, y, _)| dot(s, y) / dot(y, y))
-            .unwrap_or(1.0 / gnorm.max(1.0));
-        q.iter_mut().for_each(|v| *v *= gamma);
-        for ((s, y, rho), a) in history.iter().zip(alphas.iter().rev()) {
-            let b = rho * dot(y, &q);
-            q.iter_mut().zip(s).for_each(|(qi, si)| *qi += (a - b) * si);
-        }
-        let mut dir: Vec<f64> = q.into_iter().map(|v| -v).collect();
+        let mut dir = memory.direction(&grad, gnorm);
         let mut slope = dot(&grad, &dir);
         if slope >= 0.0 {
             // Not a descent direction (numerical trouble): fall back to the gradient.
-            history.clear();
+            memory.0.clear();
             dir = grad.iter().map(|g| -g).collect();
             slope = dot(&grad, &dir);
         }
-        // Backtracking line search (Armijo).
-        let mut step = 1.0;
-        let mut accepted = None;
-        for _ in 0..30 {
-            let cand: Vec<f64> = theta.iter().zip(&dir).map(|(t, d)| t + step * d).collect();
-            let (l, g) = problem.eval(&cand);
-            if l <= loss + 1e-4 * step * slope {
-                accepted = Some((cand, l, g));
-                break;
-            }
-            step *= 0.5;
-        }
-        let Some((next, next_loss, next_grad)) = accepted else {
+        let Some((next, next_loss, next_grad)) = line_search(&problem, &theta, &dir, loss, slope)
+        else {
             break;
         };
-        let s: Vec<f64> = next.iter().zip(&theta).map(|(a, b)| a - b).collect();
-        let y: Vec<f64> = next_grad.iter().zip(&grad).map(|(a, b)| a - b).collect();
-        let sy = dot(&s, &y);
-        if sy > 1e-12 {
-            if history.len() == HISTORY {
-                history.pop_front();
-            }
-            history.push_back((s, y, 1.0 / sy));
-        }
+        memory.remember(&theta, &next, &grad, &next_grad);
         let improvement = loss - next_loss;
         theta = next;
         loss = next_loss;
@@ -208,6 +167,87 @@ pub fn fit_from(
         iterations,
         loss,
     }
+}
+
+/// The parameters to start from: `start`'s when it has the shape, else zeros.
+fn start_theta(start: Option<&Fit>, classes: usize, dim: usize) -> Vec<f64> {
+    let mut theta = vec![0f64; classes * dim + classes];
+    if let Some(f) = start.filter(|f| f.weights.len() == classes && f.bias.len() == classes) {
+        for (k, w) in f.weights.iter().enumerate().filter(|(_, w)| w.len() == dim) {
+            for (j, v) in w.iter().enumerate() {
+                theta[k * dim + j] = *v as f64;
+            }
+        }
+        for (k, b) in f.bias.iter().enumerate() {
+            theta[classes * dim + k] = *b as f64;
+        }
+    }
+    theta
+}
+
+/// L-BFGS's memory: the last `HISTORY` steps `s`, gradient changes `y` and
+/// `1 / s·y`.
+#[derive(Default)]
+struct Memory(VecDeque<(Vec<f64>, Vec<f64>, f64)>);
+
+impl Memory {
+    /// The two-loop recursion: `-H·grad`, H the inverse Hessian the memory
+    /// approximates (scaled by `s·y / y·y` of the last step).
+    fn direction(&self, grad: &[f64], gnorm: f64) -> Vec<f64> {
+        let mut q = grad.to_vec();
+        let mut alphas = Vec::with_capacity(self.0.len());
+        for (s, y, rho) in self.0.iter().rev() {
+            let a = rho * dot(s, &q);
+            q.iter_mut().zip(y).for_each(|(qi, yi)| *qi -= a * yi);
+            alphas.push(a);
+        }
+        let gamma = self
+            .0
+            .back()
+            .map(|(s, y, _)| dot(s, y) / dot(y, y))
+            .unwrap_or(1.0 / gnorm.max(1.0));
+        q.iter_mut().for_each(|v| *v *= gamma);
+        for ((s, y, rho), a) in self.0.iter().zip(alphas.iter().rev()) {
+            let b = rho * dot(y, &q);
+            q.iter_mut().zip(s).for_each(|(qi, si)| *qi += (a - b) * si);
+        }
+        q.into_iter().map(|v| -v).collect()
+    }
+
+    /// Remember the step from `theta` to `next` when it keeps the curvature
+    /// positive.
+    fn remember(&mut self, theta: &[f64], next: &[f64], grad: &[f64], next_grad: &[f64]) {
+        let s: Vec<f64> = next.iter().zip(theta).map(|(a, b)| a - b).collect();
+        let y: Vec<f64> = next_grad.iter().zip(grad).map(|(a, b)| a - b).collect();
+        let sy = dot(&s, &y);
+        if sy > 1e-12 {
+            if self.0.len() == HISTORY {
+                self.0.pop_front();
+            }
+            self.0.push_back((s, y, 1.0 / sy));
+        }
+    }
+}
+
+/// Backtracking line search (Armijo, c = 1e-4, halving up to 30 times) from
+/// `theta` along `dir`; the new parameters, loss and gradient, or `None`.
+fn line_search(
+    problem: &Problem,
+    theta: &[f64],
+    dir: &[f64],
+    loss: f64,
+    slope: f64,
+) -> Option<(Vec<f64>, f64, Vec<f64>)> {
+    let mut step = 1.0;
+    for _ in 0..30 {
+        let cand: Vec<f64> = theta.iter().zip(dir).map(|(t, d)| t + step * d).collect();
+        let (l, g) = problem.eval(&cand);
+        if l <= loss + 1e-4 * step * slope {
+            return Some((cand, l, g));
+        }
+        step *= 0.5;
+    }
+    None
 }
 
 /// The L2 penalties [`choose_l2`] tries, as factors of the configured one; from

@@ -211,132 +211,178 @@ impl Classes {
     }
 }
 
-/// The entities of classifier `index` (configuration order).
+/// The entities of classifier `index` (configuration order): its state, its
+/// teaching controls, its diagnostics and a binary sensor per class.
 pub fn classifier_entities(
     ctx: &Context,
     index: usize,
     t: &ClassifierTopics,
     classes: &Classes,
 ) -> Vec<(String, Value)> {
-    let k = |what: &str| key(index, t, what);
-    let n = |what: &str| name(index, t, what);
-    let exp = ctx.expire_after;
-    let mut out = vec![
-        ctx.entity(
-            "sensor",
-            &k("label"),
-            &n("Label"),
-            json!({
-                "state_topic": t.state,
-                "value_template": "{{ value_json.state }}",
-                "json_attributes_topic": t.state,
-                "json_attributes_template": "{{ {'label': value_json.label, 'seq': value_json.seq, 'since': value_json.since, 'head': value_json.head, 'classifier': value_json.classifier} | tojson }}",
-                "device_class": "enum",
-                "options": classes.options(),
-                "icon": "mdi:eye",
-                "expire_after": exp,
-            }),
-        ),
-        ctx.entity(
-            "sensor",
-            &k("confidence"),
-            &n("Confidence"),
-            json!({
-                "state_topic": t.state,
-                "value_template": "{{ (value_json.confidence * 100) | round(0) }}",
-                "unit_of_measurement": "%",
-                "state_class": "measurement",
-                "icon": "mdi:percent",
-                "expire_after": exp,
-            }),
-        ),
-        ctx.entity(
-            "event",
-            &k("label_changed"),
-            &n("Label changed"),
-            json!({
-                "state_topic": t.event,
-                "event_types": classes.options(),
-                "icon": "mdi:swap-horizontal",
-            }),
-        ),
-        ctx.entity(
-            "select",
-            &k("teach_label"),
-            &n("Teach label"),
-            json!({
-                "command_topic": t.request("select_label"),
-                "state_topic": t.teach_label,
-                "options": classes.teach,
-                "icon": "mdi:tag-outline",
-            }),
-        ),
-        ctx.entity(
-            "text",
-            &k("new_label"),
-            &n("New label"),
-            json!({
-                "command_topic": t.request("select_label"),
-                "state_topic": t.teach_label,
-                "min": 1,
-                "max": crate::names::MAX_LABEL_CHARS,
-                "icon": "mdi:tag-plus-outline",
-            }),
-        ),
-        ctx.entity(
-            "button",
-            &k("teach"),
-            &n("Teach current frame"),
-            json!({
-                "command_topic": t.request("label_frame"),
-                "payload_press": "{\"selected_label\": true}",
-                "icon": "mdi:school-outline",
-            }),
-        ),
-        ctx.entity(
-            "button",
-            &k("retrain"),
-            &n("Retrain"),
-            json!({
-                "command_topic": t.request("retrain"),
-                "payload_press": "{}",
-                "icon": "mdi:refresh",
-            }),
-        ),
-        ctx.entity(
-            "button",
-            &k("undo"),
-            &n("Undo last sample"),
-            json!({
-                "command_topic": t.request("remove_sample"),
-                "payload_press": "{\"last\": true}",
-                "icon": "mdi:undo",
-            }),
-        ),
-        ctx.entity(
-            "sensor",
-            &k("last_result"),
-            &n("Last teaching result"),
-            json!({
-                "state_topic": t.last_result,
-                "value_template": "{{ value_json.message }}",
-                "json_attributes_topic": t.last_result,
-                "icon": "mdi:message-reply-text-outline",
-            }),
-        ),
-    ];
-    if ctx.image {
-        out.push(ctx.entity(
-            "image",
-            &k("image"),
-            &n("Image"),
-            json!({ "image_topic": t.image, "content_type": "image/jpeg" }),
-        ));
+    let e = Entities {
+        ctx,
+        index,
+        t,
+        classes,
+    };
+    let mut out = e.state();
+    out.extend(e.controls());
+    out.extend(e.diagnostics());
+    out.extend(e.class_sensors());
+    out
+}
+
+/// The entities of one classifier, built from its topics and classes.
+struct Entities<'a> {
+    ctx: &'a Context,
+    index: usize,
+    t: &'a ClassifierTopics,
+    classes: &'a Classes,
+}
+
+impl Entities<'_> {
+    /// One entity of this classifier: its key and display name are the
+    /// classifier's ([`key`], [`name`]).
+    fn entity(&self, component: &str, what: &str, display: &str, extra: Value) -> (String, Value) {
+        self.ctx.entity(
+            component,
+            &key(self.index, self.t, what),
+            &name(self.index, self.t, display),
+            extra,
+        )
     }
-    // Diagnostics: the head (retained `head` topic) and the gate (`status`).
-    let head_diag = |unit: Option<&str>, template: &str, icon: &str| {
+
+    /// What the classifier sees: the label, its confidence, the change event, the
+    /// crop.
+    fn state(&self) -> Vec<(String, Value)> {
+        let (t, exp) = (self.t, self.ctx.expire_after);
+        let mut out = vec![
+            self.entity(
+                "sensor",
+                "label",
+                "Label",
+                json!({
+                    "state_topic": t.state,
+                    "value_template": "{{ value_json.state }}",
+                    "json_attributes_topic": t.state,
+                    "json_attributes_template": "{{ {'label': value_json.label, 'seq': value_json.seq, 'since': value_json.since, 'head': value_json.head, 'classifier': value_json.classifier} | tojson }}",
+                    "device_class": "enum",
+                    "options": self.classes.options(),
+                    "icon": "mdi:eye",
+                    "expire_after": exp,
+                }),
+            ),
+            self.entity(
+                "sensor",
+                "confidence",
+                "Confidence",
+                json!({
+                    "state_topic": t.state,
+                    "value_template": "{{ (value_json.confidence * 100) | round(0) }}",
+                    "unit_of_measurement": "%",
+                    "state_class": "measurement",
+                    "icon": "mdi:percent",
+                    "expire_after": exp,
+                }),
+            ),
+            self.entity(
+                "event",
+                "label_changed",
+                "Label changed",
+                json!({
+                    "state_topic": t.event,
+                    "event_types": self.classes.options(),
+                    "icon": "mdi:swap-horizontal",
+                }),
+            ),
+        ];
+        if self.ctx.image {
+            out.push(self.entity(
+                "image",
+                "image",
+                "Image",
+                json!({ "image_topic": t.image, "content_type": "image/jpeg" }),
+            ));
+        }
+        out
+    }
+
+    /// Teaching from the dashboard: the label to teach (chosen or typed), Teach,
+    /// Retrain, Undo, and the last result.
+    fn controls(&self) -> Vec<(String, Value)> {
+        let t = self.t;
+        vec![
+            self.entity(
+                "select",
+                "teach_label",
+                "Teach label",
+                json!({
+                    "command_topic": t.request("select_label"),
+                    "state_topic": t.teach_label,
+                    "options": self.classes.teach,
+                    "icon": "mdi:tag-outline",
+                }),
+            ),
+            self.entity(
+                "text",
+                "new_label",
+                "New label",
+                json!({
+                    "command_topic": t.request("select_label"),
+                    "state_topic": t.teach_label,
+                    "min": 1,
+                    "max": crate::names::MAX_LABEL_CHARS,
+                    "icon": "mdi:tag-plus-outline",
+                }),
+            ),
+            self.entity(
+                "button",
+                "teach",
+                "Teach current frame",
+                json!({
+                    "command_topic": t.request("label_frame"),
+                    "payload_press": "{\"selected_label\": true}",
+                    "icon": "mdi:school-outline",
+                }),
+            ),
+            self.entity(
+                "button",
+                "retrain",
+                "Retrain",
+                json!({
+                    "command_topic": t.request("retrain"),
+                    "payload_press": "{}",
+                    "icon": "mdi:refresh",
+                }),
+            ),
+            self.entity(
+                "button",
+                "undo",
+                "Undo last sample",
+                json!({
+                    "command_topic": t.request("remove_sample"),
+                    "payload_press": "{\"last\": true}",
+                    "icon": "mdi:undo",
+                }),
+            ),
+            self.entity(
+                "sensor",
+                "last_result",
+                "Last teaching result",
+                json!({
+                    "state_topic": t.last_result,
+                    "value_template": "{{ value_json.message }}",
+                    "json_attributes_topic": t.last_result,
+                    "icon": "mdi:message-reply-text-outline",
+                }),
+            ),
+        ]
+    }
+
+    /// A diagnostic sensor of the retained `head` topic.
+    fn head_diagnostic(&self, unit: Option<&str>, template: &str, icon: &str) -> Value {
         let mut v = json!({
-            "state_topic": t.head,
+            "state_topic": self.t.head,
             "value_template": template,
             "entity_category": "diagnostic",
             "icon": icon,
@@ -346,93 +392,104 @@ pub fn classifier_entities(
             v["state_class"] = json!("measurement");
         }
         v
-    };
-    out.push(ctx.entity(
-        "sensor",
-        &k("samples"),
-        &n("Samples"),
-        head_diag(
-            None,
-            "{{ value_json.samples }}",
-            "mdi:image-multiple-outline",
-        ),
-    ));
-    out.push(ctx.entity(
-        "sensor",
-        &k("classes"),
-        &n("Classes"),
-        head_diag(
-            None,
-            "{{ value_json.classes | length if value_json.classes is defined else 0 }}",
-            "mdi:shape-outline",
-        ),
-    ));
-    out.push(ctx.entity(
-        "sensor",
-        &k("head_version"),
-        &n("Head version"),
-        head_diag(
-            None,
-            "{{ value_json.version if value_json.version is defined else 0 }}",
-            "mdi:source-commit",
-        ),
-    ));
-    let mut loo = head_diag(
-        Some("%"),
-        "{{ (value_json.quality.loo_accuracy * 100) | round(1) if value_json.quality is defined and value_json.quality.loo_accuracy is not none else none }}",
-        "mdi:check-decagram-outline",
-    );
-    loo["json_attributes_topic"] = json!(t.head);
-    loo["json_attributes_template"] = json!(
-        "{{ {'advice': value_json.quality.advice, 'most_confused': value_json.quality.most_confused, 'per_class': value_json.quality.per_class} | tojson if value_json.quality is defined else '{}' }}"
-    );
-    out.push(ctx.entity("sensor", &k("loo_accuracy"), &n("LOO accuracy"), loo));
-    out.push(ctx.entity(
-        "sensor",
-        &k("unknown_threshold"),
-        &n("Unknown threshold"),
-        head_diag(
-            None,
-            "{{ value_json.unknown_below | round(3) if value_json.unknown_below is defined and value_json.unknown_below is not none else none }}",
-            "mdi:tune-vertical",
-        ),
-    ));
-    let gate = format!(
-        "{{{{ value_json.classifiers[{}].skipped }}}}",
-        jinja_str(&t.name)
-    );
-    out.push(ctx.entity(
-        "sensor",
-        &k("crops_skipped"),
-        &n("Crops skipped"),
-        json!({
-            "state_topic": ctx.status,
-            "value_template": gate,
-            "entity_category": "diagnostic",
-            "state_class": "total_increasing",
-            "icon": "mdi:debug-step-over",
-            "expire_after": ctx.status_expire_after,
-        }),
-    ));
-    if ctx.class_sensors {
-        for class in &classes.states {
-            out.push(ctx.entity(
-                "binary_sensor",
-                &k(&format!("class_{}", class_key(class))),
-                &n(class),
-                json!({
-                    "state_topic": t.state,
-                    "value_template": format!(
-                        "{{{{ 'ON' if value_json.label == {} else 'OFF' }}}}",
-                        jinja_str(class)
-                    ),
-                    "icon": "mdi:eye-check-outline",
-                    "expire_after": exp,
-                }),
-            ));
-        }
     }
-    out
+
+    /// Diagnostics: the head (retained `head` topic) and the gate (`status`).
+    fn diagnostics(&self) -> Vec<(String, Value)> {
+        let d = |unit, template, icon| self.head_diagnostic(unit, template, icon);
+        let mut loo = d(
+            Some("%"),
+            "{{ (value_json.quality.loo_accuracy * 100) | round(1) if value_json.quality is defined and value_json.quality.loo_accuracy is not none else none }}",
+            "mdi:check-decagram-outline",
+        );
+        loo["json_attributes_topic"] = json!(self.t.head);
+        loo["json_attributes_template"] = json!(
+            "{{ {'advice': value_json.quality.advice, 'most_confused': value_json.quality.most_confused, 'per_class': value_json.quality.per_class} | tojson if value_json.quality is defined else '{}' }}"
+        );
+        let gate = format!(
+            "{{{{ value_json.classifiers[{}].skipped }}}}",
+            jinja_str(&self.t.name)
+        );
+        vec![
+            self.entity(
+                "sensor",
+                "samples",
+                "Samples",
+                d(None, "{{ value_json.samples }}", "mdi:image-multiple-outline"),
+            ),
+            self.entity(
+                "sensor",
+                "classes",
+                "Classes",
+                d(
+                    None,
+                    "{{ value_json.classes | length if value_json.classes is defined else 0 }}",
+                    "mdi:shape-outline",
+                ),
+            ),
+            self.entity(
+                "sensor",
+                "head_version",
+                "Head version",
+                d(
+                    None,
+                    "{{ value_json.version if value_json.version is defined else 0 }}",
+                    "mdi:source-commit",
+                ),
+            ),
+            self.entity("sensor", "loo_accuracy", "LOO accuracy", loo),
+            self.entity(
+                "sensor",
+                "unknown_threshold",
+                "Unknown threshold",
+                d(
+                    None,
+                    "{{ value_json.unknown_below | round(3) if value_json.unknown_below is defined and value_json.unknown_below is not none else none }}",
+                    "mdi:tune-vertical",
+                ),
+            ),
+            self.entity(
+                "sensor",
+                "crops_skipped",
+                "Crops skipped",
+                json!({
+                    "state_topic": self.ctx.status,
+                    "value_template": gate,
+                    "entity_category": "diagnostic",
+                    "state_class": "total_increasing",
+                    "icon": "mdi:debug-step-over",
+                    "expire_after": self.ctx.status_expire_after,
+                }),
+            ),
+        ]
+    }
+
+    /// A binary sensor per class ("is it `open` now?"), when configured.
+    fn class_sensors(&self) -> Vec<(String, Value)> {
+        if !self.ctx.class_sensors {
+            return Vec::new();
+        }
+        self.classes
+            .states
+            .iter()
+            .map(|class| {
+                self.entity(
+                    "binary_sensor",
+                    &format!("class_{}", class_key(class)),
+                    class,
+                    json!({
+                        "state_topic": self.t.state,
+                        "value_template": format!(
+                            "{{{{ 'ON' if value_json.label == {} else 'OFF' }}}}",
+                            jinja_str(class)
+                        ),
+                        "icon": "mdi:eye-check-outline",
+                        "expire_after": self.ctx.expire_after,
+                    }),
+                )
+            })
+            .collect()
+    }
 }
 
 /// A class's part of its binary sensor's key: the slug and a hash of the label,

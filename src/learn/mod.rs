@@ -20,6 +20,8 @@ mod recent;
 pub mod replies;
 pub mod router;
 pub mod samples;
+#[cfg(test)]
+mod tests;
 pub mod train;
 
 use std::collections::HashMap;
@@ -208,7 +210,10 @@ impl Learner {
             }
         };
         if envelope.idempotent() {
-            match self.replies.check(&envelope.key, std::time::Instant::now()) {
+            match self
+                .replies
+                .check(&envelope.key, tokio::time::Instant::now())
+            {
                 Seen::New => {}
                 Seen::Pending => {
                     tracing::info!(op = %op_name, dup = envelope.dup, "repeated request is still being carried out; its answer follows");
@@ -259,7 +264,8 @@ impl Learner {
         if changing {
             if let Some(key) = key {
                 if answer::is_ok(&reply) {
-                    self.replies.finish(key, &reply, std::time::Instant::now());
+                    self.replies
+                        .finish(key, &reply, tokio::time::Instant::now());
                 } else {
                     self.replies.forget(key);
                 }

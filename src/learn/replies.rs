@@ -7,10 +7,13 @@
 //! operation, the caller's `transaction`, the topic and the payload: a transaction
 //! reused for another request (a client whose counter restarted) is a new request.
 //! Only successful answers are kept, so a request refused for a passing reason
-//! (`busy`, a full disk) can be retried with the same transaction.
+//! (`busy`, a full disk) can be retried with the same transaction. Times are
+//! tokio's (a paused clock in tests).
 
 use std::collections::{HashMap, VecDeque};
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+use tokio::time::Instant;
 
 use serde_json::Value;
 use sha2::{Digest, Sha256};

@@ -195,7 +195,7 @@ impl Learner {
             c.interval,
             frames_tx,
         ));
-        self.replies.start(&key, std::time::Instant::now());
+        self.replies.start(&key, tokio::time::Instant::now());
         self.collecting = Some(Collecting {
             op,
             reply,

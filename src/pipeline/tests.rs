@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 use image::RgbImage;
 
 use super::*;
-use crate::backbone::Embedder;
+use crate::backbone::fake::MeanColour;
 use crate::config::{PredictionConfig, PublishMode};
 use crate::mqtt::payload::Prediction;
 
@@ -17,36 +17,6 @@ fn cfg(window: usize, mode: PublishMode, min_ms: u64) -> PredictionConfig {
         min_interval_ms: min_ms,
         top_k: 3,
         smoothing_window: window,
-    }
-}
-
-/// A backbone whose features are the crop's mean colour: red and blue scenes
-/// are told apart, the rest is the real pipeline.
-struct MeanColour(crate::backbone::BackboneId);
-
-impl Embedder for MeanColour {
-    fn id(&self) -> &crate::backbone::BackboneId {
-        &self.0
-    }
-    fn dim(&self) -> usize {
-        3
-    }
-    fn embed(
-        &self,
-        image: &RgbImage,
-    ) -> Result<crate::backbone::Embedding, crate::backbone::EmbedError> {
-        let n = (image.width() * image.height()).max(1) as f32;
-        let mut f = vec![0.0f32; 3];
-        for p in image.pixels() {
-            for (acc, v) in f.iter_mut().zip(p.0) {
-                *acc += v as f32 / n;
-            }
-        }
-        Ok(crate::backbone::Embedding {
-            features: f,
-            preprocess: Duration::ZERO,
-            inference: Duration::ZERO,
-        })
     }
 }
 
@@ -111,11 +81,7 @@ async fn show(
 async fn held_back_changes_and_retrained_heads_are_published_while_the_gate_skips() {
     use crate::config::{ClassifierSpec, TriggerConfig};
     use crate::region::RegionConfig;
-    let e = Arc::new(MeanColour(crate::backbone::BackboneId::new(
-        "mean".into(),
-        "0".into(),
-        "",
-    )));
+    let e = Arc::new(MeanColour::new());
     let mut spec = ClassifierSpec::new("door", RegionConfig::WHOLE, TriggerConfig::default());
     spec.predictions = cfg(3, PublishMode::OnChange, 400);
     let c = Classifier::new(Arc::new(spec));

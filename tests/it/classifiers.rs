@@ -452,3 +452,92 @@ fn bad_regions_are_refused_with_the_key_named() {
         &["classifiers[1].name", "classifiers[2].name"],
     );
 }
+
+/// A head of the real backbone on one fixture of each of `classes`, saved where
+/// `dir` says (a store directory).
+fn save_head(dir: &Path, classes: &[&str]) {
+    use edgehead::backbone::Embedder;
+    let config = edgehead::config::BackboneConfig {
+        model: crate::harness::model(),
+        ..Default::default()
+    };
+    let e = edgehead::backbone::TractEmbedder::load(&config).expect("backbone");
+    let features: Vec<Vec<f32>> = classes
+        .iter()
+        .map(|c| {
+            e.embed(&fixture(&format!("{c}-1.jpg")))
+                .expect("embed")
+                .features
+        })
+        .collect();
+    let samples: Vec<edgehead::head::Sample> = features
+        .iter()
+        .enumerate()
+        .map(|(class, f)| edgehead::head::Sample { features: f, class })
+        .collect();
+    let names: Vec<String> = classes.iter().map(|c| c.to_string()).collect();
+    let params = edgehead::head::TrainParams::from_config(
+        &edgehead::config::HeadConfig::default(),
+        edgehead::config::UnknownThreshold::Off,
+    );
+    let head = edgehead::head::train(&samples, &names, e.id(), 1, &params).expect("train");
+    let (mut store, _) = edgehead::store::Store::open(dir).expect("store");
+    store.save_head(&head).expect("save");
+}
+
+/// `edgehead predict`'s JSON lines for `images`.
+fn predict(config: &Path, args: &[&str]) -> Vec<Value> {
+    let mut all = vec!["--config", config.to_str().expect("utf8"), "predict"];
+    all.extend_from_slice(args);
+    let (code, out, err) = crate::harness::run_cli(&all);
+    assert_eq!(code, 0, "predict failed: {err}");
+    out.lines()
+        .map(|l| serde_json::from_str(l).expect("a JSON line"))
+        .collect()
+}
+
+#[test]
+fn predict_uses_the_classifier_s_own_top_k_and_state_directory() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let state = dir.path().join("state");
+    save_head(&state.join("classifiers/door"), &["hat", "shoes", "pants"]);
+    let config = config_file(
+        dir.path(),
+        1,
+        "[predictions]\ntop_k = 3\n\n[[classifiers]]\nname = \"door\"\npredictions = { top_k = 1 }\n\n[[classifiers]]\nname = \"bins\"\n",
+    );
+    let hat = fixtures().join("hat-2.jpg");
+    let lines = predict(
+        &config,
+        &["--classifier", "door", hat.to_str().expect("utf8")],
+    );
+    assert_eq!(lines.len(), 1);
+    assert_eq!(lines[0]["classifier"], "door");
+    assert_eq!(lines[0]["label"], "hat", "{}", lines[0]);
+    let top = lines[0]["top"].as_array().expect("top");
+    assert_eq!(top.len(), 1, "door's top_k is 1: {}", lines[0]);
+    // A classifier without a saved head says where it looked.
+    let (code, _, err) = crate::harness::run_cli(&[
+        "--config",
+        config.to_str().expect("utf8"),
+        "predict",
+        "--classifier",
+        "bins",
+        hat.to_str().expect("utf8"),
+    ]);
+    assert_ne!(code, 0);
+    assert!(err.contains("classifiers/bins/head.json"), "{err}");
+}
+
+#[test]
+fn predict_reads_a_state_directory_edgehead_0_1_left_unmigrated() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    // The single store of edgehead 0.1 at the top of the state directory.
+    save_head(&dir.path().join("state"), &["hat", "shoes", "pants"]);
+    let config = config_file(dir.path(), 1, "");
+    let shoes = fixtures().join("shoes-2.jpg");
+    let lines = predict(&config, &[shoes.to_str().expect("utf8")]);
+    assert_eq!(lines[0]["classifier"], "default");
+    assert_eq!(lines[0]["label"], "shoes", "{}", lines[0]);
+    assert_eq!(lines[0]["top"].as_array().expect("top").len(), 3);
+}

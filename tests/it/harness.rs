@@ -7,7 +7,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS};
-use serde_json::Value;
+use serde_json::{json, Value};
 use tokio::sync::mpsc;
 
 pub const MOSQUITTO: &str = "/usr/sbin/mosquitto";
@@ -583,4 +583,62 @@ pub fn run_cli(args: &[&str]) -> (i32, String, String) {
         String::from_utf8_lossy(&out.stdout).into_owned(),
         String::from_utf8_lossy(&out.stderr).into_owned(),
     )
+}
+
+/// The topic base of the daemons `config_file` configures.
+pub const BASE: &str = "edgehead/it";
+
+/// Base64 (standard alphabet) of `b`.
+pub fn b64(b: &[u8]) -> String {
+    use base64::Engine;
+    base64::engine::general_purpose::STANDARD.encode(b)
+}
+
+/// The bytes of a fixture image.
+pub fn fixture_bytes(name: &str) -> Vec<u8> {
+    std::fs::read(fixtures().join(name)).expect("read fixture")
+}
+
+/// A broker, a daemon with `extra` config, and a client subscribed to everything
+/// below the daemon, once it is online.
+pub async fn start_daemon(extra: &str) -> (Mosquitto, tempfile::TempDir, Process, Client) {
+    let broker = Mosquitto::start();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = config_file(dir.path(), broker.port, extra);
+    let daemon = Process::start(&config);
+    let mut c = Client::connect(broker.port, &[&format!("{BASE}/#")]).await;
+    c.wait_for(&format!("{BASE}/availability"), 60, |m| {
+        m.text() == "online"
+    })
+    .await;
+    (broker, dir, daemon, c)
+}
+
+/// Add one sample of `hat` and one of `shoes`.
+pub async fn teach_hat_and_shoes(c: &mut Client) {
+    for (label, file) in [("hat", "hat-1.jpg"), ("shoes", "shoes-1.jpg")] {
+        let r = c
+            .request(
+                BASE,
+                "add_sample",
+                json!({"label": label, "image": b64(&fixture_bytes(file))}),
+            )
+            .await;
+        assert_eq!(r["status"], "ok", "{r}");
+    }
+}
+
+pub async fn sample_ids(c: &mut Client) -> Vec<(u64, String)> {
+    let r = c.request(BASE, "samples", json!({})).await;
+    r["data"]["samples"]
+        .as_array()
+        .expect("samples")
+        .iter()
+        .map(|s| {
+            (
+                s["id"].as_u64().expect("id"),
+                s["label"].as_str().expect("label").to_string(),
+            )
+        })
+        .collect()
 }

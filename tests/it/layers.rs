@@ -60,7 +60,7 @@ fn uses(text: &str) -> Vec<String> {
             } else {
                 out.push(name);
             }
-            rest = &after[..];
+            rest = after;
         }
     }
     out
@@ -80,13 +80,21 @@ fn no_module_imports_from_its_own_layer_or_above() {
         let own = rel
             .components()
             .next()
-            .map(|c| c.as_os_str().to_string_lossy().trim_end_matches(".rs").to_string())
+            .map(|c| {
+                c.as_os_str()
+                    .to_string_lossy()
+                    .trim_end_matches(".rs")
+                    .to_string()
+            })
             .unwrap_or_default();
         if own == "lib" || own == "main" {
             continue;
         }
         let Some(&mine) = layer.get(&own) else {
-            wrong.push(format!("{}: module {own} is on no layer in lib.rs", rel.display()));
+            wrong.push(format!(
+                "{}: module {own} is on no layer in lib.rs",
+                rel.display()
+            ));
             continue;
         };
         let text = std::fs::read_to_string(&file).expect("read");
@@ -107,11 +115,16 @@ fn no_module_imports_from_its_own_layer_or_above() {
             }
         }
     }
-    assert!(wrong.is_empty(), "imports against the layering:\n{}", wrong.join("\n"));
+    assert!(
+        wrong.is_empty(),
+        "imports against the layering:\n{}",
+        wrong.join("\n")
+    );
 }
 
 #[test]
 fn the_import_scan_sees_paths_and_brace_lists() {
-    let text = "use crate::{mqtt::Publisher, names};\nlet x = crate::store::fsio::io; // crate::app\n";
+    let text =
+        "use crate::{mqtt::Publisher, names};\nlet x = crate::store::fsio::io; // crate::app\n";
     assert_eq!(uses(text), ["mqtt", "names", "store"]);
 }

@@ -7,7 +7,10 @@ use std::path::{Path, PathBuf};
 use base64::Engine;
 use serde_json::json;
 
-use crate::harness::{config_file, edit_config, fixtures, shared_data, Client, Mosquitto, Process};
+use crate::harness::{
+    config_file, edit_config, fixtures, shared_data, start_daemon, teach_hat_and_shoes, Client,
+    Mosquitto, Process,
+};
 
 const BASE: &str = "edgehead/it";
 
@@ -384,4 +387,38 @@ async fn bad_requests_are_refused_and_leave_the_store_alone() {
     assert_eq!(r["status"], "ok");
     let head = c.request(BASE, "head", json!({})).await;
     assert!(head["data"]["head"].is_null(), "{head}");
+}
+#[tokio::test(flavor = "multi_thread")]
+async fn changing_the_preprocessing_re_embeds_the_samples_and_retrains() {
+    let (_broker, dir, mut daemon, mut c) = start_daemon("\n[learn]\ndebounce_ms = 50\n").await;
+    teach_hat_and_shoes(&mut c).await;
+    let before = c
+        .wait_for(&format!("{BASE}/default/head"), 30, |m| {
+            !m.json()["head"].is_null()
+        })
+        .await
+        .json();
+    daemon.terminate(30);
+    let config = dir.path().join("edgehead.toml");
+    edit_config(&config, |t| {
+        t.replace(
+            "[backbone]\n",
+            "[backbone]\ninput_width = 192\ninput_height = 192\n",
+        )
+    });
+    let daemon = Process::start(&config);
+    let after = c
+        .wait_for(&format!("{BASE}/default/head"), 60, |m| {
+            let h = m.json();
+            !h["head"].is_null() && h["backbone"] != before["backbone"]
+        })
+        .await
+        .json();
+    assert!(
+        after["version"].as_u64() > before["version"].as_u64(),
+        "{after}"
+    );
+    assert_eq!(after["quality"]["samples"], 2);
+    let log = daemon.log_text();
+    assert!(log.contains("re-embedding samples"), "{log}");
 }

@@ -2,12 +2,14 @@
 //! They start real mosquitto brokers and the real daemon with the real backbone.
 
 mod backbone;
+mod broker;
 mod classifiers;
 mod daemon;
-mod hardening;
+mod disk;
 mod harness;
 mod homeassistant;
 mod httpcam;
 mod layers;
 mod learning;
+mod requests;
 mod sources;

@@ -378,3 +378,30 @@ async fn garbage_between_the_frames_of_a_program_is_skipped() {
     assert_eq!(s["source"]["state"], "running", "{s}");
     assert_eq!(s["stats"]["frame_errors"], 0, "{s}");
 }
+#[tokio::test(flavor = "multi_thread")]
+async fn a_synthetic_source_at_fps_0_makes_frames_as_inference_takes_them() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let broker = Mosquitto::start();
+    let config = config_file(dir.path(), broker.port, "");
+    edit_config(&config, |t| {
+        t.replace("kind = \"files\"", "kind = \"synthetic\"")
+            + "\n[source.synthetic]\nwidth = 320\nheight = 240\nfps = 0.0\n"
+    });
+    let _daemon = Process::start(&config);
+    let mut c = Client::connect(broker.port, &[&format!("{BASE}/status")]).await;
+    let status = c
+        .wait_for(&format!("{BASE}/status"), 60, |m| {
+            m.json()["stats"]["frames_inferred"].as_u64().unwrap_or(0) >= 10
+        })
+        .await
+        .json();
+    let s = &status["stats"];
+    let (captured, inferred, dropped) = (
+        s["frames_captured"].as_u64().expect("captured"),
+        s["frames_inferred"].as_u64().expect("inferred"),
+        s["frames_dropped"].as_u64().expect("dropped"),
+    );
+    // One frame may wait while inference runs; none is made to be thrown away.
+    assert!(dropped <= 1, "{status}");
+    assert!(captured <= inferred + 2, "{status}");
+}

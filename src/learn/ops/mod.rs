@@ -320,6 +320,24 @@ impl Body {
             .ok_or_else(|| bad(format!("the payload needs a string field \"{key}\"")))
     }
 
+    /// The string field `key`, when present and not null.
+    pub fn optional_string(&self, key: &str) -> Result<Option<String>, RequestError> {
+        match self.fields.get(key) {
+            None | Some(Value::Null) => Ok(None),
+            Some(Value::String(l)) => Ok(Some(l.clone())),
+            Some(_) => Err(bad(format!("\"{key}\" must be a string"))),
+        }
+    }
+
+    /// The boolean field `key`; absent or null is false.
+    pub fn flag(&self, key: &str) -> Result<bool, RequestError> {
+        match self.fields.get(key) {
+            None | Some(Value::Null) => Ok(false),
+            Some(Value::Bool(v)) => Ok(*v),
+            Some(_) => Err(bad(format!("\"{key}\" must be true or false"))),
+        }
+    }
+
     /// The recent-crop id in `id`.
     fn recent_id(&self) -> Result<u64, RequestError> {
         self.fields
@@ -332,37 +350,17 @@ impl Body {
 /// The operations whose payload is a plain JSON object.
 pub fn from_body(kind: OpKind, b: Body) -> Result<Op, RequestError> {
     Ok(match kind {
-        OpKind::Classes | OpKind::Retrain | OpKind::Head | OpKind::Classifiers => {
-            b.only(&[])?;
-            match kind {
-                OpKind::Classes => Op::Classes,
-                OpKind::Retrain => Op::Retrain,
-                OpKind::Head => Op::Head,
-                _ => Op::Classifiers,
-            }
-        }
+        OpKind::Classes => b.only(&[]).map(|()| Op::Classes)?,
+        OpKind::Retrain => b.only(&[]).map(|()| Op::Retrain)?,
+        OpKind::Head => b.only(&[]).map(|()| Op::Head)?,
+        OpKind::Classifiers => b.only(&[]).map(|()| Op::Classifiers)?,
         OpKind::Samples => {
             b.only(&["label"])?;
-            let label = match b.fields.get("label") {
-                None | Some(Value::Null) => None,
-                Some(Value::String(l)) => Some(l.clone()),
-                Some(_) => return Err(bad("\"label\" must be a string")),
-            };
-            Op::Samples { label }
+            Op::Samples {
+                label: b.optional_string("label")?,
+            }
         }
-        OpKind::RemoveSample => {
-            b.only(&["id", "last"])?;
-            Op::RemoveSample(match (b.fields.get("id"), b.fields.get("last")) {
-                (Some(id), None) => SampleRef::Id(
-                    id.as_u64()
-                        .ok_or_else(|| bad("\"id\" must be a sample id (a number)"))?,
-                ),
-                (None, Some(Value::Bool(true))) => SampleRef::Last,
-                _ => return Err(bad(
-                    "the payload needs \"id\" (a sample id) or \"last\": true (the newest sample)",
-                )),
-            })
-        }
+        OpKind::RemoveSample => remove_sample(&b)?,
         OpKind::RenameClass => {
             b.only(&["from", "to"])?;
             Op::RenameClass {
@@ -394,17 +392,13 @@ pub fn from_body(kind: OpKind, b: Body) -> Result<Op, RequestError> {
         }
         OpKind::Recent => {
             b.only(&["images"])?;
-            let images = match b.fields.get("images") {
-                None | Some(Value::Null) => false,
-                Some(Value::Bool(v)) => *v,
-                Some(_) => return Err(bad("\"images\" must be true or false")),
-            };
-            Op::Recent { images }
+            Op::Recent {
+                images: b.flag("images")?,
+            }
         }
-        OpKind::RecentImage => {
-            b.only(&["id"])?;
-            Op::RecentImage { id: b.recent_id()? }
-        }
+        OpKind::RecentImage => b
+            .only(&["id"])
+            .and_then(|()| Ok(Op::RecentImage { id: b.recent_id()? }))?,
         OpKind::LabelRecent => {
             b.only(&["id", "label"])?;
             Op::LabelRecent {
@@ -412,10 +406,9 @@ pub fn from_body(kind: OpKind, b: Body) -> Result<Op, RequestError> {
                 label: names::normalize_label(b.string("label")?)?,
             }
         }
-        OpKind::DiscardRecent => {
-            b.only(&["id"])?;
-            Op::DiscardRecent { id: b.recent_id()? }
-        }
+        OpKind::DiscardRecent => b
+            .only(&["id"])
+            .and_then(|()| Ok(Op::DiscardRecent { id: b.recent_id()? }))?,
         OpKind::SelectLabel => {
             b.only(&["label"])?;
             Op::SelectLabel {
@@ -426,6 +419,25 @@ pub fn from_body(kind: OpKind, b: Body) -> Result<Op, RequestError> {
             return Err(bad(format!("{} needs its own parser", kind.name())))
         }
     })
+}
+
+/// `remove_sample`: `{"id": n}` or `{"last": true}`.
+fn remove_sample(b: &Body) -> Result<Op, RequestError> {
+    b.only(&["id", "last"])?;
+    Ok(Op::RemoveSample(
+        match (b.fields.get("id"), b.fields.get("last")) {
+            (Some(id), None) => SampleRef::Id(
+                id.as_u64()
+                    .ok_or_else(|| bad("\"id\" must be a sample id (a number)"))?,
+            ),
+            (None, Some(Value::Bool(true))) => SampleRef::Last,
+            _ => {
+                return Err(bad(
+                    "the payload needs \"id\" (a sample id) or \"last\": true (the newest sample)",
+                ))
+            }
+        },
+    ))
 }
 
 /// An `add_sample` with its label normalized and its image's size checked.
