@@ -23,6 +23,9 @@ install -D -m 0644 models/efficientnet-lite0-features-int8w.json "$root/usr/shar
 install -D -m 0644 deploy/edgehead.toml "$root/etc/edgehead/edgehead.toml"
 install -D -m 0644 systemd/edgehead.service "$root/lib/systemd/system/edgehead.service"
 install -D -m 0644 README.md "$root/usr/share/doc/edgehead/README.md"
+for page in docs/*.md; do
+    install -D -m 0644 "$page" "$root/usr/share/doc/edgehead/$page"
+done
 install -D -m 0644 models/README.md "$root/usr/share/doc/edgehead/MODELS.md"
 cat > "$root/usr/share/doc/edgehead/copyright" <<'COPYRIGHT'
 Format: https://www.debian.org/doc/packaging-manuals/copyright-format/1.0/

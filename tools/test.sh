@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The test command (README "Run the tests"): installs the Debian packages the tests
+# The test command (README, "Quick start"): installs the Debian packages the tests
 # need if they are missing (mosquitto for the brokers the tests start; ffmpeg for
 # the command source's tests; libclang for the camera feature's bindgen), then runs
 # every test with every feature.

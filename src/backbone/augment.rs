@@ -5,8 +5,8 @@
 //! The views follow what helps linear probes on frozen features with few samples
 //! (the "standard augmentation" of few-shot transfer: horizontal flip, crops, colour
 //! jitter; e.g. Chen et al., "A Closer Look at Few-shot Classification", ICLR 2019).
-//! Only `edgehead eval --augment` uses them: measured on README's data sets they did
-//! not win on both (README, "Accuracy of the heads"), so the daemon does not spend
+//! Only `edgehead eval --augment` uses them: measured on the shared data sets they did
+//! not win on both (docs/measurements.md, "Accuracy of the heads"), so the daemon does not spend
 //! the extra backbone runs at teach time.
 
 use image::imageops::{self, FilterType};

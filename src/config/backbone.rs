@@ -30,7 +30,7 @@ pub struct BackboneConfig {
     /// Float precision of the backbone's arithmetic: `f32` (default), `f16`, or
     /// `auto` (f16 where the CPU has FP16 arithmetic, else f32; see [`Precision`]).
     /// The default stays f32: counted under qemu, f16 saved no instructions with
-    /// tract's kernels for a Pi 5's CPU kind (README, Measured).
+    /// tract's kernels for a Pi 5's CPU kind (docs/measurements.md).
     pub precision: Precision,
     /// tract model transforms applied before optimization, in order (`conv_nhwc`
     /// runs convolutions channel-last, which speeds up depthwise convolutions).
