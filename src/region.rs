@@ -133,18 +133,8 @@ impl RegionConfig {
                 ),
             );
         }
-        if let Some((w, h)) = frame {
-            // Too few pixels of this frame.
-            self.rect(w, h).map_err(|e| {
-                let key = if self.width * (w as f64) < MIN_SIDE as f64 + 1.0 {
-                    "width"
-                } else {
-                    "height"
-                };
-                (key, e)
-            })?;
-        }
-        Ok(())
+        // Too few pixels of this frame.
+        self.fits(frame, |w| self.width * (w as f64) < MIN_SIDE as f64 + 1.0)
     }
 
     /// [`RegionConfig::check`] of a region in pixels.
@@ -167,17 +157,22 @@ impl RegionConfig {
                 );
             }
         }
-        if let Some((w, h)) = frame {
-            self.rect(w, h).map_err(|e| {
-                let key = if self.x + self.width > w as f64 {
-                    "width"
-                } else {
-                    "height"
-                };
-                (key, e)
-            })?;
-        }
-        Ok(())
+        self.fits(frame, |w| self.x + self.width > w as f64)
+    }
+
+    /// Whether the region fits `frame` when its size is known; the error is
+    /// reported under `width` when `width_at_fault(frame width)`, else `height`.
+    fn fits(
+        &self,
+        frame: Option<(u32, u32)>,
+        width_at_fault: impl Fn(u32) -> bool,
+    ) -> Result<(), (&'static str, RegionError)> {
+        let Some((w, h)) = frame else {
+            return Ok(());
+        };
+        self.rect(w, h)
+            .map(|_| ())
+            .map_err(|e| (if width_at_fault(w) { "width" } else { "height" }, e))
     }
 
     /// The pixels of a `frame_width` × `frame_height` frame this region covers.

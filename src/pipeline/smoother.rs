@@ -90,10 +90,12 @@ impl Smoother {
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use super::*;
 
-    fn cfg(window: usize, mode: PublishMode, min_ms: u64) -> PredictionConfig {
+    /// Prediction settings of a smoothing `window`, a publish `mode` and a minimum
+    /// interval.
+    pub fn cfg(window: usize, mode: PublishMode, min_ms: u64) -> PredictionConfig {
         PredictionConfig {
             publish: mode,
             min_interval_ms: min_ms,

@@ -6,19 +6,11 @@ use std::time::{Duration, Instant};
 
 use image::RgbImage;
 
+use super::smoother::tests::cfg;
 use super::*;
 use crate::backbone::fake::MeanColour;
-use crate::config::{PredictionConfig, PublishMode};
+use crate::config::PublishMode;
 use crate::mqtt::payload::Prediction;
-
-fn cfg(window: usize, mode: PublishMode, min_ms: u64) -> PredictionConfig {
-    PredictionConfig {
-        publish: mode,
-        min_interval_ms: min_ms,
-        top_k: 3,
-        smoothing_window: window,
-    }
-}
 
 #[derive(Clone, Default)]
 struct Kept(std::sync::Arc<std::sync::Mutex<Vec<Prediction>>>);
