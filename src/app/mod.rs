@@ -8,6 +8,7 @@
 //! - [`status`]: the status topic, the summary line and systemd's watchdog;
 //!   [`supervise`]: the tasks, watched together and stopped in order.
 
+pub mod manager;
 mod status;
 mod supervise;
 
@@ -20,15 +21,16 @@ use tokio_util::sync::CancellationToken;
 
 use crate::backbone::{EmbedError, Embedder, TractEmbedder};
 use crate::classifier::Classifier;
-use crate::config::{Precision, Settings};
+use crate::config::runtime::RuntimeClassifiers;
+use crate::config::{ClassifierConfig, ConfigError, Precision, Settings};
 use crate::homeassistant::{self, Notifier};
-use crate::learn::{self, Learner, Router};
+use crate::learn::{self, Router};
 use crate::mqtt::{self, broker, ClassifierTopics, Publisher};
 use crate::pipeline::{Inference, MqttSink};
 use crate::source::{self, CaptureError, SourceState};
 use crate::stats::Stats;
-use crate::store::state_dir::StateDir;
-use crate::store::{OpenReport, Store, StoreError};
+use crate::store::state_dir::{self, StateDir};
+use crate::store::{Store, StoreError};
 use status::StatusReporter;
 use supervise::{Ended, Stage, Supervisor};
 
@@ -45,6 +47,11 @@ pub enum StartError {
     Broker(#[from] broker::BrokerError),
     #[error("MQTT: {0}")]
     Mqtt(#[from] mqtt::MqttError),
+    #[error("the classifiers created or changed at run time ({file}) do not fit this configuration: {error}; fix the configuration or move that file away")]
+    Runtime {
+        file: std::path::PathBuf,
+        error: ConfigError,
+    },
 }
 
 /// Why a running daemon stopped with an error: exit code 1.
@@ -59,24 +66,17 @@ pub enum RunError {
     },
 }
 
-/// One classifier, opened: its handles, topics, store, what opening found, its
-/// request queue.
-struct Opened {
-    classifier: Classifier,
-    topics: Arc<ClassifierTopics>,
-    store: Store,
-    report: OpenReport,
-    requests_rx: mpsc::Receiver<learn::Request>,
-}
-
 /// Everything built and checked, nothing running yet.
 pub struct Daemon {
     settings: Settings,
     embedder: Arc<TractEmbedder>,
     /// Held (locked) while the daemon runs.
-    _state: StateDir,
-    /// Per classifier, in configuration order.
-    classifiers: Vec<Opened>,
+    state: Arc<StateDir>,
+    /// The run-time classifier definitions, and every classifier opened.
+    runtime: RuntimeClassifiers,
+    classifiers: Vec<manager::Starting>,
+    router: Router,
+    manager_rx: mpsc::Receiver<learn::Request>,
     opener: source::Opener,
     broker: Option<broker::EmbeddedBroker>,
     stats: Arc<Stats>,
@@ -106,9 +106,13 @@ pub fn load_backbone(settings: &Settings) -> Result<TractEmbedder, EmbedError> {
     Ok(e)
 }
 
-/// Lock the state directory (migrating a layout of edgehead 0.1) and open every
+/// Lock the state directory (migrating a layout of edgehead 0.1), lay the
+/// run-time classifier definitions over the configuration's, and open every
 /// classifier's store.
-fn open_stores(settings: &Settings) -> Result<(StateDir, Vec<(Store, OpenReport)>), StoreError> {
+fn open_state(
+    settings: &Settings,
+    saved_ha: &homeassistant::Saved,
+) -> Result<(StateDir, RuntimeClassifiers, Vec<manager::Starting>), StartError> {
     let first = settings
         .classifiers
         .first()
@@ -121,8 +125,15 @@ fn open_stores(settings: &Settings) -> Result<(StateDir, Vec<(Store, OpenReport)
             tracing::warn!(into = %m.into, "an interrupted move finished into a classifier that is no longer configured: rename its directory under classifiers/ to the classifier that should have the samples");
         }
     }
-    let mut stores = Vec::new();
-    for spec in &settings.classifiers {
+    let runtime = state.runtime_classifiers()?;
+    let effective = runtime.effective(&settings.classifier_file);
+    let defs: Vec<ClassifierConfig> = effective.iter().map(|(c, _)| c.clone()).collect();
+    let specs = settings.resolve(&defs).map_err(|e| StartError::Runtime {
+        file: state.root.join(state_dir::RUNTIME),
+        error: e,
+    })?;
+    let mut starting = Vec::new();
+    for ((def, origin), spec) in effective.into_iter().zip(specs) {
         let dir = state.classifier_dir(&spec.name);
         let (store, report) = Store::open(&dir)?;
         let classes = store.classes();
@@ -138,18 +149,28 @@ fn open_stores(settings: &Settings) -> Result<(StateDir, Vec<(Store, OpenReport)
             dropped_without_files = report.dropped_missing.len(),
             "sample store opened"
         );
-        stores.push((store, report));
+        let topics = Arc::new(ClassifierTopics::new(&settings.topic_base, &spec.name));
+        starting.push(manager::Starting {
+            teach_label: saved_ha.teach_labels.get(&spec.name).cloned(),
+            classifier: Classifier::new(spec, topics),
+            def,
+            origin,
+            store,
+            report,
+        });
     }
-    if stores.iter().any(|(_, r)| r.disk_full) {
+    if starting.iter().any(|s| s.report.disk_full) {
         tracing::warn!(dir = %settings.state_dir().display(), "the state directory's disk is full: edgehead runs and predicts, deleting works, but no sample can be added until space is freed");
     }
-    Ok((state, stores))
+    Ok((state, runtime, starting))
 }
 
 impl Daemon {
     pub fn build(settings: Settings) -> Result<Self, StartError> {
         let embedder = Arc::new(load_backbone(&settings)?);
-        let (state, stores) = open_stores(&settings)?;
+        let saved_ha = homeassistant::Saved::load(&homeassistant::saved_file(settings.state_dir()))
+            .sanitize(&settings.homeassistant.prefix, &settings.device_id);
+        let (state, runtime, classifiers) = open_state(&settings, &saved_ha)?;
         let opener = source::opener(&settings.source, &settings.learn)?;
         let broker = match settings.embedded_broker {
             Some(addr) => Some(broker::start(
@@ -161,36 +182,29 @@ impl Daemon {
         };
         let stats = Arc::new(Stats::default());
         stats.disk_full.store(
-            stores.iter().any(|(_, r)| r.disk_full),
+            classifiers.iter().any(|s| s.report.disk_full),
             std::sync::atomic::Ordering::Relaxed,
         );
-        let mut routes = Vec::new();
-        let mut classifiers = Vec::new();
-        for (spec, (store, report)) in settings.classifiers.iter().zip(stores) {
-            let (tx, requests_rx) = mpsc::channel(settings.learn.queue);
-            routes.push((spec.name.clone(), tx));
-            classifiers.push(Opened {
-                classifier: Classifier::new(spec.clone()),
-                topics: Arc::new(ClassifierTopics::new(&settings.topic_base, &spec.name)),
-                store,
-                report,
-                requests_rx,
-            });
-        }
+        // The routes are set when the manager starts the learners.
+        let (manager_tx, manager_rx) = mpsc::channel(settings.learn.queue);
+        let router = Router::new(Vec::new(), Some(manager_tx));
         // The MQTT client is built here so that TLS files that cannot be read are a
         // start-up error; it connects once the daemon runs.
         let (publisher, connection) = mqtt::connect(
             &settings,
             broker.as_ref().map(|b| b.connect_addr),
-            Box::new(Router::new(routes)),
+            Box::new(router.clone()),
             stats.clone(),
         )?;
         let (notifier, ha_rx) = Notifier::channel();
         Ok(Self {
             settings,
             embedder,
-            _state: state,
+            state: Arc::new(state),
+            runtime,
             classifiers,
+            router,
+            manager_rx,
             opener,
             broker,
             stats,
@@ -248,8 +262,11 @@ impl Daemon {
         let Daemon {
             settings,
             embedder,
-            _state,
+            state,
+            runtime,
             classifiers,
+            router,
+            manager_rx,
             opener,
             broker,
             stats,
@@ -258,31 +275,41 @@ impl Daemon {
             notifier,
             ha_rx,
         } = self;
+        let settings = Arc::new(settings);
         let mut tasks = Supervisor::default();
         let (frame_tx, frame_rx) = watch::channel(None);
         let demand = Arc::new(source::Demand::default());
         let (state_tx, state_rx) = watch::channel(SourceState::Starting);
         let embedder_dyn: Arc<dyn Embedder> = embedder.clone();
         let tokens = Tokens::default();
-        tasks.spawn(
-            Stage::Mqtt,
-            done(connection.run(tokens.drain.clone(), tokens.finish.clone())),
-        );
-
-        let ha_file = homeassistant::saved_file(settings.state_dir());
-        let saved_ha = homeassistant::Saved::load(&ha_file)
-            .sanitize(&settings.homeassistant.prefix, &settings.device_id);
         let shared = learn::Shared {
             embedder: embedder_dyn.clone(),
-            all: Arc::new(settings.classifiers.clone()),
             frames: frame_rx.clone(),
             publisher: publisher.clone(),
             notifier: notifier.clone(),
             stats: stats.clone(),
             config: settings.learn.clone(),
         };
-        let (handles, topics) = spawn_learners(&mut tasks, classifiers, shared, &saved_ha);
-        let bridge = home_assistant_bridge(&settings, &publisher, &topics, &handles, saved_ha);
+        let (set_tx, set_rx) = watch::channel(Arc::new(Vec::new()));
+        let ha_file = homeassistant::saved_file(settings.state_dir());
+        let saved_ha = homeassistant::Saved::load(&ha_file)
+            .sanitize(&settings.homeassistant.prefix, &settings.device_id);
+        let bridge = home_assistant_bridge(&settings, &publisher, &classifiers, saved_ha);
+        let manager = manager::Manager::start(
+            classifiers,
+            manager_rx,
+            router,
+            settings.clone(),
+            state,
+            runtime,
+            shared,
+            set_tx,
+        );
+        tasks.spawn(Stage::Learn, manager.run(tokens.drain.clone()));
+        tasks.spawn(
+            Stage::Mqtt,
+            done(connection.run(tokens.drain.clone(), tokens.finish.clone())),
+        );
         tasks.spawn(
             Stage::HomeAssistant,
             done(homeassistant::run(
@@ -296,8 +323,8 @@ impl Daemon {
         let inference = Inference {
             frames: frame_rx,
             embedder: embedder_dyn,
-            classifiers: handles.clone(),
-            sink: MqttSink::new(publisher.clone(), notifier, topics, &settings.homeassistant),
+            classifiers: set_rx.clone(),
+            sink: MqttSink::new(publisher.clone(), notifier, &settings.homeassistant),
             stats: stats.clone(),
             demand: demand.clone(),
             recent_side: settings.learn.thumbnail_side,
@@ -308,7 +335,7 @@ impl Daemon {
         let status = StatusReporter::new(
             publisher.clone(),
             stats.clone(),
-            handles,
+            set_rx,
             embedder.id().to_string(),
             state_rx.clone(),
             Duration::from_secs(settings.log.summary_interval_secs),
@@ -339,39 +366,6 @@ impl Daemon {
             source_kind: settings.source.kind,
         })
     }
-}
-
-/// Start a learner per classifier (restoring its head and teach label) under one
-/// task, the first to panic failing the daemon; returns the classifiers' handles
-/// and topics, in order.
-fn spawn_learners(
-    tasks: &mut Supervisor,
-    classifiers: Vec<Opened>,
-    shared: learn::Shared,
-    saved_ha: &homeassistant::Saved,
-) -> (Vec<Classifier>, Vec<Arc<ClassifierTopics>>) {
-    let handles = classifiers.iter().map(|c| c.classifier.clone()).collect();
-    let topics = classifiers.iter().map(|c| c.topics.clone()).collect();
-    let mut learners = tokio::task::JoinSet::new();
-    for (index, o) in classifiers.into_iter().enumerate() {
-        let name = o.classifier.spec.name.clone();
-        let mut learner = Learner::new(
-            o.requests_rx,
-            o.store,
-            (o.classifier, index, o.topics),
-            shared.clone(),
-        );
-        learner.restore_head(&o.report);
-        learner.set_teach_label(saved_ha.teach_labels.get(&name).cloned());
-        learners.spawn(learner.run());
-    }
-    tasks.spawn(Stage::Learn, async move {
-        while let Some(r) = learners.join_next().await {
-            r.map_err(|e| format!("panicked: {e}"))?;
-        }
-        Ok(())
-    });
-    (handles, topics)
 }
 
 /// Start the capture thread, watched as a task; returns its stop handle.
@@ -487,8 +481,7 @@ impl Running {
 fn home_assistant_bridge(
     settings: &Settings,
     publisher: &Publisher,
-    topics: &[Arc<ClassifierTopics>],
-    classifiers: &[Classifier],
+    classifiers: &[manager::Starting],
     saved: homeassistant::Saved,
 ) -> homeassistant::Bridge {
     let ha = &settings.homeassistant;
@@ -502,19 +495,23 @@ fn home_assistant_bridge(
         class_sensors: ha.class_sensors,
         image: ha.image_interval_secs > 0.0,
     });
-    let classes = classifiers
+    // The saved heads' classes (the learners restore them as they start).
+    let (topics, classes) = classifiers
         .iter()
-        .map(|c| {
-            c.head
-                .load()
-                .as_ref()
-                .map(|h| h.classes.clone())
-                .unwrap_or_default()
+        .map(|s| {
+            let classes = s
+                .store
+                .load_head()
+                .ok()
+                .flatten()
+                .map(|h| h.classes)
+                .unwrap_or_default();
+            (s.classifier.topics.clone(), classes)
         })
-        .collect();
+        .unzip();
     let heartbeat = match ha.expire_after_secs {
         0 => Duration::from_secs(60),
         s => Duration::from_secs_f64(s as f64 / 3.0),
     };
-    homeassistant::Bridge::new(ctx, topics.to_vec(), classes, saved, heartbeat)
+    homeassistant::Bridge::new(ctx, topics, classes, saved, heartbeat)
 }

@@ -49,7 +49,8 @@ pub(super) async fn watchdog(
 pub(super) struct StatusReporter {
     publisher: Publisher,
     stats: Arc<Stats>,
-    classifiers: Vec<Classifier>,
+    /// The classifiers now.
+    classifiers: watch::Receiver<Arc<Vec<Classifier>>>,
     backbone: String,
     source: watch::Receiver<SourceState>,
     started: Instant,
@@ -65,7 +66,7 @@ impl StatusReporter {
     pub(super) fn new(
         publisher: Publisher,
         stats: Arc<Stats>,
-        classifiers: Vec<Classifier>,
+        classifiers: watch::Receiver<Arc<Vec<Classifier>>>,
         backbone: String,
         source: watch::Receiver<SourceState>,
         interval: Duration,
@@ -88,15 +89,14 @@ impl StatusReporter {
     }
 
     fn status(&self) -> Value {
-        let classifiers: Map<String, Value> = self
-            .classifiers
+        let list = self.classifiers.borrow().clone();
+        let classifiers: Map<String, Value> = list
             .iter()
             .map(|c| (c.spec.name.clone(), c.status()))
             .collect();
         // The first classifier's head and classes also at the top (single-classifier
         // readers of edgehead 0.1).
-        let first = self
-            .classifiers
+        let first = list
             .first()
             .and_then(|c| classifiers.get(&c.spec.name))
             .cloned()
@@ -129,11 +129,12 @@ impl StatusReporter {
         let secs = last_at.elapsed().as_secs_f64().max(1e-9);
         let gate = self
             .classifiers
+            .borrow()
             .iter()
             .fold((0, 0), |(r, s), c| (r + c.gate.runs(), s + c.gate.skips()));
         tracing::info!(
-            backbone_runs = gate.0 - last_gate.0,
-            crops_skipped = gate.1 - last_gate.1,
+            backbone_runs = gate.0.saturating_sub(last_gate.0),
+            crops_skipped = gate.1.saturating_sub(last_gate.1),
             fps_captured = format!("{:.1}", d.frames_captured as f64 / secs),
             fps_inferred = format!("{:.1}", d.frames_inferred as f64 / secs),
             frames_dropped = d.frames_dropped,
@@ -150,8 +151,8 @@ impl StatusReporter {
             "fps_captured": (d.frames_captured as f64 / secs * 100.0).round() / 100.0,
             "fps_inferred": (d.frames_inferred as f64 / secs * 100.0).round() / 100.0,
             "backbone_ms": d.mean_backbone_ms().map(|v| (v * 10.0).round() / 10.0),
-            "backbone_runs": gate.0 - last_gate.0,
-            "crops_skipped": gate.1 - last_gate.1,
+            "backbone_runs": gate.0.saturating_sub(last_gate.0),
+            "crops_skipped": gate.1.saturating_sub(last_gate.1),
             "frames_dropped": d.frames_dropped,
         });
         self.last = (now, gate, Instant::now());

@@ -114,7 +114,7 @@ struct CountingSink {
 }
 
 impl PredictionSink for CountingSink {
-    fn publish(&mut self, _classifier: usize, p: &Prediction) -> bool {
+    fn publish(&mut self, _classifier: &Classifier, p: &Prediction) -> bool {
         self.bytes += serde_json::to_vec(p).map(|v| v.len()).unwrap_or(0);
         true
     }
@@ -166,7 +166,11 @@ fn end_to_end(e: Arc<TractEmbedder>, o: &Options) -> (f64, u64, u64, f64, u64) {
             ..TriggerConfig::default()
         },
     );
-    let classifier = Classifier::new(Arc::new(spec));
+    let topics = Arc::new(crate::mqtt::ClassifierTopics::new(
+        "edgehead/bench",
+        "bench",
+    ));
+    let classifier = Classifier::new(Arc::new(spec), topics);
     classifier.head.store(demo_head(&e).map(Arc::new));
     let synth = SyntheticConfig {
         width: o.width,
@@ -184,7 +188,7 @@ fn end_to_end(e: Arc<TractEmbedder>, o: &Options) -> (f64, u64, u64, f64, u64) {
         let inference = Inference {
             frames: frame_rx,
             embedder: e,
-            classifiers: vec![classifier],
+            classifiers: watch::channel(Arc::new(vec![classifier])).1,
             sink: CountingSink { bytes: 0 },
             stats: st.clone(),
             demand: demand.clone(),

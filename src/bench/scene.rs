@@ -27,6 +27,7 @@ use crate::config::{ClassifierSpec, HeadKind, TriggerConfig};
 use crate::eval::Scene;
 use crate::head::{self, Sample, TrainParams};
 use crate::mqtt::payload::Prediction;
+use crate::mqtt::ClassifierTopics;
 use crate::pipeline::{Inference, PredictionSink};
 use crate::region::{self, RegionConfig, RegionUnit};
 use crate::source::{Demand, Frame};
@@ -82,16 +83,20 @@ pub struct Report {
 }
 
 /// When a prediction was published, by which classifier, with which stable label.
-type Published = (Instant, usize, Option<String>);
+type Published = (Instant, String, Option<String>);
 
 /// Records what the pipeline publishes.
 #[derive(Clone, Default)]
 struct Recorder(Arc<Mutex<Vec<Published>>>);
 
 impl PredictionSink for Recorder {
-    fn publish(&mut self, classifier: usize, p: &Prediction) -> bool {
+    fn publish(&mut self, classifier: &Classifier, p: &Prediction) -> bool {
         if let Ok(mut v) = self.0.lock() {
-            v.push((Instant::now(), classifier, p.label.clone()));
+            v.push((
+                Instant::now(),
+                classifier.name().to_string(),
+                p.label.clone(),
+            ));
         }
         true
     }
@@ -241,7 +246,8 @@ fn classifiers(
     let make = |name: &str, region: RegionConfig, h: head::Head| {
         let mut spec = ClassifierSpec::new(name, region, trigger);
         spec.predictions.smoothing_window = o.smoothing_window;
-        let c = Classifier::new(Arc::new(spec));
+        let topics = Arc::new(ClassifierTopics::new("edgehead/bench", name));
+        let c = Classifier::new(Arc::new(spec), topics);
         c.head.store(Some(Arc::new(h)));
         c
     };
@@ -327,7 +333,7 @@ pub fn run(e: Arc<TractEmbedder>, o: &Options) -> Result<Report, String> {
     let inference = Inference {
         frames: watch::channel(None).1,
         embedder: e.clone() as Arc<dyn Embedder>,
-        classifiers: classifiers.clone(),
+        classifiers: watch::channel(Arc::new(classifiers.clone())).1,
         sink: recorder.clone(),
         stats: Arc::new(Stats::default()),
         demand: Arc::new(Demand::default()),
@@ -356,7 +362,7 @@ pub fn run(e: Arc<TractEmbedder>, o: &Options) -> Result<Report, String> {
                     let at = change_at?;
                     records
                         .iter()
-                        .find(|(t, k, l)| *k == 0 && *t >= at && l.as_deref() == Some("after"))
+                        .find(|(t, k, l)| k == "door" && *t >= at && l.as_deref() == Some("after"))
                         .map(|(t, _, _)| t.duration_since(at).as_secs_f64() * 1000.0)
                 })
                 .flatten(),

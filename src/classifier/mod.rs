@@ -24,29 +24,49 @@ use serde_json::{json, Map, Value};
 
 use crate::config::ClassifierSpec;
 use crate::head::Head;
+use crate::mqtt::ClassifierTopics;
 use gate::{Run, Skip};
 use recent::Recent;
 
 /// The handles of one classifier the tasks share: the inference task reads the head
 /// and fills `recent` and `gate`; the learning task swaps the head in and serves
-/// `recent`.
+/// `recent`. Cheap to clone: every clone shares the head, the recent crops and
+/// the counters.
 #[derive(Clone)]
 pub struct Classifier {
     pub spec: Arc<ClassifierSpec>,
+    /// Where its predictions, states and answers go.
+    pub topics: Arc<ClassifierTopics>,
     pub head: Arc<ArcSwapOption<Head>>,
     pub recent: Arc<Mutex<Recent>>,
     pub gate: Arc<GateStats>,
 }
 
 impl Classifier {
-    /// A classifier without a head.
-    pub fn new(spec: Arc<ClassifierSpec>) -> Self {
+    /// A classifier without a head, publishing on `topics`.
+    pub fn new(spec: Arc<ClassifierSpec>, topics: Arc<ClassifierTopics>) -> Self {
         Self {
             head: Arc::new(ArcSwapOption::empty()),
             recent: Arc::new(Mutex::new(Recent::new(spec.recent))),
             gate: Arc::new(GateStats::default()),
             spec,
+            topics,
         }
+    }
+
+    /// The same classifier (head, recent crops, counters) with another definition
+    /// (edited or renamed at run time).
+    pub fn redefined(&self, spec: Arc<ClassifierSpec>, topics: Arc<ClassifierTopics>) -> Self {
+        Self {
+            spec,
+            topics,
+            ..self.clone()
+        }
+    }
+
+    /// The classifier's name.
+    pub fn name(&self) -> &str {
+        &self.spec.name
     }
 
     /// What `status` shows: gate counters, head, classes and recent crops.

@@ -198,7 +198,7 @@ impl ClassifierSpec {
 
 /// The configured classifiers, or the built-in one over the whole frame when
 /// none is configured.
-fn configured(list: &[ClassifierConfig]) -> Vec<ClassifierConfig> {
+pub fn configured(list: &[ClassifierConfig]) -> Vec<ClassifierConfig> {
     if list.is_empty() {
         vec![ClassifierConfig {
             name: names::DEFAULT_CLASSIFIER.into(),
@@ -209,8 +209,8 @@ fn configured(list: &[ClassifierConfig]) -> Vec<ClassifierConfig> {
     }
 }
 
-/// Resolve and check every classifier (the built-in one when none is
-/// configured), reporting problems under `classifiers[i].<field>`. `head` and
+/// Resolve and check every classifier of `list`, reporting problems under
+/// `classifiers[i].<field>`. `head` and
 /// `predictions` are the top-level sections (already checked), `default_threshold`
 /// `[head]`'s unknown threshold, and `frame` the frame size when the source fixes
 /// it (camera, synthetic).
@@ -223,7 +223,7 @@ pub(super) fn resolve(
     frame: Option<(u32, u32)>,
 ) -> Vec<Arc<ClassifierSpec>> {
     let mut out: Vec<Arc<ClassifierSpec>> = Vec::new();
-    for (i, cc) in configured(list).iter().enumerate() {
+    for (i, cc) in list.iter().enumerate() {
         let key = |field: &str| format!("classifiers[{i}].{field}");
         let name = match names::normalize_classifier_name(&cc.name) {
             Ok(n) => n,

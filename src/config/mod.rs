@@ -19,6 +19,7 @@ pub mod head;
 pub mod load;
 pub mod mqtt;
 pub mod raw;
+pub mod runtime;
 pub mod source;
 pub mod validate;
 
@@ -68,9 +69,16 @@ pub struct Settings {
     /// Where the embedded broker listens, when it runs (`mqtt.host` empty).
     pub embedded_broker: Option<SocketAddr>,
     pub homeassistant: HomeAssistantConfig,
-    /// The classifiers, resolved: at least one; the first takes the device-level
-    /// request topics and a state directory of edgehead 0.1.
+    /// The classifiers of the configuration file, resolved: at least one (the
+    /// built-in `default` when the file has none); the first takes the
+    /// device-level request topics and a state directory of edgehead 0.1. The
+    /// daemon lays the run-time definitions of the state directory over them
+    /// ([`runtime`], [`Settings::resolve`]).
     pub classifiers: Vec<Arc<ClassifierSpec>>,
+    /// `[predictions]`: the defaults of every classifier's prediction settings.
+    pub predictions: PredictionConfig,
+    /// `[[classifiers]]` as written, for laying run-time changes over.
+    pub classifier_file: Vec<ClassifierConfig>,
     /// After SIGTERM, how long the tasks get to finish.
     pub shutdown_grace: Duration,
 }
@@ -78,6 +86,33 @@ pub struct Settings {
 impl Settings {
     pub fn state_dir(&self) -> &Path {
         &self.state_dir
+    }
+
+    /// Resolve and check `list` (an effective list of classifier definitions) as
+    /// the configuration's `[[classifiers]]` are: names, regions against this
+    /// source's frame size, triggers, and each classifier's own settings over
+    /// `[head]` and `[predictions]`. Every problem is reported, keyed
+    /// `classifiers[i].<field>` by position in `list`.
+    pub fn resolve(
+        &self,
+        list: &[ClassifierConfig],
+    ) -> Result<Vec<Arc<ClassifierSpec>>, ConfigError> {
+        let mut c = check::Checker::default();
+        let specs = classifiers::resolve(
+            &mut c,
+            list,
+            &self.head,
+            &self.predictions,
+            self.unknown_threshold,
+            validate::frame_size(&self.source),
+        );
+        if c.problems.is_empty() {
+            Ok(specs)
+        } else {
+            Err(ConfigError {
+                problems: c.problems,
+            })
+        }
     }
 
     /// The classifier named `name` (exact), or the first when `name` is `None`.

@@ -59,7 +59,7 @@ pub fn validate(raw: RawConfig) -> Result<Settings, ConfigError> {
     c.predictions("predictions", &raw.predictions);
     let classifiers = classifiers::resolve(
         &mut c,
-        &raw.classifiers,
+        &classifiers::configured(&raw.classifiers),
         &raw.head,
         &raw.predictions,
         unknown_threshold,
@@ -96,6 +96,8 @@ pub fn validate(raw: RawConfig) -> Result<Settings, ConfigError> {
         learn: raw.learn,
         mqtt: raw.mqtt,
         homeassistant: raw.homeassistant,
+        predictions: raw.predictions,
+        classifier_file: raw.classifiers,
     })
 }
 
@@ -115,7 +117,7 @@ fn check_log(c: &mut Checker, log: &LogConfig) {
 
 /// The frame size when the source fixes it (camera and synthetic); other sources
 /// are checked per frame.
-fn frame_size(s: &SourceConfig) -> Option<(u32, u32)> {
+pub(super) fn frame_size(s: &SourceConfig) -> Option<(u32, u32)> {
     match s.kind {
         SourceKind::Camera => Some((s.camera.width, s.camera.height)),
         SourceKind::Synthetic => Some((s.synthetic.width, s.synthetic.height)),

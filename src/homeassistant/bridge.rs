@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use serde_json::{json, Value};
 
 use super::discovery::{self, Classes, Context};
-use super::event::{Event, Out};
+use super::event::{Event, Listed, Out};
 use super::saved::Saved;
 use super::{state_of, MAX_STATE_CHARS, SETTLE};
 use crate::mqtt::ClassifierTopics;
@@ -332,18 +332,40 @@ impl Bridge {
         self.reannounce(i, now, out);
     }
 
+    /// The position of classifier `name` in the list.
+    fn index(&self, name: &str) -> Option<usize> {
+        self.topics.iter().position(|t| t.name == name)
+    }
+
     /// Handle one event at `now`.
     pub fn on_event(&mut self, event: Event, now: Instant) -> Vec<Out> {
         let mut out = Vec::new();
+        if let Event::Classifiers { list } = event {
+            self.set_classifiers(list, now, &mut out);
+            return out;
+        }
+        let name = match &event {
+            Event::Prediction { classifier, .. }
+            | Event::Alive { classifier }
+            | Event::Image { classifier, .. }
+            | Event::Head { classifier, .. }
+            | Event::TeachLabel { classifier, .. }
+            | Event::Result { classifier, .. } => classifier.clone(),
+            Event::Classifiers { .. } => return out,
+        };
+        // Events of a classifier that was just removed are dropped.
+        let Some(i) = self.index(&name) else {
+            return out;
+        };
         match event {
             Event::Prediction {
-                classifier,
                 label,
                 confidence,
                 seq,
                 captured_at,
                 head,
-            } if classifier < self.entries.len() => {
+                ..
+            } => {
                 let state = state_of(label.as_deref()).to_string();
                 let fresh = Shown {
                     state,
@@ -353,42 +375,71 @@ impl Bridge {
                     since: captured_at,
                     head,
                 };
-                self.on_prediction(classifier, fresh, now, &mut out);
+                self.on_prediction(i, fresh, now, &mut out);
             }
-            Event::Alive { classifier } => self.on_alive(classifier, now, &mut out),
-            Event::Image { classifier, jpeg } => {
-                if let Some(t) = self.topics.get(classifier) {
-                    out.push(Out::Retain {
-                        topic: t.image.clone(),
-                        payload: jpeg,
-                    });
-                }
+            Event::Alive { .. } => self.on_alive(i, now, &mut out),
+            Event::Image { jpeg, .. } => out.push(Out::Retain {
+                topic: self.topics[i].image.clone(),
+                payload: jpeg,
+            }),
+            Event::Head { classes, .. } => {
+                self.entries[i].head_classes = classes;
+                self.reannounce(i, now, &mut out);
             }
-            Event::Head {
-                classifier,
-                classes,
-            } if classifier < self.entries.len() => {
-                self.entries[classifier].head_classes = classes;
-                self.reannounce(classifier, now, &mut out);
-            }
-            Event::TeachLabel { classifier, label } if classifier < self.entries.len() => {
-                self.on_teach_label(classifier, label, now, &mut out)
-            }
-            Event::Result {
-                classifier,
-                op,
-                reply,
-            } => {
-                if let Some(t) = self.topics.get(classifier) {
-                    out.push(Out::Retain {
-                        topic: t.last_result.clone(),
-                        payload: last_result(&op, &reply).to_string().into_bytes(),
-                    });
-                }
-            }
-            _ => {}
+            Event::TeachLabel { label, .. } => self.on_teach_label(i, label, now, &mut out),
+            Event::Result { op, reply, .. } => out.push(Out::Retain {
+                topic: self.topics[i].last_result.clone(),
+                payload: last_result(&op, &reply).to_string().into_bytes(),
+            }),
+            Event::Classifiers { .. } => {}
         }
         out
+    }
+
+    /// The classifiers changed at run time: keep what is known of those still
+    /// listed, remove everything of those no longer listed (discovery configs and
+    /// retained topics), announce the list in its new order (the first
+    /// classifier's entities have the bare keys).
+    fn set_classifiers(&mut self, list: Vec<Listed>, now: Instant, out: &mut Vec<Out>) {
+        let mut old: Vec<(Arc<ClassifierTopics>, Entry)> = std::mem::take(&mut self.topics)
+            .into_iter()
+            .zip(std::mem::take(&mut self.entries))
+            .collect();
+        for l in list {
+            let entry = match old.iter().position(|(t, _)| *t == l.topics) {
+                Some(p) => {
+                    let (_, mut e) = old.remove(p);
+                    e.head_classes = l.classes;
+                    e
+                }
+                None => Entry {
+                    head_classes: l.classes,
+                    teach: self.saved.teach_labels.get(&l.topics.name).cloned(),
+                    ..Entry::default()
+                },
+            };
+            self.topics.push(l.topics);
+            self.entries.push(entry);
+        }
+        for (t, e) in old {
+            for topic in e.configs.keys() {
+                out.push(Out::Clear {
+                    topic: topic.clone(),
+                });
+            }
+            for topic in [&t.state, &t.image, &t.teach_label, &t.last_result, &t.head] {
+                out.push(Out::Clear {
+                    topic: topic.clone(),
+                });
+            }
+        }
+        for i in 0..self.entries.len() {
+            // The keys depend on the position: announce every classifier again
+            // (only configs that changed are sent).
+            self.announce(i, now, out);
+            self.send_teach(i, out);
+        }
+        self.save_if_changed(out);
     }
 
     /// A prediction of classifier `i` with the state `fresh` would bring.

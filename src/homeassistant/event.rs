@@ -12,8 +12,8 @@ pub enum Event {
     /// A prediction the publish rule let through (sent or, when disconnected,
     /// not) of classifier `classifier`.
     Prediction {
-        /// Index of the classifier in the configuration (for every variant).
-        classifier: usize,
+        /// The classifier's name (for every variant).
+        classifier: String,
         /// The stable label (`unknown`, or `None` without a head).
         label: Option<String>,
         /// Probability of `label`, 0 to 1.
@@ -28,39 +28,50 @@ pub enum Event {
     /// The classifier looked at a frame (ran or skipped it as unchanged): its
     /// state is still current.
     Alive {
-        /// Index of the classifier.
-        classifier: usize,
+        /// The classifier's name.
+        classifier: String,
     },
     /// The latest crop.
     Image {
-        /// Index of the classifier.
-        classifier: usize,
+        /// The classifier's name.
+        classifier: String,
         /// JPEG bytes.
         jpeg: Vec<u8>,
     },
     /// The head's classes now (after training, deleting, resetting).
     Head {
-        /// Index of the classifier.
-        classifier: usize,
+        /// The classifier's name.
+        classifier: String,
         /// The head's classes, in its order; empty without a head.
         classes: Vec<String>,
     },
     /// The label the dashboard teaches was chosen (`select_label`).
     TeachLabel {
-        /// Index of the classifier.
-        classifier: usize,
+        /// The classifier's name.
+        classifier: String,
         /// The normalized label (an existing class's spelling, or a new one).
         label: String,
     },
+    /// The classifiers now, in order (one was created, edited, renamed or
+    /// deleted at run time): entities of classifiers no longer listed are
+    /// removed, new ones announced.
+    Classifiers { list: Vec<Listed> },
     /// A changing request was answered.
     Result {
-        /// Index of the classifier.
-        classifier: usize,
+        /// The classifier's name.
+        classifier: String,
         /// The operation (`label_frame`, ...).
         op: String,
         /// The response envelope (`status`, `data`, `error`).
         reply: Value,
     },
+}
+
+/// One classifier as the bridge is told of it: its topics and its head's classes.
+#[derive(Debug, Clone)]
+pub struct Listed {
+    pub topics: std::sync::Arc<crate::mqtt::ClassifierTopics>,
+    pub classes: Vec<String>,
 }
 
 /// A message the bridge wants sent (or its topic list saved).

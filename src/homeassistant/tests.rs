@@ -36,7 +36,7 @@ fn saves(out: &[Out]) -> Vec<Saved> {
 
 fn prediction(label: Option<&str>, confidence: f32, seq: u64) -> Event {
     Event::Prediction {
-        classifier: 0,
+        classifier: "default".into(),
         label: label.map(str::to_string),
         confidence,
         seq,
@@ -151,7 +151,9 @@ fn the_state_is_published_again_only_while_frames_arrive() {
     b.start(t0);
     let t = t0 + Duration::from_secs(5);
     b.on_event(prediction(Some("hat"), 0.8, 1), t);
-    let alive = Event::Alive { classifier: 0 };
+    let alive = Event::Alive {
+        classifier: "default".into(),
+    };
     assert!(b.on_event(alive.clone(), t + HEARTBEAT / 2).is_empty());
     let out = b.on_event(alive.clone(), t + HEARTBEAT);
     assert_eq!(json_of(&out, STATE).expect("heartbeat")["state"], "hat");
@@ -179,7 +181,7 @@ fn a_deleted_class_leaves_the_options_once_it_is_no_longer_shown() {
     // state otherwise).
     let out = b.on_event(
         Event::Head {
-            classifier: 0,
+            classifier: "default".into(),
             classes: vec!["shoes".into()],
         },
         t,
@@ -251,7 +253,7 @@ fn the_teach_label_and_a_class_still_shown_survive_a_restart() {
     let t = t0 + Duration::from_secs(5);
     let out = b.on_event(
         Event::TeachLabel {
-            classifier: 0,
+            classifier: "default".into(),
             label: "hat".into(),
         },
         t,
@@ -260,7 +262,7 @@ fn the_teach_label_and_a_class_still_shown_survive_a_restart() {
     b.on_event(prediction(Some("scarf"), 0.9, 1), t);
     b.on_event(
         Event::Head {
-            classifier: 0,
+            classifier: "default".into(),
             classes: vec!["hat".into()],
         },
         t,
@@ -298,7 +300,7 @@ fn a_flicker_keeps_the_time_the_shown_state_began() {
     // would wait: make shoes wait by announcing a new class first.
     b.on_event(
         Event::Head {
-            classifier: 0,
+            classifier: "default".into(),
             classes: vec!["hat".into(), "shoes".into(), "scarf".into()],
         },
         t,
@@ -348,7 +350,7 @@ fn a_new_teach_label_is_an_option_of_the_select_before_it_is_selected() {
     let select = "homeassistant/select/cam1/teach_label/config";
     let out = b.on_event(
         Event::TeachLabel {
-            classifier: 0,
+            classifier: "default".into(),
             label: "scarf".into(),
         },
         t,
@@ -364,7 +366,7 @@ fn a_new_teach_label_is_an_option_of_the_select_before_it_is_selected() {
     // the select has them.
     let out = b.on_event(
         Event::TeachLabel {
-            classifier: 0,
+            classifier: "default".into(),
             label: "hat".into(),
         },
         t + SETTLE * 3,

@@ -54,10 +54,17 @@ impl Learner {
             Op::RecentImage { id } => self.recent_image(id)?,
             Op::LabelRecent { id, label } => self.label_recent(id, &label).await?,
             Op::DiscardRecent { id } => self.discard_recent(id)?,
-            Op::Classifiers => {
-                json!({ "classifiers": self.shared.all.iter().map(|c| c.describe()).collect::<Vec<_>>() })
-            }
             Op::SelectLabel { label } => self.select_label(&label).await,
+            Op::Classifiers
+            | Op::CreateClassifier { .. }
+            | Op::UpdateClassifier { .. }
+            | Op::RenameClassifier { .. }
+            | Op::DeleteClassifier { .. } => {
+                return Err(bad(format!(
+                    "{} is carried out by the classifier manager, not by a classifier",
+                    op.kind().name()
+                )))
+            }
         };
         Ok(Applied::Answer(data))
     }
@@ -222,7 +229,7 @@ impl Learner {
         self.shared
             .notifier
             .notify_wait(Event::TeachLabel {
-                classifier: self.index,
+                classifier: self.classifier.name().to_string(),
                 label,
             })
             .await;

@@ -34,11 +34,11 @@ use tokio::sync::{mpsc, oneshot};
 use crate::answer;
 use crate::backbone::Embedder;
 use crate::classifier::Classifier;
-use crate::config::{ClassifierSpec, LearnConfig};
+use crate::config::LearnConfig;
 use crate::head::TrainParams;
 use crate::homeassistant::{Event, Notifier};
 use crate::imaging::decode::ImageLimits;
-use crate::mqtt::{ClassifierTopics, Incoming, Publisher};
+use crate::mqtt::{Incoming, Publisher};
 use crate::source::FrameRx;
 use crate::stats::Stats;
 use crate::store::Store;
@@ -75,8 +75,6 @@ pub enum ReplyTo {
 #[derive(Clone)]
 pub struct Shared {
     pub embedder: Arc<dyn Embedder>,
-    /// Every classifier, for the `classifiers` request.
-    pub all: Arc<Vec<Arc<ClassifierSpec>>>,
     pub frames: FrameRx,
     pub publisher: Publisher,
     pub notifier: Notifier,
@@ -88,11 +86,8 @@ pub struct Shared {
 pub struct Learner {
     requests_rx: mpsc::Receiver<Request>,
     store: Store,
-    /// The classifier taught here, its index (for the Home Assistant bridge) and
-    /// its topics.
+    /// The classifier taught here.
     classifier: Classifier,
-    index: usize,
-    topics: Arc<ClassifierTopics>,
     shared: Shared,
     params: TrainParams,
     /// Embeddings of the stored samples for the current backbone, by sample id.
@@ -105,15 +100,17 @@ pub struct Learner {
     /// The label chosen with `select_label` (kept across restarts by the Home
     /// Assistant bridge, [`crate::homeassistant::Saved`]).
     teach_label: Option<String>,
+    /// Retrain at start even when the saved head matches the samples (its
+    /// settings changed).
+    retrain_at_start: bool,
 }
 
 impl Learner {
-    /// The learner of `classifier` (index `index` in the configuration), serving
-    /// `requests_rx`.
+    /// The learner of `classifier`, serving `requests_rx`.
     pub fn new(
         requests_rx: mpsc::Receiver<Request>,
         store: Store,
-        (classifier, index, topics): (Classifier, usize, Arc<ClassifierTopics>),
+        classifier: Classifier,
         shared: Shared,
     ) -> Self {
         let params =
@@ -122,14 +119,13 @@ impl Learner {
             requests_rx,
             store,
             classifier,
-            index,
-            topics,
             params,
             embeddings: HashMap::new(),
             retrain_at: None,
             replies: Replies::new(Duration::from_secs(shared.config.idempotency_window_secs)),
             collecting: None,
             teach_label: None,
+            retrain_at_start: false,
             shared,
         }
     }
@@ -142,15 +138,21 @@ impl Learner {
         &self.shared.embedder
     }
 
+    /// Retrain at start whatever the saved head (its settings changed).
+    pub fn retrain_at_start(&mut self) {
+        self.retrain_at_start = true;
+    }
+
     /// Start with the label the dashboard chose before the restart.
     pub fn set_teach_label(&mut self, label: Option<String>) {
         self.teach_label = label;
     }
 
-    /// Serve requests until the request channel closes.
-    pub async fn run(mut self) {
+    /// Serve requests until the request channel closes; returns the teach label,
+    /// for the learner that takes over (a classifier edited or renamed at run time).
+    pub async fn run(mut self) -> Option<String> {
         self.load_embeddings().await;
-        if self.head_is_stale() {
+        if self.retrain_at_start || self.head_is_stale() {
             self.retrain().await;
         }
         self.publish_head().await;
@@ -178,6 +180,7 @@ impl Learner {
         if self.retrain_at.is_some() {
             self.retrain().await;
         }
+        self.teach_label
     }
 
     /// Parse, check for a repeat, apply and answer one request.
@@ -271,7 +274,7 @@ impl Learner {
                 }
             }
             self.shared.notifier.notify(Event::Result {
-                classifier: self.index,
+                classifier: self.classifier.name().to_string(),
                 op: op.to_string(),
                 reply: reply.clone(),
             });
@@ -281,14 +284,20 @@ impl Learner {
 
     /// Hand `reply` to where it goes.
     fn deliver(&self, to: ReplyTo, op: &str, reply: Value) {
-        match to {
-            ReplyTo::Topic { base, op: name } => {
-                self.shared.publisher.try_respond(&base, &name, &reply);
-            }
-            ReplyTo::Channel(tx) => {
-                if tx.send(reply).is_err() {
-                    tracing::debug!(op, "the HTTP client left before its answer");
-                }
+        deliver(&self.shared.publisher, to, op, reply);
+    }
+}
+
+/// Hand `reply` to the request's route: published on MQTT, or handed to the HTTP
+/// handler waiting for it.
+pub fn deliver(publisher: &Publisher, to: ReplyTo, op: &str, reply: Value) {
+    match to {
+        ReplyTo::Topic { base, op: name } => {
+            publisher.try_respond(&base, &name, &reply);
+        }
+        ReplyTo::Channel(tx) => {
+            if tx.send(reply).is_err() {
+                tracing::debug!(op, "the HTTP client left before its answer");
             }
         }
     }

@@ -1,12 +1,16 @@
 //! Who gets a request: each classifier's learner has a bounded queue, and the
 //! [`Router`] maps a classifier name (none: the first classifier, the
-//! device-level topics) to it. Handing over never waits: a full queue refuses the
-//! request as `busy`, which the route answers at once.
+//! device-level topics) to it; operations on the set of classifiers
+//! ([`OpKind::is_manager`]) go to the classifier manager's queue, whichever
+//! route they came by. Handing over never waits: a full queue refuses the request
+//! as `busy`, which the route answers at once. The routes change while the daemon
+//! runs (classifiers created, renamed, deleted); every clone sees the same routes.
 
 use std::sync::{Arc, RwLock};
 
 use tokio::sync::mpsc;
 
+use super::ops::OpKind;
 use super::{Input, ReplyTo, Request};
 use crate::mqtt::{Incoming, RequestSink};
 
@@ -18,18 +22,42 @@ pub const SHUTTING_DOWN: &str = "shutting down";
 /// A classifier's name and its learner's queue.
 pub type Route = (String, mpsc::Sender<Request>);
 
-/// Every classifier's request queue, by name, in configuration order. Cheap to
-/// clone; every clone sees the same routes.
+#[derive(Default)]
+struct Routes {
+    classifiers: Vec<Route>,
+    manager: Option<mpsc::Sender<Request>>,
+}
+
+/// Every classifier's request queue, by name, in order, and the manager's.
 #[derive(Clone, Default)]
 pub struct Router {
-    routes: Arc<RwLock<Vec<Route>>>,
+    routes: Arc<RwLock<Routes>>,
 }
 
 impl Router {
-    /// Routes to `routes` (name, queue), the first for device-level requests.
-    pub fn new(routes: Vec<Route>) -> Self {
+    /// Routes to `classifiers` (name, queue), the first for device-level
+    /// requests, and to the classifier manager's queue.
+    pub fn new(classifiers: Vec<Route>, manager: Option<mpsc::Sender<Request>>) -> Self {
         Self {
-            routes: Arc::new(RwLock::new(routes)),
+            routes: Arc::new(RwLock::new(Routes {
+                classifiers,
+                manager,
+            })),
+        }
+    }
+
+    /// Replace the classifiers' routes (the set changed at run time).
+    pub fn set_classifiers(&self, classifiers: Vec<Route>) {
+        if let Ok(mut r) = self.routes.write() {
+            r.classifiers = classifiers;
+        }
+    }
+
+    /// Drop every route: requests are answered [`SHUTTING_DOWN`] and the queues
+    /// close, so the learners and the manager finish.
+    pub fn close(&self) {
+        if let Ok(mut r) = self.routes.write() {
+            *r = Routes::default();
         }
     }
 
@@ -37,29 +65,45 @@ impl Router {
     pub fn names(&self) -> Vec<String> {
         self.routes
             .read()
-            .map(|r| r.iter().map(|(n, _)| n.clone()).collect())
+            .map(|r| r.classifiers.iter().map(|(n, _)| n.clone()).collect())
             .unwrap_or_default()
     }
 
-    /// Hand `request` to the learner of `classifier` (`None`: the first) without
-    /// waiting. `Err(reason)`: no such classifier, its queue is full ([`BUSY`]), or
-    /// it has stopped ([`SHUTTING_DOWN`]); the request was not taken.
-    pub fn try_submit(&self, classifier: Option<&str>, request: Request) -> Result<(), String> {
+    /// Hand `request` to the learner of `classifier` (`None`: the first), or to
+    /// the manager when `kind` is one of its operations, without waiting.
+    /// `Err(reason)`: no such classifier, its queue is full ([`BUSY`]), or the
+    /// daemon stops ([`SHUTTING_DOWN`]); the request was not taken.
+    pub fn try_submit(
+        &self,
+        classifier: Option<&str>,
+        kind: Option<OpKind>,
+        request: Request,
+    ) -> Result<(), String> {
         let routes = self.routes.read().map_err(|_| SHUTTING_DOWN.to_string())?;
-        let found = match classifier {
-            None => routes.first(),
-            Some(name) => routes.iter().find(|(n, _)| n == name),
+        let tx = if kind.is_some_and(OpKind::is_manager) {
+            routes.manager.as_ref()
+        } else {
+            match classifier {
+                None => routes.classifiers.first().map(|(_, tx)| tx),
+                Some(name) => match routes.classifiers.iter().find(|(n, _)| n == name) {
+                    Some((_, tx)) => Some(tx),
+                    None if routes.classifiers.is_empty() => None,
+                    None => {
+                        return Err(format!(
+                            "there is no classifier \"{name}\"; there are: {}",
+                            routes
+                                .classifiers
+                                .iter()
+                                .map(|(n, _)| n.as_str())
+                                .collect::<Vec<_>>()
+                                .join(", ")
+                        ))
+                    }
+                },
+            }
         };
-        let Some((_, tx)) = found else {
-            return Err(format!(
-                "there is no classifier \"{}\"; configured: {}",
-                classifier.unwrap_or(""),
-                routes
-                    .iter()
-                    .map(|(n, _)| n.as_str())
-                    .collect::<Vec<_>>()
-                    .join(", ")
-            ));
+        let Some(tx) = tx else {
+            return Err(SHUTTING_DOWN.to_string());
         };
         tx.try_send(request).map_err(|e| match e {
             mpsc::error::TrySendError::Full(_) => BUSY.to_string(),
@@ -71,12 +115,14 @@ impl Router {
 impl RequestSink for Router {
     fn try_send(&self, request: Incoming) -> Result<(), String> {
         let classifier = request.classifier.clone();
+        let kind = OpKind::from_name(&request.op);
         let reply = ReplyTo::Topic {
             base: request.reply.clone(),
             op: request.op.clone(),
         };
         self.try_submit(
             classifier.as_deref(),
+            kind,
             Request {
                 input: Input::Mqtt(request),
                 reply,

@@ -46,20 +46,19 @@ fn learner(
         RegionConfig::WHOLE,
         TriggerConfig::default(),
     ));
-    let classifier = Classifier::new(spec.clone());
+    let topics = Arc::new(crate::mqtt::ClassifierTopics::new("edgehead/unit", "door"));
+    let classifier = Classifier::new(spec, topics);
     let (store, _) = Store::open(dir).expect("store");
     let (tx, rx) = mpsc::channel(16);
     let shared = Shared {
         embedder: Arc::new(MeanColour::new()),
-        all: Arc::new(vec![spec]),
         frames: watch::channel(None).1,
         publisher,
         notifier,
         stats,
         config: learn,
     };
-    let topics = Arc::new(ClassifierTopics::new("edgehead/unit", "door"));
-    let l = Learner::new(rx, store, (classifier.clone(), 0, topics), shared);
+    let l = Learner::new(rx, store, classifier.clone(), shared);
     (l, tx, classifier)
 }
 

@@ -179,7 +179,7 @@ impl Learner {
         self.classifier.head.store(Some(Arc::new(head)));
         self.shared
             .publisher
-            .try_publish_head(&self.topics.head, &self.head_json());
+            .try_publish_head(&self.classifier.topics.head, &self.head_json());
     }
 
     /// The head's description: version, kind, classes, backbone, threshold,
@@ -206,7 +206,7 @@ impl Learner {
     pub(super) async fn publish_head(&self) {
         self.shared
             .publisher
-            .try_publish_head(&self.topics.head, &self.head_json());
+            .try_publish_head(&self.classifier.topics.head, &self.head_json());
         let classes = self
             .classifier
             .head
@@ -223,7 +223,7 @@ impl Learner {
         self.shared
             .notifier
             .notify_wait(Event::Head {
-                classifier: self.index,
+                classifier: self.classifier.name().to_string(),
                 classes,
             })
             .await;

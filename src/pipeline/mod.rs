@@ -31,6 +31,7 @@ use lane::{Due, Lane};
 pub use prediction::build_prediction;
 pub use sink::{MqttSink, PredictionSink, ALIVE_EVERY};
 pub use smoother::Smoother;
+use tokio::sync::watch;
 
 #[derive(Debug, thiserror::Error)]
 pub enum PipelineError {
@@ -49,8 +50,9 @@ pub fn crop_jpeg(frame: &RgbImage, rect: Rect, max_side: u32) -> Option<Vec<u8>>
 pub struct Inference<S> {
     pub frames: FrameRx,
     pub embedder: Arc<dyn Embedder>,
-    /// Every classifier, in configuration order.
-    pub classifiers: Vec<Classifier>,
+    /// Every classifier, in order; replaced when classifiers are created, edited,
+    /// renamed or deleted at run time.
+    pub classifiers: watch::Receiver<Arc<Vec<Classifier>>>,
     pub sink: S,
     pub stats: Arc<Stats>,
     /// Told of every frame taken, so on-demand sources make the next one.
@@ -89,7 +91,7 @@ impl<S: PredictionSink> Inference<S> {
     /// last features, without the backbone.
     pub async fn run(self) -> Result<(), PipelineError> {
         let mut r = Running {
-            lanes: self.classifiers.iter().cloned().map(Lane::new).collect(),
+            lanes: Vec::new(),
             backbone: self.embedder.id().to_string(),
             error_logged: Instant::now() - Duration::from_secs(3600),
             task: self,
@@ -107,6 +109,7 @@ impl<S: PredictionSink> Inference<S> {
                     .fetch_add(frame.seq - last_seq - 1, Ordering::Relaxed);
             }
             last_seq = frame.seq;
+            r.update_lanes();
             r.on_frame(frame).await?;
         }
         Ok(())
@@ -114,6 +117,34 @@ impl<S: PredictionSink> Inference<S> {
 }
 
 impl<S: PredictionSink> Running<S> {
+    /// Follow the classifier set: a lane per classifier, in order; a classifier
+    /// that is the same as before (same definition and topics) keeps its lane
+    /// (last run, smoother, held-back prediction), a new or redefined one starts
+    /// a fresh lane.
+    fn update_lanes(&mut self) {
+        let current = self.task.classifiers.borrow_and_update().clone();
+        let same = |l: &Lane, c: &Classifier| {
+            Arc::ptr_eq(&l.c.spec, &c.spec) && Arc::ptr_eq(&l.c.topics, &c.topics)
+        };
+        if self.lanes.len() == current.len()
+            && self
+                .lanes
+                .iter()
+                .zip(current.iter())
+                .all(|(l, c)| same(l, c))
+        {
+            return;
+        }
+        let mut old = std::mem::take(&mut self.lanes);
+        for c in current.iter() {
+            let lane = match old.iter().position(|l| same(l, c)) {
+                Some(p) => old.remove(p),
+                None => Lane::new(c.clone()),
+            };
+            self.lanes.push(lane);
+        }
+    }
+
     async fn on_frame(&mut self, frame: Arc<Frame>) -> Result<(), PipelineError> {
         let now = Instant::now();
         let gated = self.gate(&frame, now);
@@ -254,7 +285,7 @@ impl<S: PredictionSink> Running<S> {
                 .is_none_or(|t| now.duration_since(t) >= ALIVE_EVERY)
             {
                 lane.alive_at = Some(now);
-                self.task.sink.alive(i);
+                self.task.sink.alive(&lane.c);
             }
             if let Some((interval, _)) = every {
                 let due = match &lane.image_at {
@@ -280,7 +311,7 @@ impl<S: PredictionSink> Running<S> {
             .await
             .map_err(|e| PipelineError::Panicked(e.to_string()))?;
             for (i, jpeg) in jpegs {
-                self.task.sink.image(i, jpeg);
+                self.task.sink.image(&self.lanes[i].c, jpeg);
             }
         }
         Ok(())
@@ -288,7 +319,7 @@ impl<S: PredictionSink> Running<S> {
 
     /// Publish a prediction of lane `i`, counting it when it was sent.
     fn send(&mut self, i: usize, p: &Prediction) {
-        if self.task.sink.publish(i, p) {
+        if self.task.sink.publish(&self.lanes[i].c, p) {
             self.lanes[i]
                 .c
                 .gate

@@ -1,24 +1,23 @@
 //! Where predictions go ([`PredictionSink`]): MQTT and the Home Assistant bridge
 //! in the daemon ([`MqttSink`]), a vector in tests and the benchmarks.
 
-use std::sync::Arc;
 use std::time::Duration;
 
+use crate::classifier::Classifier;
 use crate::config::HomeAssistantConfig;
 use crate::homeassistant::{Event, Notifier};
 use crate::mqtt::payload::Prediction;
-use crate::mqtt::{ClassifierTopics, Publisher};
+use crate::mqtt::Publisher;
 
 /// Where predictions go: MQTT in the daemon, a vector in tests and `eval`.
 pub trait PredictionSink: Send {
-    /// A prediction of classifier `classifier` (its index in the configuration);
-    /// whether it was sent.
-    fn publish(&mut self, classifier: usize, prediction: &Prediction) -> bool;
+    /// A prediction of `classifier`; whether it was sent.
+    fn publish(&mut self, classifier: &Classifier, prediction: &Prediction) -> bool;
 
-    /// Classifier `classifier` looked at a frame (ran the backbone or found the
-    /// crop unchanged): its published state is still current. Called at most once
-    /// per [`ALIVE_EVERY`] per classifier.
-    fn alive(&mut self, _classifier: usize) {}
+    /// `classifier` looked at a frame (ran the backbone or found the crop
+    /// unchanged): its published state is still current. Called at most once per
+    /// [`ALIVE_EVERY`] per classifier.
+    fn alive(&mut self, _classifier: &Classifier) {}
 
     /// How often the sink wants each classifier's crop as JPEG (and at every
     /// change of the stable label), and the JPEG's longest side in pixels;
@@ -27,8 +26,8 @@ pub trait PredictionSink: Send {
         None
     }
 
-    /// The latest crop of classifier `classifier`, JPEG.
-    fn image(&mut self, _classifier: usize, _jpeg: Vec<u8>) {}
+    /// The latest crop of `classifier`, JPEG.
+    fn image(&mut self, _classifier: &Classifier, _jpeg: Vec<u8>) {}
 }
 
 /// How often [`PredictionSink::alive`] is called per classifier at most.
@@ -39,24 +38,16 @@ pub const ALIVE_EVERY: Duration = Duration::from_secs(1);
 pub struct MqttSink {
     pub publisher: Publisher,
     pub notifier: Notifier,
-    /// Each classifier's topics, in configuration order.
-    pub topics: Vec<Arc<ClassifierTopics>>,
     /// `homeassistant.image_interval_secs` and `image_max_side`; `None`: no image.
     pub image_every: Option<(Duration, u32)>,
 }
 
 impl MqttSink {
-    /// The sink of `settings`: images as `[homeassistant]` asks.
-    pub fn new(
-        publisher: Publisher,
-        notifier: Notifier,
-        topics: Vec<Arc<ClassifierTopics>>,
-        ha: &HomeAssistantConfig,
-    ) -> Self {
+    /// The sink of the daemon: images as `[homeassistant]` asks.
+    pub fn new(publisher: Publisher, notifier: Notifier, ha: &HomeAssistantConfig) -> Self {
         Self {
             publisher,
             notifier,
-            topics,
             image_every: (ha.image_interval_secs > 0.0).then(|| {
                 (
                     Duration::from_secs_f64(ha.image_interval_secs),
@@ -68,20 +59,21 @@ impl MqttSink {
 }
 
 impl PredictionSink for MqttSink {
-    fn publish(&mut self, classifier: usize, prediction: &Prediction) -> bool {
-        let sent = match (serde_json::to_vec(prediction), self.topics.get(classifier)) {
-            (Ok(bytes), Some(t)) => self.publisher.try_publish_prediction(&t.prediction, bytes),
-            (Err(e), _) => {
+    fn publish(&mut self, classifier: &Classifier, prediction: &Prediction) -> bool {
+        let sent = match serde_json::to_vec(prediction) {
+            Ok(bytes) => self
+                .publisher
+                .try_publish_prediction(&classifier.topics.prediction, bytes),
+            Err(e) => {
                 tracing::error!(error = %e, "cannot encode prediction");
                 false
             }
-            (_, None) => false,
         };
         // Also when the prediction could not be sent (disconnected, queue full):
         // the retained state is published again after the next connect, while
         // the publish rule will not repeat the prediction.
         self.notifier.notify(Event::Prediction {
-            classifier,
+            classifier: classifier.name().to_string(),
             label: prediction.label.clone(),
             confidence: prediction.confidence,
             seq: prediction.seq,
@@ -91,15 +83,20 @@ impl PredictionSink for MqttSink {
         sent
     }
 
-    fn alive(&mut self, classifier: usize) {
-        self.notifier.notify(Event::Alive { classifier });
+    fn alive(&mut self, classifier: &Classifier) {
+        self.notifier.notify(Event::Alive {
+            classifier: classifier.name().to_string(),
+        });
     }
 
     fn image_every(&self) -> Option<(Duration, u32)> {
         self.image_every
     }
 
-    fn image(&mut self, classifier: usize, jpeg: Vec<u8>) {
-        self.notifier.notify(Event::Image { classifier, jpeg });
+    fn image(&mut self, classifier: &Classifier, jpeg: Vec<u8>) {
+        self.notifier.notify(Event::Image {
+            classifier: classifier.name().to_string(),
+            jpeg,
+        });
     }
 }

@@ -16,7 +16,7 @@ use crate::mqtt::payload::Prediction;
 struct Kept(std::sync::Arc<std::sync::Mutex<Vec<Prediction>>>);
 
 impl PredictionSink for Kept {
-    fn publish(&mut self, _: usize, p: &Prediction) -> bool {
+    fn publish(&mut self, _: &Classifier, p: &Prediction) -> bool {
         self.0.lock().expect("lock").push(p.clone());
         true
     }
@@ -76,7 +76,8 @@ async fn held_back_changes_and_retrained_heads_are_published_while_the_gate_skip
     let e = Arc::new(MeanColour::new());
     let mut spec = ClassifierSpec::new("door", RegionConfig::WHOLE, TriggerConfig::default());
     spec.predictions = cfg(3, PublishMode::OnChange, 400);
-    let c = Classifier::new(Arc::new(spec));
+    let topics = Arc::new(crate::mqtt::ClassifierTopics::new("edgehead/unit", "door"));
+    let c = Classifier::new(Arc::new(spec), topics);
     // Uniform colours: the gate sees the change of brightness (79 to 31 grey levels).
     let red = [220u8, 20, 20];
     let blue = [20u8, 20, 120];
@@ -95,7 +96,7 @@ async fn held_back_changes_and_retrained_heads_are_published_while_the_gate_skip
         Inference {
             frames: rx,
             embedder: e.clone(),
-            classifiers: vec![c.clone()],
+            classifiers: tokio::sync::watch::channel(Arc::new(vec![c.clone()])).1,
             sink: kept.clone(),
             stats: stats.clone(),
             demand: Arc::new(Demand::default()),

@@ -2,6 +2,7 @@
 //!
 //! ```text
 //! <state_dir>/lock                    held while the daemon runs (one daemon per directory)
+//! <state_dir>/classifiers.json        classifiers created or changed at run time
 //! <state_dir>/classifiers/<name>/     a store ([`super::Store`]: samples.json, samples/, head.json)
 //! ```
 //!
@@ -17,8 +18,11 @@
 use std::fs;
 use std::path::{Path, PathBuf};
 
-use super::fsio::{io, lock_dir, sync_dir};
+use serde::{Deserialize, Serialize};
+
+use super::fsio::{io, lock_dir, sync_dir, write_atomic};
 use super::{StoreError, HEAD, MANIFEST, RESERVE, SAMPLES};
+use crate::config::runtime::RuntimeClassifiers;
 
 /// Where the classifiers' stores live, below the state directory.
 pub const CLASSIFIERS: &str = "classifiers";
@@ -51,6 +55,7 @@ impl StateDir {
         // The same lock file a store of edgehead 0.1 at the top held.
         let lock = lock_dir(root)?;
         let migrated = migrate_single_store(root, first)?;
+        recover_journal(root)?;
         Ok((
             Self {
                 root: root.to_path_buf(),
@@ -83,6 +88,154 @@ pub fn head_path(root: &Path, name: &str, first: &str) -> PathBuf {
     } else {
         path
     }
+}
+
+/// The run-time classifier definitions ([`RuntimeClassifiers`]), beside `classifiers/`.
+pub const RUNTIME: &str = "classifiers.json";
+/// The journal of a rename or delete of a classifier's store in progress.
+const JOURNAL: &str = "classifiers.journal";
+/// Prefix of a deleted classifier's directory before it is removed.
+const DELETED: &str = ".deleted-";
+
+/// A change of a classifier's store and of the run-time definitions that goes
+/// together, written down before it starts so that a crash in the middle is
+/// finished at the next start.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+struct Journal {
+    /// The store directory renamed (`from`, `to`), or deleted (`to` null).
+    from: String,
+    to: Option<String>,
+    /// The run-time definitions once done.
+    runtime: RuntimeClassifiers,
+}
+
+impl StateDir {
+    /// The run-time classifier definitions; the default (none) when there are none.
+    /// A damaged file is an error and is left untouched.
+    pub fn runtime_classifiers(&self) -> Result<RuntimeClassifiers, StoreError> {
+        let path = self.root.join(RUNTIME);
+        match fs::read(&path) {
+            Ok(bytes) => serde_json::from_slice(&bytes).map_err(|e| StoreError::Corrupt {
+                path,
+                why: e.to_string(),
+            }),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(RuntimeClassifiers::default()),
+            Err(e) => Err(io(&path)(e)),
+        }
+    }
+
+    /// Save the run-time classifier definitions (atomically).
+    pub fn save_runtime_classifiers(&self, r: &RuntimeClassifiers) -> Result<(), StoreError> {
+        write_atomic(
+            &self.root.join(RUNTIME),
+            &to_json(&self.root.join(RUNTIME), r)?,
+        )
+    }
+
+    /// Rename classifier `from`'s store to `to` and save `runtime`, crash-safe: a
+    /// journal is written first and the next [`StateDir::open`] finishes what a
+    /// crash interrupted.
+    pub fn rename_classifier(
+        &self,
+        from: &str,
+        to: &str,
+        runtime: &RuntimeClassifiers,
+    ) -> Result<(), StoreError> {
+        self.journaled(Journal {
+            from: from.into(),
+            to: Some(to.into()),
+            runtime: runtime.clone(),
+        })
+    }
+
+    /// Delete classifier `name`'s store and save `runtime`, crash-safe (see
+    /// [`StateDir::rename_classifier`]).
+    pub fn delete_classifier(
+        &self,
+        name: &str,
+        runtime: &RuntimeClassifiers,
+    ) -> Result<(), StoreError> {
+        self.journaled(Journal {
+            from: name.into(),
+            to: None,
+            runtime: runtime.clone(),
+        })
+    }
+
+    fn journaled(&self, j: Journal) -> Result<(), StoreError> {
+        let path = self.root.join(JOURNAL);
+        write_atomic(&path, &to_json(&path, &j)?)?;
+        finish_journal(&self.root, &j)?;
+        fs::remove_file(&path).map_err(io(&path))?;
+        sync_dir(&self.root)
+    }
+}
+
+fn to_json(path: &Path, v: &impl Serialize) -> Result<Vec<u8>, StoreError> {
+    serde_json::to_vec_pretty(v).map_err(|e| StoreError::Corrupt {
+        path: path.to_path_buf(),
+        why: e.to_string(),
+    })
+}
+
+/// Carry out `j` (again): move or remove the store, then save the definitions.
+/// Each step can be repeated.
+fn finish_journal(root: &Path, j: &Journal) -> Result<(), StoreError> {
+    let dirs = root.join(CLASSIFIERS);
+    let from = dirs.join(&j.from);
+    if fs::symlink_metadata(&from).is_ok() {
+        let target = match &j.to {
+            Some(to) => dirs.join(to),
+            None => dirs.join(format!("{DELETED}{}", j.from)),
+        };
+        if fs::symlink_metadata(&target).is_ok() && j.to.is_none() {
+            fs::remove_dir_all(&target).map_err(io(&target))?;
+        }
+        fs::rename(&from, &target).map_err(io(&target))?;
+        sync_dir(&dirs)?;
+    }
+    write_atomic(
+        &root.join(RUNTIME),
+        &to_json(&root.join(RUNTIME), &j.runtime)?,
+    )?;
+    remove_deleted(&dirs);
+    Ok(())
+}
+
+/// Remove the directories of deleted classifiers (best effort: what is left is
+/// removed at the next start).
+fn remove_deleted(dirs: &Path) {
+    let Ok(entries) = fs::read_dir(dirs) else {
+        return;
+    };
+    for e in entries.filter_map(Result::ok) {
+        if e.file_name().to_string_lossy().starts_with(DELETED) {
+            if let Err(err) = fs::remove_dir_all(e.path()) {
+                tracing::warn!(dir = %e.path().display(), error = %err, "cannot remove a deleted classifier's directory");
+            }
+        }
+    }
+}
+
+/// Finish a rename or delete a crash interrupted (the journal is there).
+fn recover_journal(root: &Path) -> Result<(), StoreError> {
+    let path = root.join(JOURNAL);
+    let bytes = match fs::read(&path) {
+        Ok(b) => b,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            remove_deleted(&root.join(CLASSIFIERS));
+            return Ok(());
+        }
+        Err(e) => return Err(io(&path)(e)),
+    };
+    let j: Journal = serde_json::from_slice(&bytes).map_err(|e| StoreError::Corrupt {
+        path: path.clone(),
+        why: e.to_string(),
+    })?;
+    tracing::info!(from = %j.from, to = ?j.to, "finishing a change of a classifier's store that was interrupted");
+    finish_journal(root, &j)?;
+    fs::remove_file(&path).map_err(io(&path))?;
+    sync_dir(root)
 }
 
 /// Move edgehead 0.1's single store into `classifiers/<into>/`; `None` when there

@@ -18,9 +18,13 @@ mod tests;
 use std::time::Duration;
 
 use bytes::Bytes;
+use serde::Deserialize;
 use serde_json::{Map, Value};
 
+use crate::config::classifiers::{HeadOverrides, PredictionOverrides};
+use crate::config::{ClassifierConfig, RecentConfig, TriggerConfig};
 use crate::names::{self, LabelError};
+use crate::region::RegionConfig;
 pub use mqtt::from_mqtt;
 
 /// Most frames one `label_frame` request may take, and the longest spacing.
@@ -65,11 +69,15 @@ pub enum OpKind {
     DiscardRecent,
     Classifiers,
     SelectLabel,
+    CreateClassifier,
+    UpdateClassifier,
+    RenameClassifier,
+    DeleteClassifier,
 }
 
 impl OpKind {
     /// Every operation, in the order the documentation lists them.
-    pub const ALL: [OpKind; 17] = [
+    pub const ALL: [OpKind; 21] = [
         OpKind::AddSample,
         OpKind::LabelFrame,
         OpKind::Classes,
@@ -87,6 +95,10 @@ impl OpKind {
         OpKind::DiscardRecent,
         OpKind::Classifiers,
         OpKind::SelectLabel,
+        OpKind::CreateClassifier,
+        OpKind::UpdateClassifier,
+        OpKind::RenameClassifier,
+        OpKind::DeleteClassifier,
     ];
 
     /// The name in topics (`request/<name>`), answers and logs.
@@ -109,6 +121,10 @@ impl OpKind {
             OpKind::DiscardRecent => "discard_recent",
             OpKind::Classifiers => "classifiers",
             OpKind::SelectLabel => "select_label",
+            OpKind::CreateClassifier => "create_classifier",
+            OpKind::UpdateClassifier => "update_classifier",
+            OpKind::RenameClassifier => "rename_classifier",
+            OpKind::DeleteClassifier => "delete_classifier",
         }
     }
 
@@ -128,6 +144,20 @@ impl OpKind {
                 | OpKind::Recent
                 | OpKind::RecentImage
                 | OpKind::Classifiers
+        )
+    }
+
+    /// Whether it concerns the set of classifiers rather than one classifier's
+    /// samples: carried out by the daemon's classifier manager, whichever route
+    /// it came by.
+    pub fn is_manager(self) -> bool {
+        matches!(
+            self,
+            OpKind::Classifiers
+                | OpKind::CreateClassifier
+                | OpKind::UpdateClassifier
+                | OpKind::RenameClassifier
+                | OpKind::DeleteClassifier
         )
     }
 
@@ -216,6 +246,57 @@ pub enum Op {
     SelectLabel {
         label: String,
     },
+    /// A new classifier (its name checked by the label and classifier-name rules;
+    /// the rest checked against the whole list when applied).
+    CreateClassifier {
+        def: ClassifierConfig,
+    },
+    UpdateClassifier {
+        name: String,
+        change: ClassifierChange,
+    },
+    RenameClassifier {
+        from: String,
+        to: String,
+    },
+    /// Delete a classifier with its samples (the request carried `confirm: true`).
+    DeleteClassifier {
+        name: String,
+    },
+}
+
+/// The parts of a classifier's definition an `update_classifier` replaces; the
+/// others stay as they are.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClassifierChange {
+    pub region: Option<RegionConfig>,
+    pub trigger: Option<TriggerConfig>,
+    pub predictions: Option<PredictionOverrides>,
+    pub head: Option<HeadOverrides>,
+    pub recent: Option<RecentConfig>,
+}
+
+impl ClassifierChange {
+    /// `def` with this change applied.
+    pub fn apply(&self, mut def: ClassifierConfig) -> ClassifierConfig {
+        if let Some(r) = self.region {
+            def.region = r;
+        }
+        if let Some(t) = self.trigger {
+            def.trigger = t;
+        }
+        if let Some(p) = &self.predictions {
+            def.predictions = p.clone();
+        }
+        if let Some(h) = &self.head {
+            def.head = h.clone();
+        }
+        if let Some(r) = self.recent {
+            def.recent = r;
+        }
+        def
+    }
 }
 
 impl Op {
@@ -238,6 +319,10 @@ impl Op {
             Op::DiscardRecent { .. } => OpKind::DiscardRecent,
             Op::Classifiers => OpKind::Classifiers,
             Op::SelectLabel { .. } => OpKind::SelectLabel,
+            Op::CreateClassifier { .. } => OpKind::CreateClassifier,
+            Op::UpdateClassifier { .. } => OpKind::UpdateClassifier,
+            Op::RenameClassifier { .. } => OpKind::RenameClassifier,
+            Op::DeleteClassifier { .. } => OpKind::DeleteClassifier,
         }
     }
 }
@@ -415,9 +500,60 @@ pub fn from_body(kind: OpKind, b: Body) -> Result<Op, RequestError> {
                 label: names::normalize_label(b.string("label")?)?,
             }
         }
+        OpKind::CreateClassifier => create_classifier(b)?,
+        OpKind::UpdateClassifier => {
+            let name = b.string("name")?.to_string();
+            let mut fields = b.fields;
+            fields.remove("name");
+            let change: ClassifierChange = typed_value(kind, Value::Object(fields))?;
+            Op::UpdateClassifier { name, change }
+        }
+        OpKind::RenameClassifier => {
+            b.only(&["from", "to"])?;
+            Op::RenameClassifier {
+                from: b.string("from")?.to_string(),
+                to: names::normalize_classifier_name(b.string("to")?)?,
+            }
+        }
+        OpKind::DeleteClassifier => {
+            b.only(&["name", "confirm"])?;
+            if b.fields.get("confirm") != Some(&Value::Bool(true)) {
+                return Err(bad(
+                    "delete_classifier deletes the classifier with every sample and its head: send {\"name\": ..., \"confirm\": true}",
+                ));
+            }
+            Op::DeleteClassifier {
+                name: b.string("name")?.to_string(),
+            }
+        }
         OpKind::AddSample | OpKind::LabelFrame => {
             return Err(bad(format!("{} needs its own parser", kind.name())))
         }
+    })
+}
+
+/// `value` as `T`, or `bad <op> request: ...` (unknown fields, wrong types).
+pub fn typed_value<T: serde::de::DeserializeOwned>(
+    op: OpKind,
+    value: Value,
+) -> Result<T, RequestError> {
+    serde_json::from_value(value).map_err(|e| bad(format!("bad {} request: {e}", op.name())))
+}
+
+/// `create_classifier`: a `[[classifiers]]` entry as JSON (`name`, and any of
+/// `region`, `trigger`, `predictions`, `head`, `recent`); unknown keys refused.
+fn create_classifier(b: Body) -> Result<Op, RequestError> {
+    let mut unknown = Vec::new();
+    let def: ClassifierConfig = serde_ignored::deserialize(Value::Object(b.fields), |path| {
+        unknown.push(path.to_string())
+    })
+    .map_err(|e| bad(format!("bad create_classifier request: {e}")))?;
+    if let Some(k) = unknown.first() {
+        return Err(bad(format!("unknown field \"{k}\"")));
+    }
+    let name = names::normalize_classifier_name(&def.name)?;
+    Ok(Op::CreateClassifier {
+        def: ClassifierConfig { name, ..def },
     })
 }
 

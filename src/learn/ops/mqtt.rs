@@ -103,8 +103,7 @@ struct AddSampleJson {
 
 /// The typed fields of `b` (unknown fields refused), or `bad <op> request: ...`.
 fn typed<T: serde::de::DeserializeOwned>(op: OpKind, b: Body) -> Result<T, RequestError> {
-    serde_json::from_value(Value::Object(b.fields))
-        .map_err(|e| bad(format!("bad {} request: {e}", op.name())))
+    typed_value(op, Value::Object(b.fields))
 }
 
 /// `add_sample` with the image as the payload and the label in the topic.

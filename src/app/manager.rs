@@ -1,0 +1,571 @@
+//! The classifier manager: the set of classifiers while the daemon runs. It runs a
+//! learner per classifier and carries out the operations on the set
+//! (`classifiers`, `create_classifier`, `update_classifier`, `rename_classifier`,
+//! `delete_classifier`), from MQTT and the console alike.
+//!
+//! A change is checked against the whole list the way the configuration file is
+//! ([`crate::config::Settings::resolve`]), saved in the state directory
+//! ([`crate::config::runtime`]; a rename or delete of a store is journaled,
+//! [`crate::store::state_dir`]), and then applied without a restart: the
+//! classifier's learner is stopped and a new one started on the new definition
+//! (its head, recent crops and counters stay), the [`Router`] and the pipeline's
+//! classifier set are replaced, and the Home Assistant bridge is told the new list
+//! (it removes the entities of a renamed or deleted classifier).
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use serde_json::{json, Value};
+use tokio::sync::{mpsc, watch};
+use tokio::task::{Id, JoinSet};
+use tokio_util::sync::CancellationToken;
+
+use super::supervise::Ended;
+use crate::answer;
+use crate::classifier::Classifier;
+use crate::config::runtime::{Origin, RuntimeClassifiers};
+use crate::config::{ClassifierConfig, ClassifierSpec, Settings};
+use crate::homeassistant::event::Listed;
+use crate::homeassistant::Event;
+use crate::learn::ops::{self, bad, ClassifierChange, Op, RequestError};
+use crate::learn::replies::{Replies, Seen};
+use crate::learn::{self, Envelope, Input, Learner, Request, Router};
+use crate::mqtt::ClassifierTopics;
+use crate::names;
+use crate::store::state_dir::StateDir;
+use crate::store::{OpenReport, Store};
+
+/// One classifier while it runs: its handles, definition, origin and the queue of
+/// its learner.
+struct Live {
+    classifier: Classifier,
+    def: ClassifierConfig,
+    origin: Origin,
+    tx: mpsc::Sender<Request>,
+}
+
+/// A classifier's store opened at start, with its definition.
+pub struct Starting {
+    pub classifier: Classifier,
+    pub def: ClassifierConfig,
+    pub origin: Origin,
+    pub store: Store,
+    pub report: OpenReport,
+    pub teach_label: Option<String>,
+}
+
+/// The manager task; see the module documentation.
+pub struct Manager {
+    requests_rx: mpsc::Receiver<Request>,
+    router: Router,
+    settings: Arc<Settings>,
+    state: Arc<StateDir>,
+    runtime: RuntimeClassifiers,
+    shared: learn::Shared,
+    set_tx: watch::Sender<Arc<Vec<Classifier>>>,
+    live: Vec<Live>,
+    learners: JoinSet<Option<String>>,
+    /// Which learner task is which classifier's.
+    tasks: HashMap<Id, String>,
+    /// A learner that ended on its own (it panicked): the daemon fails.
+    failed: Option<String>,
+    replies: Replies,
+}
+
+impl Manager {
+    /// Start a learner for each of `starting` (in order) and publish the set on
+    /// `set_tx`; the manager's own requests come on `requests_rx`.
+    #[allow(clippy::too_many_arguments)]
+    pub fn start(
+        starting: Vec<Starting>,
+        requests_rx: mpsc::Receiver<Request>,
+        router: Router,
+        settings: Arc<Settings>,
+        state: Arc<StateDir>,
+        runtime: RuntimeClassifiers,
+        shared: learn::Shared,
+        set_tx: watch::Sender<Arc<Vec<Classifier>>>,
+    ) -> Self {
+        let mut m = Self {
+            requests_rx,
+            router,
+            replies: Replies::new(std::time::Duration::from_secs(
+                settings.learn.idempotency_window_secs,
+            )),
+            settings,
+            state,
+            runtime,
+            shared,
+            set_tx,
+            live: Vec::new(),
+            learners: JoinSet::new(),
+            tasks: HashMap::new(),
+            failed: None,
+        };
+        for s in starting {
+            m.spawn(s, false);
+        }
+        m.publish_set();
+        m
+    }
+
+    /// Start the learner of `s` and add it to the set (not yet published).
+    fn spawn(&mut self, s: Starting, retrain: bool) {
+        let (tx, rx) = mpsc::channel(self.settings.learn.queue);
+        let mut learner = Learner::new(rx, s.store, s.classifier.clone(), self.shared.clone());
+        learner.restore_head(&s.report);
+        learner.set_teach_label(s.teach_label);
+        if retrain {
+            learner.retrain_at_start();
+        }
+        let handle = self.learners.spawn(learner.run());
+        self.tasks
+            .insert(handle.id(), s.classifier.name().to_string());
+        self.live.push(Live {
+            classifier: s.classifier,
+            def: s.def,
+            origin: s.origin,
+            tx,
+        });
+    }
+
+    /// Tell everyone the set now: the router, the pipeline, the bridge.
+    fn publish_set(&self) {
+        self.router.set_classifiers(
+            self.live
+                .iter()
+                .map(|l| (l.classifier.name().to_string(), l.tx.clone()))
+                .collect(),
+        );
+        self.set_tx.send_replace(Arc::new(
+            self.live.iter().map(|l| l.classifier.clone()).collect(),
+        ));
+        let list = self
+            .live
+            .iter()
+            .map(|l| Listed {
+                topics: l.classifier.topics.clone(),
+                classes: l
+                    .classifier
+                    .head
+                    .load()
+                    .as_ref()
+                    .map(|h| h.classes.clone())
+                    .unwrap_or_default(),
+            })
+            .collect();
+        self.shared.notifier.notify(Event::Classifiers { list });
+    }
+
+    /// Serve the manager's requests until `drain`; then close every learner's
+    /// queue and wait for them. A learner that panics fails the daemon.
+    pub async fn run(mut self, drain: CancellationToken) -> Ended {
+        loop {
+            tokio::select! {
+                _ = drain.cancelled() => break,
+                r = self.requests_rx.recv() => match r {
+                    Some(r) => self.handle(r).await,
+                    None => break,
+                },
+                Some(ended) = self.learners.join_next_with_id() => self.ended(ended),
+            }
+            if let Some(why) = self.failed.take() {
+                return Err(why);
+            }
+        }
+        self.router.close();
+        self.live.clear();
+        while let Some(ended) = self.learners.join_next_with_id().await {
+            self.ended(ended);
+        }
+        self.failed.take().map_or(Ok(()), Err)
+    }
+
+    /// A learner task ended: fine when its classifier was stopped, a failure when
+    /// it panicked.
+    fn ended(&mut self, ended: Result<(Id, Option<String>), tokio::task::JoinError>) {
+        match ended {
+            Ok((id, _)) => {
+                self.tasks.remove(&id);
+            }
+            Err(e) => {
+                let name = self.tasks.remove(&e.id()).unwrap_or_default();
+                self.failed = Some(format!("the learner of classifier \"{name}\" failed: {e}"));
+            }
+        }
+    }
+
+    /// Stop the learner of `live[i]` (its queue closes, its last requests are
+    /// answered) and wait for it; returns its teach label.
+    async fn stop(&mut self, i: usize) -> Option<String> {
+        let live = self.live.remove(i);
+        let name = live.classifier.name().to_string();
+        drop(live.tx);
+        self.router.set_classifiers(
+            self.live
+                .iter()
+                .map(|l| (l.classifier.name().to_string(), l.tx.clone()))
+                .collect(),
+        );
+        let id = self
+            .tasks
+            .iter()
+            .find_map(|(id, n)| (*n == name).then_some(*id))?;
+        while let Some(ended) = self.learners.join_next_with_id().await {
+            let this = match &ended {
+                Ok((eid, _)) => *eid == id,
+                Err(e) => e.id() == id,
+            };
+            let teach = ended.as_ref().ok().and_then(|(_, t)| t.clone());
+            self.ended(ended);
+            if this {
+                return teach;
+            }
+        }
+        None
+    }
+
+    /// Parse (from MQTT), check for a repeat, apply and answer one request.
+    async fn handle(&mut self, r: Request) {
+        let publisher = self.shared.publisher.clone();
+        let (op_name, parsed) = match r.input {
+            Input::Mqtt(m) => {
+                let limits = ops::Limits {
+                    max_image_bytes: self.settings.learn.max_image_bytes,
+                };
+                let parsed = ops::from_mqtt(&m.op, m.arg.as_deref(), &m.payload, m.dup, &limits);
+                (m.op, parsed)
+            }
+            Input::Parsed(e) => (e.op.kind().name().to_string(), Ok(e)),
+        };
+        let envelope: Envelope = match parsed {
+            Ok(e) => e,
+            Err(refusal) => {
+                let reply = answer::error(&refusal.error.0, refusal.transaction.as_ref());
+                learn::deliver(&publisher, r.reply, &op_name, reply);
+                return;
+            }
+        };
+        if envelope.idempotent() {
+            match self
+                .replies
+                .check(&envelope.key, tokio::time::Instant::now())
+            {
+                Seen::New | Seen::Pending => {}
+                Seen::Answered(first) => {
+                    learn::deliver(&publisher, r.reply, &op_name, first);
+                    return;
+                }
+            }
+        }
+        let reply = match self.apply(envelope.op).await {
+            Ok(data) => answer::ok(data, envelope.transaction.as_ref()),
+            Err(e) => {
+                tracing::info!(op = %op_name, error = %e, "request refused");
+                answer::error(&e.0, envelope.transaction.as_ref())
+            }
+        };
+        if answer::is_ok(&reply) {
+            self.replies
+                .finish(&envelope.key, &reply, tokio::time::Instant::now());
+        }
+        learn::deliver(&publisher, r.reply, &op_name, reply);
+    }
+
+    async fn apply(&mut self, op: Op) -> Result<Value, RequestError> {
+        match op {
+            Op::Classifiers => Ok(self.list()),
+            Op::CreateClassifier { def } => self.create(def).await,
+            Op::UpdateClassifier { name, change } => self.update(&name, change).await,
+            Op::RenameClassifier { from, to } => self.rename(&from, &to).await,
+            Op::DeleteClassifier { name } => self.delete(&name).await,
+            other => Err(bad(format!(
+                "{} is carried out by a classifier, not by the manager",
+                other.kind().name()
+            ))),
+        }
+    }
+
+    /// The `classifiers` answer: every classifier's definition, in order.
+    fn list(&self) -> Value {
+        let list: Vec<Value> = self
+            .live
+            .iter()
+            .enumerate()
+            .map(|(i, l)| {
+                let mut v = l.classifier.spec.describe();
+                v["origin"] = json!(l.origin);
+                v["first"] = json!(i == 0);
+                v["definition"] = json!(l.def);
+                v
+            })
+            .collect();
+        json!({ "classifiers": list })
+    }
+
+    /// The running classifier `name` (exact, else without regard to case).
+    fn find(&self, name: &str) -> Result<usize, RequestError> {
+        self.live
+            .iter()
+            .position(|l| l.classifier.name() == name)
+            .or_else(|| {
+                self.live
+                    .iter()
+                    .position(|l| names::same(l.classifier.name(), name))
+            })
+            .ok_or_else(|| bad(format!("there is no classifier \"{name}\"")))
+    }
+
+    /// Check `runtime`'s effective list as the configuration is; the spec of the
+    /// classifier named `name` in it.
+    fn check(
+        &self,
+        runtime: &RuntimeClassifiers,
+        name: &str,
+    ) -> Result<Arc<ClassifierSpec>, RequestError> {
+        let list: Vec<ClassifierConfig> = runtime
+            .effective(&self.settings.classifier_file)
+            .into_iter()
+            .map(|(c, _)| c)
+            .collect();
+        let at = list.iter().position(|c| c.name == name);
+        match self.settings.resolve(&list) {
+            Ok(specs) => at
+                .and_then(|i| specs.get(i).cloned())
+                .ok_or_else(|| bad(format!("there is no classifier \"{name}\""))),
+            Err(e) => {
+                let own = at.map(|i| format!("classifiers[{i}]."));
+                let text: Vec<String> = e
+                    .problems
+                    .iter()
+                    .map(
+                        |p| match own.as_deref().and_then(|o| p.key.strip_prefix(o)) {
+                            Some(field) => format!("{field}: {}", p.message),
+                            None => format!("{}: {}", p.key, p.message),
+                        },
+                    )
+                    .collect();
+                Err(bad(text.join("; ")))
+            }
+        }
+    }
+
+    fn topics(&self, name: &str) -> Arc<ClassifierTopics> {
+        Arc::new(ClassifierTopics::new(&self.settings.topic_base, name))
+    }
+
+    fn save(&self, runtime: &RuntimeClassifiers) -> Result<(), RequestError> {
+        self.state
+            .save_runtime_classifiers(runtime)
+            .map_err(|e| bad(format!("cannot save the classifiers: {e}")))
+    }
+
+    /// Open classifier `name`'s store (creating it).
+    fn open(&self, name: &str) -> Result<(Store, OpenReport), RequestError> {
+        Store::open(&self.state.classifier_dir(name))
+            .map_err(|e| bad(format!("cannot open the classifier's store: {e}")))
+    }
+
+    async fn create(&mut self, def: ClassifierConfig) -> Result<Value, RequestError> {
+        let mut runtime = self.runtime.clone();
+        runtime
+            .create(&self.settings.classifier_file, def.clone())
+            .map_err(|e| bad(e.0))?;
+        let spec = self.check(&runtime, &def.name)?;
+        let (store, report) = self.open(&def.name)?;
+        self.save(&runtime)?;
+        self.runtime = runtime;
+        let classifier = Classifier::new(spec.clone(), self.topics(&def.name));
+        tracing::info!(classifier = %def.name, "classifier created");
+        self.spawn(
+            Starting {
+                classifier,
+                def,
+                origin: Origin::Created,
+                store,
+                report,
+                teach_label: None,
+            },
+            false,
+        );
+        self.publish_set();
+        Ok(spec.describe())
+    }
+
+    async fn update(
+        &mut self,
+        name: &str,
+        change: ClassifierChange,
+    ) -> Result<Value, RequestError> {
+        let i = self.find(name)?;
+        let name = self.live[i].classifier.name().to_string();
+        let def = change.apply(self.live[i].def.clone());
+        let mut runtime = self.runtime.clone();
+        runtime
+            .replace(&self.settings.classifier_file, &name, def.clone())
+            .map_err(|e| bad(e.0))?;
+        let spec = self.check(&runtime, &name)?;
+        self.save(&runtime)?;
+        self.runtime = runtime;
+        let retrain = spec.head != self.live[i].classifier.spec.head
+            || spec.unknown_threshold != self.live[i].classifier.spec.unknown_threshold;
+        let classifier = self.live[i]
+            .classifier
+            .redefined(spec.clone(), self.live[i].classifier.topics.clone());
+        self.restart(i, classifier, def, retrain).await?;
+        tracing::info!(classifier = %name, "classifier changed");
+        Ok(spec.describe())
+    }
+
+    /// Replace `live[i]` by `classifier` with definition `def`: its learner is
+    /// stopped and a new one started on its store, in the same place.
+    async fn restart(
+        &mut self,
+        i: usize,
+        classifier: Classifier,
+        def: ClassifierConfig,
+        retrain: bool,
+    ) -> Result<(), RequestError> {
+        let origin = match self.live[i].origin {
+            Origin::File => Origin::Edited,
+            o => o,
+        };
+        let teach_label = self.stop(i).await;
+        let (store, report) = self.open(classifier.name())?;
+        self.spawn(
+            Starting {
+                classifier,
+                def,
+                origin,
+                store,
+                report,
+                teach_label,
+            },
+            retrain,
+        );
+        // `spawn` appends: move it back to its place.
+        if let Some(l) = self.live.pop() {
+            self.live.insert(i, l);
+        }
+        self.publish_set();
+        Ok(())
+    }
+
+    async fn rename(&mut self, from: &str, to: &str) -> Result<Value, RequestError> {
+        let i = self.find(from)?;
+        let from = self.live[i].classifier.name().to_string();
+        if from == to {
+            return Err(bad("from and to are the same name"));
+        }
+        let def = ClassifierConfig {
+            name: to.to_string(),
+            ..self.live[i].def.clone()
+        };
+        let mut runtime = self.runtime.clone();
+        runtime
+            .replace(&self.settings.classifier_file, &from, def.clone())
+            .map_err(|e| bad(e.0))?;
+        let spec = self.check(&runtime, to)?;
+        let classifier = self.live[i]
+            .classifier
+            .redefined(spec.clone(), self.topics(to));
+        let origin = match self.live[i].origin {
+            Origin::File => Origin::Edited,
+            o => o,
+        };
+        let teach_label = self.stop(i).await;
+        if let Err(e) = self.state.rename_classifier(&from, to, &runtime) {
+            // Nothing moved: the classifier goes on under its old name.
+            let (store, report) = self.open(&from)?;
+            self.spawn(
+                Starting {
+                    classifier: self.live_classifier_named(&from, &classifier),
+                    def: ClassifierConfig {
+                        name: from.clone(),
+                        ..def
+                    },
+                    origin,
+                    store,
+                    report,
+                    teach_label,
+                },
+                false,
+            );
+            self.publish_set();
+            return Err(bad(format!("cannot rename the classifier's store: {e}")));
+        }
+        self.runtime = runtime;
+        let (store, report) = self.open(to)?;
+        self.spawn(
+            Starting {
+                classifier,
+                def,
+                origin,
+                store,
+                report,
+                teach_label: teach_label.clone(),
+            },
+            false,
+        );
+        if let Some(l) = self.live.pop() {
+            self.live.insert(i, l);
+        }
+        self.publish_set();
+        if let Some(label) = teach_label {
+            self.shared.notifier.notify(Event::TeachLabel {
+                classifier: to.to_string(),
+                label,
+            });
+        }
+        tracing::info!(from = %from, to, "classifier renamed");
+        Ok(spec.describe())
+    }
+
+    /// `classifier` (with the new definition) under the old name `from` again.
+    fn live_classifier_named(&self, from: &str, classifier: &Classifier) -> Classifier {
+        let mut spec = (*classifier.spec).clone();
+        spec.name = from.to_string();
+        classifier.redefined(Arc::new(spec), self.topics(from))
+    }
+
+    async fn delete(&mut self, name: &str) -> Result<Value, RequestError> {
+        let i = self.find(name)?;
+        let name = self.live[i].classifier.name().to_string();
+        if self.live.len() == 1 {
+            return Err(bad(
+                "this is the only classifier: the daemon needs one; create another first",
+            ));
+        }
+        let mut runtime = self.runtime.clone();
+        runtime
+            .delete(&self.settings.classifier_file, &name)
+            .map_err(|e| bad(e.0))?;
+        let stopped = self.live[i].classifier.clone();
+        let (def, origin) = (self.live[i].def.clone(), self.live[i].origin);
+        let teach_label = self.stop(i).await;
+        if let Err(e) = self.state.delete_classifier(&name, &runtime) {
+            // Nothing was deleted: the classifier goes on.
+            let (store, report) = self.open(&name)?;
+            self.spawn(
+                Starting {
+                    classifier: stopped,
+                    def,
+                    origin,
+                    store,
+                    report,
+                    teach_label,
+                },
+                false,
+            );
+            if let Some(l) = self.live.pop() {
+                self.live.insert(i, l);
+            }
+            self.publish_set();
+            return Err(bad(format!("cannot delete the classifier's store: {e}")));
+        }
+        self.runtime = runtime;
+        self.publish_set();
+        tracing::info!(classifier = %name, "classifier deleted");
+        Ok(json!({ "deleted": name }))
+    }
+}
