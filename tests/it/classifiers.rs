@@ -541,3 +541,111 @@ fn predict_reads_a_state_directory_edgehead_0_1_left_unmigrated() {
     assert_eq!(lines[0]["label"], "shoes", "{}", lines[0]);
     assert_eq!(lines[0]["top"].as_array().expect("top").len(), 3);
 }
+
+/// The discovery config topics of the label sensor of the classifier with key
+/// `key` (`label` for the first classifier, `<slug>_label` for the others).
+fn label_config(key: &str) -> String {
+    format!("homeassistant/sensor/it/{key}/config")
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn classifiers_created_renamed_and_deleted_at_run_time_survive_a_restart() {
+    let broker = Mosquitto::start();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = config_file(dir.path(), broker.port, "");
+    let state = dir.path().join("state");
+    let mut daemon = Process::start(&config);
+    let mut c = Client::connect(broker.port, &[&format!("{BASE}/#"), "homeassistant/#"]).await;
+    online(&mut c).await;
+    // A new classifier on the left half of the frame, taught from two frames.
+    let created = ok(
+        &mut c,
+        BASE,
+        "create_classifier",
+        json!({"name": "door", "region": {"x": 0.0, "y": 0.0, "width": 0.5, "height": 1.0},
+               "predictions": {"top_k": 1}}),
+    )
+    .await;
+    assert_eq!(created["name"], "door");
+    c.wait_for(&label_config("door_label"), 30, |m| !m.payload.is_empty())
+        .await;
+    let door = format!("{BASE}/door");
+    ok(&mut c, &door, "label_frame", json!({"label": "left"})).await;
+    ok(&mut c, &door, "label_frame", json!({"label": "right"})).await;
+    c.wait_for(&format!("{door}/prediction"), 30, |_| true).await;
+    // A bad definition is refused with the key named, and changes nothing.
+    let bad = c
+        .request(
+            BASE,
+            "create_classifier",
+            json!({"name": "bins", "region": {"x": 0.9, "y": 0.0, "width": 0.5, "height": 0.5}}),
+        )
+        .await;
+    assert_eq!(bad["status"], "error", "{bad}");
+    assert!(bad["error"].as_str().expect("error").contains("region.width"), "{bad}");
+    let dup = c
+        .request(BASE, "create_classifier", json!({"name": "Door"}))
+        .await;
+    assert!(dup["error"].as_str().expect("error").contains("already"), "{dup}");
+    // Renamed: the samples go along, the old entities go away.
+    ok(&mut c, BASE, "rename_classifier", json!({"from": "door", "to": "porch"})).await;
+    c.wait_for(&label_config("door_label"), 30, |m| m.payload.is_empty())
+        .await;
+    c.wait_for(&label_config("porch_label"), 30, |m| !m.payload.is_empty())
+        .await;
+    let porch = format!("{BASE}/porch");
+    let classes = ok(&mut c, &porch, "classes", json!({})).await;
+    assert_eq!(classes["samples"], 2, "{classes}");
+    assert!(state.join("classifiers/porch/samples.json").exists());
+    assert!(!state.join("classifiers/door").exists());
+    let gone = c.request(&door, "classes", json!({})).await;
+    assert_eq!(gone["status"], "error", "{gone}");
+    // Edited: the region changes without a restart.
+    let edited = ok(
+        &mut c,
+        BASE,
+        "update_classifier",
+        json!({"name": "porch", "region": {"x": 0.5, "y": 0.0, "width": 0.5, "height": 1.0}}),
+    )
+    .await;
+    assert_eq!(edited["region"]["x"], 0.5, "{edited}");
+    daemon.terminate(30);
+    // After a restart: the run-time definitions are there, first the file's
+    // classifier, then porch.
+    let _daemon = Process::start(&config);
+    online(&mut c).await;
+    let list = ok(&mut c, BASE, "classifiers", json!({})).await;
+    let names: Vec<&str> = list["classifiers"]
+        .as_array()
+        .expect("list")
+        .iter()
+        .filter_map(|c| c["name"].as_str())
+        .collect();
+    assert_eq!(names, ["default", "porch"], "{list}");
+    assert_eq!(list["classifiers"][1]["origin"], "created");
+    assert_eq!(list["classifiers"][1]["region"]["x"], 0.5);
+    let classes = ok(&mut c, &porch, "classes", json!({})).await;
+    assert_eq!(classes["samples"], 2, "{classes}");
+    // Deleted (with confirmation): store and entities gone.
+    let unconfirmed = c
+        .request(BASE, "delete_classifier", json!({"name": "porch"}))
+        .await;
+    assert_eq!(unconfirmed["status"], "error", "{unconfirmed}");
+    ok(
+        &mut c,
+        BASE,
+        "delete_classifier",
+        json!({"name": "porch", "confirm": true}),
+    )
+    .await;
+    c.wait_for(&label_config("porch_label"), 30, |m| m.payload.is_empty())
+        .await;
+    assert!(!state.join("classifiers/porch").exists());
+    let last = c
+        .request(BASE, "delete_classifier", json!({"name": "default", "confirm": true}))
+        .await;
+    assert!(
+        last["error"].as_str().expect("error").contains("only classifier"),
+        "{last}"
+    );
+}
