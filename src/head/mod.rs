@@ -107,6 +107,10 @@ pub struct Quality {
     pub train_ms: f64,
     /// Plain-language advice: which classes need more samples.
     pub advice: Vec<String>,
+    /// Leave-one-out outcomes: `confusion[actual][predicted]` counts, classes in
+    /// the head's order (empty in heads saved before it was kept).
+    #[serde(default)]
+    pub confusion: Vec<Vec<usize>>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]

@@ -87,10 +87,21 @@ pub fn leave_one_out(z: &[Vec<f32>], labels: &[usize], model: &Model) -> LeaveOn
     }
 }
 
+/// The least spread of own-class similarities the unknown threshold assumes.
+/// Sensor noise alone moves a photo's features to a cosine similarity of
+/// 0.990–0.996 with the original, noise and 8% less light to 0.977–0.986
+/// (`edgehead embed` on the three fixture photos and copies made with ffmpeg's
+/// `noise=alls=6` and `eq=brightness=-0.08`; docs/heads.md). Samples that are
+/// copies of one frame thus put the threshold at 0.94, not at 1, where every
+/// next frame would be `unknown`.
+pub const MIN_SPREAD: f32 = 0.02;
+
 impl LeaveOneOut {
     /// A similarity below which frames are unlikely to belong to any class: the
     /// lower of the 5th percentile and mean − 3σ of the samples' similarities to
-    /// their own class. `None` until some class has two samples.
+    /// their own class, σ at least [`MIN_SPREAD`] (samples taken from a scene that
+    /// did not move are near-identical: their spread says nothing about the next
+    /// frame's noise). `None` until some class has two samples.
     pub fn calibrated_threshold(&self) -> Option<f32> {
         let s = &self.own_similarity;
         if s.len() < 2 {
@@ -102,7 +113,7 @@ impl LeaveOneOut {
         let mut sorted = s.clone();
         sorted.sort_by(f32::total_cmp);
         let p05 = sorted[((n - 1.0) * 0.05).floor() as usize];
-        Some(p05.min(mean - 3.0 * sd))
+        Some(p05.min(mean - 3.0 * sd.max(MIN_SPREAD)))
     }
 
     pub fn quality(&self, classes: &[String], train_accuracy: f32, took: Duration) -> Quality {
@@ -179,6 +190,7 @@ impl LeaveOneOut {
             most_confused,
             train_ms: super::ms(took),
             advice,
+            confusion,
         }
     }
 }

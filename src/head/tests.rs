@@ -169,6 +169,36 @@ fn far_away_frames_are_unknown_with_a_calibrated_threshold() {
 }
 
 #[test]
+fn copies_of_one_frame_do_not_make_every_new_frame_unknown() {
+    // Three copies of one crop per class (a static scene taught with "Add"): the
+    // threshold keeps room for the next frame's noise.
+    let a: Vec<f32> = (0..32).map(|i| (i as f32 * 0.37).sin()).collect();
+    let b: Vec<f32> = (0..32).map(|i| (i as f32 * 0.91).cos()).collect();
+    let samples = [
+        sample(&a, 0),
+        sample(&a, 0),
+        sample(&a, 0),
+        sample(&b, 1),
+        sample(&b, 1),
+    ];
+    let head = train(&samples, &names(2), &backbone(), 1, &params(HeadKind::Ncm)).expect("train");
+    let t = head.unknown_below.expect("calibrated");
+    assert!(t <= 1.0 - 3.0 * super::ncm::MIN_SPREAD + 1e-6, "{t}");
+    let noisy: Vec<f32> = a
+        .iter()
+        .enumerate()
+        .map(|(i, x)| x + 0.01 * ((i % 3) as f32 - 1.0))
+        .collect();
+    let p = head.predict(&noisy);
+    assert!(
+        !p.unknown,
+        "similarity {} against threshold {t}",
+        p.similarity
+    );
+    assert_eq!(p.ranked[0].0, 0);
+}
+
+#[test]
 fn wrong_dimension_at_predict_is_unknown_not_a_panic() {
     let a = vec![1.0, 0.0];
     let s = [sample(&a, 0)];
