@@ -40,6 +40,24 @@ pub struct Classifier {
     pub head: Arc<ArcSwapOption<Head>>,
     pub recent: Arc<Mutex<Recent>>,
     pub gate: Arc<GateStats>,
+    /// The last prediction made (published or not), for the console.
+    pub latest: Arc<ArcSwapOption<Latest>>,
+}
+
+/// A classifier's last prediction, as the console shows it.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct Latest {
+    /// The stable label (`unknown`, or `None` without a head).
+    pub label: Option<String>,
+    /// This frame's own label.
+    pub frame_label: Option<String>,
+    pub confidence: f32,
+    pub similarity: Option<f32>,
+    /// RFC 3339 capture time of the frame.
+    pub captured_at: String,
+    pub seq: u64,
+    /// Why the backbone ran, or `head_changed`.
+    pub trigger: &'static str,
 }
 
 impl Classifier {
@@ -49,6 +67,7 @@ impl Classifier {
             head: Arc::new(ArcSwapOption::empty()),
             recent: Arc::new(Mutex::new(Recent::new(spec.recent))),
             gate: Arc::new(GateStats::default()),
+            latest: Arc::new(ArcSwapOption::empty()),
             spec,
             topics,
         }
@@ -57,10 +76,20 @@ impl Classifier {
     /// The same classifier (head, recent crops, counters) with another definition
     /// (edited or renamed at run time).
     pub fn redefined(&self, spec: Arc<ClassifierSpec>, topics: Arc<ClassifierTopics>) -> Self {
+        if let Ok(mut r) = self.recent.lock() {
+            r.reconfigure(spec.recent);
+        }
         Self {
             spec,
             topics,
             ..self.clone()
+        }
+    }
+
+    /// Keep the recent crops in `dir` (loading those kept there before).
+    pub fn keep_recent_in(&self, dir: std::path::PathBuf) {
+        if let Ok(mut r) = self.recent.lock() {
+            r.keep_in(dir);
         }
     }
 

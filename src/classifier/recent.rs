@@ -1,55 +1,49 @@
 //! Recent crops worth a label, per classifier (Frigate 0.17's "Recent
 //! classifications"): the first crop after start, each change of the stable label,
 //! crops classified with low confidence, and `unknown` crops. Each has an id, the
-//! time, what was predicted and the crop as a JPEG; a request turns one into a
-//! sample (`label_recent`) or discards it.
+//! time, what was predicted, the crop as a JPEG and its features; requests turn
+//! them into samples (`label_recent`, one or many at once) or discard them.
 //!
-//! Kept in memory only: a restart starts an empty list (the crops are of the
-//! moment; what matters is kept as samples). Bounded by `recent.size` entries,
-//! oldest first out; low-confidence and unknown crops are taken at most once per
+//! Kept on disk in the classifier's store (`recent/`, through
+//! [`crate::store::recent`]), so the list survives a restart; bounded by
+//! `recent.size` entries and `recent.max_bytes` of JPEG, oldest first out.
+//! Low-confidence and unknown crops are taken at most once per
 //! `recent.min_gap_secs`, so a scene the head is unsure about does not push every
 //! other entry out.
+//!
+//! Crops whose features are near-duplicates ([`DUPLICATE_COSINE`]) form a
+//! group ([`groups`]): labeling thirty crops of an unchanged scene stores the few
+//! that differ, not thirty copies (Frigate refuses bulk labeling for that reason).
 
 use std::collections::VecDeque;
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
-use serde::Serialize;
-
 pub use crate::config::RecentConfig;
+use crate::store::recent::RecentFiles;
+pub use crate::store::recent::{Entry, Reason};
 
-/// Why a crop was kept.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Reason {
-    /// The first crop classified after start.
-    First,
-    /// The stable label changed on this crop.
-    LabelChanged,
-    LowConfidence,
-    Unknown,
+/// Crops at least this similar (cosine of their features) are near-duplicates:
+/// one group, and only the first of them is stored when several are labeled at
+/// once. Crops of a still scene under camera noise measure above 0.99; a
+/// changed object in the region, below 0.9.
+pub const DUPLICATE_COSINE: f32 = 0.97;
+
+/// Ids of recent crops, unique across classifiers and restarts (they start from
+/// the clock in microseconds): an id of one classifier's list sent to another is
+/// refused, never taken for one of its crops.
+static NEXT_ID: AtomicU64 = AtomicU64::new(0);
+
+fn next_id() -> u64 {
+    let now = SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map(|d| d.as_micros() as u64)
+        .unwrap_or(1);
+    let _ = NEXT_ID.fetch_max(now, Ordering::Relaxed);
+    NEXT_ID.fetch_add(1, Ordering::Relaxed) + 1
 }
-
-/// One kept crop.
-#[derive(Debug, Clone, Serialize)]
-pub struct Entry {
-    pub id: u64,
-    /// RFC 3339 time the frame was captured.
-    pub captured_at: String,
-    pub reason: Reason,
-    /// The frame's own label (before smoothing); `None` before any class exists.
-    pub label: Option<String>,
-    pub confidence: f32,
-    /// Bytes of the JPEG.
-    pub bytes: usize,
-    #[serde(skip)]
-    pub jpeg: Arc<Vec<u8>>,
-}
-
-/// Ids of recent crops, unique across classifiers: an id of one classifier's list
-/// sent to another is refused, never taken for one of its crops.
-static NEXT_ID: AtomicU64 = AtomicU64::new(1);
 
 /// The bounded list of one classifier.
 #[derive(Debug)]
@@ -57,15 +51,49 @@ pub struct Recent {
     config: RecentConfig,
     entries: VecDeque<Entry>,
     last_doubtful: Option<Instant>,
+    /// Where the list is kept; `None`: in memory only (tests, benchmarks).
+    files: Option<RecentFiles>,
 }
 
 impl Recent {
+    /// An empty list kept in memory only.
     pub fn new(config: RecentConfig) -> Self {
         Self {
             config,
             entries: VecDeque::new(),
             last_doubtful: None,
+            files: None,
         }
+    }
+
+    /// Keep the list in `dir` from now on, starting with what it holds there
+    /// (entries beyond the bounds, or whose files are damaged, are dropped).
+    pub fn keep_in(&mut self, dir: PathBuf) {
+        let files = RecentFiles::new(dir);
+        let mut loaded = files.load();
+        if let Some(last) = loaded.iter().map(|e| e.id).max() {
+            let _ = NEXT_ID.fetch_max(last, Ordering::Relaxed);
+        }
+        loaded.sort_by_key(|e| e.id);
+        self.entries = loaded.into();
+        self.files = Some(files);
+        self.trim();
+    }
+
+    /// New bounds and keeping rules (an `update_classifier`): entries beyond the
+    /// new bounds go, oldest first.
+    pub fn reconfigure(&mut self, config: RecentConfig) {
+        self.config = config;
+        let before = self.entries.len();
+        self.trim();
+        if self.entries.len() != before {
+            self.save_index();
+        }
+    }
+
+    /// The list moved with its classifier's store (a rename).
+    pub fn moved_to(&mut self, dir: PathBuf) {
+        self.files = Some(RecentFiles::new(dir));
     }
 
     /// Whether a crop with this outcome is worth keeping now; `None` when not. The
@@ -102,7 +130,9 @@ impl Recent {
         }
     }
 
-    /// Keep a crop; returns its id. The oldest entry goes when the list is full.
+    /// Keep a crop (written to disk when the list is kept there; blocking);
+    /// returns its id. The oldest entries go when the list is full.
+    #[allow(clippy::too_many_arguments)]
     pub fn push(
         &mut self,
         reason: Reason,
@@ -110,16 +140,14 @@ impl Recent {
         label: Option<String>,
         confidence: f32,
         jpeg: Vec<u8>,
+        features: Vec<f32>,
         now: Instant,
     ) -> u64 {
         if matches!(reason, Reason::LowConfidence | Reason::Unknown) {
             self.last_doubtful = Some(now);
         }
-        while self.entries.len() >= self.config.size.max(1) {
-            self.entries.pop_front();
-        }
-        let id = NEXT_ID.fetch_add(1, Ordering::Relaxed);
-        self.entries.push_back(Entry {
+        let id = next_id();
+        let entry = Entry {
             id,
             captured_at: crate::time::timestamp(captured_at),
             reason,
@@ -127,8 +155,42 @@ impl Recent {
             confidence: (confidence * 10_000.0).round() / 10_000.0,
             bytes: jpeg.len(),
             jpeg: Arc::new(jpeg),
-        });
+            features: Arc::new(features),
+        };
+        if let Some(f) = &self.files {
+            if let Err(e) = f.write(&entry) {
+                tracing::warn!(error = %e, "cannot keep a recent crop on disk; kept in memory");
+            }
+        }
+        self.entries.push_back(entry);
+        self.trim();
+        self.save_index();
         id
+    }
+
+    /// Drop the oldest entries beyond `recent.size` and `recent.max_bytes`.
+    fn trim(&mut self) {
+        let max = self.config.size.max(1);
+        let mut bytes: usize = self.entries.iter().map(|e| e.bytes).sum();
+        while self.entries.len() > max || (bytes > self.config.max_bytes && self.entries.len() > 1)
+        {
+            let Some(old) = self.entries.pop_front() else {
+                break;
+            };
+            bytes -= old.bytes;
+            if let Some(f) = &self.files {
+                f.remove(old.id);
+            }
+        }
+    }
+
+    fn save_index(&self) {
+        if let Some(f) = &self.files {
+            let list: Vec<&Entry> = self.entries.iter().collect();
+            if let Err(e) = f.save_index(&list) {
+                tracing::warn!(error = %e, "cannot save the list of recent crops");
+            }
+        }
     }
 
     /// Newest first.
@@ -140,11 +202,23 @@ impl Recent {
         self.entries.iter().find(|e| e.id == id).cloned()
     }
 
+    /// Remove entries; how many were there.
+    pub fn remove_all(&mut self, ids: &[u64]) -> usize {
+        let before = self.entries.len();
+        self.entries.retain(|e| !ids.contains(&e.id));
+        let removed = before - self.entries.len();
+        if removed > 0 {
+            if let Some(f) = &self.files {
+                ids.iter().for_each(|id| f.remove(*id));
+            }
+            self.save_index();
+        }
+        removed
+    }
+
     /// Remove one entry; whether it was there.
     pub fn remove(&mut self, id: u64) -> bool {
-        let before = self.entries.len();
-        self.entries.retain(|e| e.id != id);
-        self.entries.len() != before
+        self.remove_all(&[id]) == 1
     }
 
     pub fn len(&self) -> usize {
@@ -156,74 +230,65 @@ impl Recent {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn keeps_what_is_worth_a_label_bounded_and_spaced() {
-        let mut r = Recent::new(RecentConfig {
-            size: 3,
-            below_confidence: 0.6,
-            min_gap_secs: 10.0,
-        });
-        let t0 = Instant::now();
-        let at = SystemTime::now();
-        assert_eq!(
-            r.worth(true, false, false, Some(0.9), t0),
-            Some(Reason::First)
-        );
-        assert_eq!(r.worth(false, false, false, Some(0.9), t0), None);
-        assert_eq!(
-            r.worth(false, true, false, Some(0.9), t0),
-            Some(Reason::LabelChanged)
-        );
-        assert_eq!(
-            r.worth(false, false, false, Some(0.3), t0),
-            Some(Reason::LowConfidence)
-        );
-        assert_eq!(r.worth(false, false, true, None, t0), Some(Reason::Unknown));
-        r.push(
-            Reason::LowConfidence,
-            at,
-            Some("a".into()),
-            0.3,
-            vec![1],
-            t0,
-        );
-        // Spaced: another doubtful crop within 10 s is not kept; a label change is.
-        assert_eq!(
-            r.worth(false, false, true, None, t0 + Duration::from_secs(5)),
-            None
-        );
-        assert_eq!(
-            r.worth(false, true, false, Some(0.9), t0 + Duration::from_secs(5)),
-            Some(Reason::LabelChanged)
-        );
-        assert_eq!(
-            r.worth(false, false, true, None, t0 + Duration::from_secs(10)),
-            Some(Reason::Unknown)
-        );
-        let ids: Vec<u64> = (0..4)
-            .map(|i| r.push(Reason::LabelChanged, at, None, 0.0, vec![i], t0))
-            .collect();
-        assert_eq!(r.len(), 3);
-        assert_eq!(
-            r.list().iter().map(|e| e.id).collect::<Vec<_>>(),
-            vec![ids[3], ids[2], ids[1]]
-        );
-        assert!(r.get(ids[0]).is_none());
-        assert!(r.remove(ids[2]));
-        assert!(!r.remove(ids[2]));
-        assert_eq!(r.len(), 2);
-        // Ids are unique across classifiers' lists.
-        let mut other = Recent::new(RecentConfig::default());
-        let theirs = other.push(Reason::First, at, None, 0.0, vec![0], t0);
-        assert!(r.get(theirs).is_none() && !ids.contains(&theirs));
-        let none = Recent::new(RecentConfig {
-            size: 0,
-            ..RecentConfig::default()
-        });
-        assert_eq!(none.worth(true, true, true, None, t0), None);
+/// Cosine similarity of two feature vectors (0 when either is empty or zero).
+pub fn cosine(a: &[f32], b: &[f32]) -> f32 {
+    if a.len() != b.len() || a.is_empty() {
+        return 0.0;
+    }
+    let (mut ab, mut aa, mut bb) = (0f32, 0f32, 0f32);
+    for (x, y) in a.iter().zip(b) {
+        ab += x * y;
+        aa += x * x;
+        bb += y * y;
+    }
+    if aa == 0.0 || bb == 0.0 {
+        0.0
+    } else {
+        ab / (aa.sqrt() * bb.sqrt())
     }
 }
+
+/// The group of each entry, in order: entries at least [`DUPLICATE_COSINE`]
+/// similar to a group's first entry join it (greedy, in list order); an entry
+/// without features is a group of its own. Groups are numbered from 0.
+pub fn groups(entries: &[Entry]) -> Vec<usize> {
+    let mut leaders: Vec<&Entry> = Vec::new();
+    entries
+        .iter()
+        .map(|e| {
+            let found = (!e.features.is_empty())
+                .then(|| {
+                    leaders
+                        .iter()
+                        .position(|l| cosine(&l.features, &e.features) >= DUPLICATE_COSINE)
+                })
+                .flatten();
+            found.unwrap_or_else(|| {
+                leaders.push(e);
+                leaders.len() - 1
+            })
+        })
+        .collect()
+}
+
+/// Of `entries` (in order), those worth storing: each one not a near-duplicate
+/// of one kept before it; and the others.
+pub fn distinct(entries: &[Entry]) -> (Vec<&Entry>, Vec<&Entry>) {
+    let mut kept: Vec<&Entry> = Vec::new();
+    let mut skipped = Vec::new();
+    for e in entries {
+        let duplicate = !e.features.is_empty()
+            && kept
+                .iter()
+                .any(|k| cosine(&k.features, &e.features) >= DUPLICATE_COSINE);
+        if duplicate {
+            skipped.push(e);
+        } else {
+            kept.push(e);
+        }
+    }
+    (kept, skipped)
+}
+
+#[cfg(test)]
+mod tests;

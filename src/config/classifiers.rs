@@ -115,6 +115,8 @@ pub struct RecentConfig {
     pub below_confidence: f32,
     /// Least time between two low-confidence or unknown crops (seconds).
     pub min_gap_secs: f64,
+    /// Most bytes of JPEG kept on disk (the oldest crops go first).
+    pub max_bytes: usize,
 }
 
 impl Default for RecentConfig {
@@ -123,6 +125,7 @@ impl Default for RecentConfig {
             size: 30,
             below_confidence: 0.6,
             min_gap_secs: 30.0,
+            max_bytes: 8 << 20,
         }
     }
 }
@@ -311,4 +314,5 @@ fn check_recent(c: &mut Checker, key: &str, r: &RecentConfig) {
         &format!("{key}.min_gap_secs"),
         || format!("{} must be 0 to 86400 seconds", r.min_gap_secs),
     );
+    c.range(&format!("{key}.max_bytes"), r.max_bytes, 64 << 10, 1 << 30);
 }

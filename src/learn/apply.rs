@@ -32,9 +32,10 @@ impl Learner {
                 label,
                 count,
                 interval,
+                skip_similar,
             } => {
                 return self
-                    .label_frame(label, count, interval)
+                    .label_frame(label, count, interval, skip_similar)
                     .map(Applied::Collect)
             }
             Op::Classes => self.classes_json(),
@@ -52,8 +53,13 @@ impl Learner {
             Op::Head => self.head_json(),
             Op::Recent { images } => self.recent_list(images),
             Op::RecentImage { id } => self.recent_image(id)?,
-            Op::LabelRecent { id, label } => self.label_recent(id, &label).await?,
-            Op::DiscardRecent { id } => self.discard_recent(id)?,
+            Op::LabelRecent { ids, label } => self.label_recent(&ids, &label).await?,
+            Op::DiscardRecent { ids } => self.discard_recent(&ids)?,
+            Op::SampleImage { id } => self.sample_image(id)?,
+            Op::MoveSample { id, label } => self.move_sample(id, &label).await?,
+            Op::Classify { image } => self.classify(image).await?,
+            Op::History => self.history_json(),
+            Op::StopLabelFrame => self.stop_label_frame(),
             Op::SelectLabel { label } => self.select_label(&label).await,
             Op::Classifiers
             | Op::CreateClassifier { .. }
@@ -216,6 +222,32 @@ impl Learner {
         Ok(json!({ "deleted": n }))
     }
 
+    /// `move_sample`: sample `id` to class `label` (new or existing).
+    async fn move_sample(&mut self, id: u64, label: &str) -> Result<Value, RequestError> {
+        self.not_collecting()?;
+        let label = self.class_name(label);
+        let from = self
+            .store
+            .samples()
+            .iter()
+            .find(|s| s.id == id)
+            .map(|s| s.label.clone())
+            .ok_or_else(|| bad(format!("there is no sample {id}")))?;
+        if from == label {
+            return Err(bad(format!(
+                "sample {id} is a sample of \"{label}\" already"
+            )));
+        }
+        self.check_room(&label, 0)?;
+        self.store
+            .relabel_sample(id, &label)
+            .map_err(|e| bad(e.to_string()))?;
+        self.schedule_retrain();
+        Ok(
+            json!({ "id": id, "from": from, "label": label, "classes": self.classes_json()["classes"] }),
+        )
+    }
+
     async fn select_label(&mut self, label: &str) -> Value {
         let label = self.class_name(label);
         self.set_selected(label.clone()).await;
@@ -241,6 +273,7 @@ impl Learner {
         label: LabelChoice,
         count: u32,
         interval: std::time::Duration,
+        skip_similar: Option<f32>,
     ) -> Result<Collect, RequestError> {
         let label = match label {
             LabelChoice::Given(l) => self.class_name(&l),
@@ -258,6 +291,7 @@ impl Learner {
             label,
             count,
             interval,
+            skip_similar,
         })
     }
 

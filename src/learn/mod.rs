@@ -16,6 +16,7 @@
 
 pub mod apply;
 pub mod ops;
+mod query;
 mod recent;
 pub mod replies;
 pub mod router;
@@ -54,12 +55,49 @@ pub struct Request {
     pub reply: ReplyTo,
 }
 
-/// What came in: an MQTT request, parsed by the learner ([`ops::from_mqtt`]), or
-/// an envelope the route parsed already (the console's HTTP API).
+/// What came in: a request as it arrived (MQTT or HTTP), parsed by the learner
+/// ([`ops::parse`]), or an envelope parsed already.
 #[derive(Debug)]
 pub enum Input {
-    Mqtt(Incoming),
-    Parsed(Envelope),
+    Raw(Raw),
+    /// Boxed: an envelope is several times the size of a raw request.
+    Parsed(Box<Envelope>),
+}
+
+/// A request as it arrived, not parsed yet.
+#[derive(Debug, Clone)]
+pub struct Raw {
+    pub op: String,
+    /// Further levels after the operation (`add_sample/<label>`).
+    pub arg: Option<String>,
+    pub payload: bytes::Bytes,
+    /// MQTT's DUP flag: a possible redelivery.
+    pub dup: bool,
+}
+
+impl Input {
+    /// The operation's name as requested, and the parsed envelope or why it was
+    /// refused.
+    pub fn parse(self, limits: &ops::Limits) -> (String, Result<Envelope, ops::Refusal>) {
+        match self {
+            Input::Raw(m) => {
+                let parsed = ops::parse(&m.op, m.arg.as_deref(), &m.payload, m.dup, limits);
+                (m.op, parsed)
+            }
+            Input::Parsed(e) => (e.op.kind().name().to_string(), Ok(*e)),
+        }
+    }
+}
+
+impl From<Incoming> for Raw {
+    fn from(m: Incoming) -> Self {
+        Self {
+            op: m.op,
+            arg: m.arg,
+            payload: m.payload,
+            dup: m.dup,
+        }
+    }
 }
 
 /// Where a request's answer goes.
@@ -185,21 +223,10 @@ impl Learner {
 
     /// Parse, check for a repeat, apply and answer one request.
     async fn handle(&mut self, r: Request) {
-        let (op_name, parsed) = match r.input {
-            Input::Mqtt(m) => {
-                let parsed = ops::from_mqtt(
-                    &m.op,
-                    m.arg.as_deref(),
-                    &m.payload,
-                    m.dup,
-                    &ops::Limits {
-                        max_image_bytes: self.shared.config.max_image_bytes,
-                    },
-                );
-                (m.op, parsed)
-            }
-            Input::Parsed(e) => (e.op.kind().name().to_string(), Ok(e)),
+        let limits = ops::Limits {
+            max_image_bytes: self.shared.config.max_image_bytes,
         };
+        let (op_name, parsed) = r.input.parse(&limits);
         let envelope = match parsed {
             Ok(e) => e,
             Err(refusal) => {

@@ -124,7 +124,7 @@ impl RequestSink for Router {
             classifier.as_deref(),
             kind,
             Request {
-                input: Input::Mqtt(request),
+                input: Input::Raw(request.into()),
                 reply,
             },
         )

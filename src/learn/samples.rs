@@ -22,12 +22,15 @@ use crate::store::{fsio::is_disk_full, Origin};
 /// How long `label_frame` waits for a new frame.
 const FRAME_WAIT: Duration = Duration::from_secs(5);
 
-/// A validated `label_frame`: the class, how many frames, how far apart.
+/// A validated `label_frame`: the class, how many frames, how far apart, and the
+/// similarity above which a frame is skipped as a near-duplicate of the last one
+/// stored.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Collect {
     pub label: String,
     pub count: u32,
     pub interval: Duration,
+    pub skip_similar: Option<f32>,
 }
 
 /// A `label_frame` in progress: its frames arrive one by one from a collector task,
@@ -39,7 +42,14 @@ pub(super) struct Collecting {
     key: String,
     pub(super) label: String,
     want: u32,
+    /// Frames taken so far (stored or skipped).
+    taken: u32,
     ids: Vec<u64>,
+    skip_similar: Option<f32>,
+    /// The features of the last frame stored, and how many were skipped as
+    /// near-duplicates of it.
+    last: Option<Vec<f32>>,
+    skipped: u32,
     pub(super) frames_rx: mpsc::Receiver<Result<Arc<Frame>, RequestError>>,
     task: tokio::task::JoinHandle<()>,
 }
@@ -203,18 +213,38 @@ impl Learner {
             key,
             label: c.label,
             want: c.count,
+            taken: 0,
             ids: Vec::new(),
+            skip_similar: c.skip_similar,
+            last: None,
+            skipped: 0,
             frames_rx,
             task,
         });
     }
 
     /// Store one collected frame under the collecting label.
-    async fn store_frame(&mut self, label: &str, frame: Arc<Frame>) -> Result<u64, RequestError> {
+    async fn store_frame(
+        &mut self,
+        label: &str,
+        frame: Arc<Frame>,
+    ) -> Result<Option<u64>, RequestError> {
         self.check_room(label, 1)?;
         let r = self.classifier.spec.region;
         let (jpeg, features) = self.embed_sample(move || crop_to(&frame.image, &r)).await?;
+        if let Some(c) = self.collecting.as_mut() {
+            let similar = match (&c.last, c.skip_similar) {
+                (Some(last), Some(t)) => crate::classifier::recent::cosine(last, &features) >= t,
+                _ => false,
+            };
+            if similar {
+                c.skipped += 1;
+                return Ok(None);
+            }
+            c.last = Some(features.clone());
+        }
         self.store_sample(label, Origin::Frame, &jpeg, features, None)
+            .map(Some)
     }
 
     /// One frame (or the end, or an error) from the `label_frame` collector.
@@ -224,12 +254,13 @@ impl Learner {
         };
         let outcome = match frame {
             Some(Ok(frame)) => match self.store_frame(&label, frame).await {
-                Ok(id) => {
+                Ok(stored) => {
                     let Some(c) = self.collecting.as_mut() else {
                         return;
                     };
-                    c.ids.push(id);
-                    if c.ids.len() < c.want as usize {
+                    c.ids.extend(stored);
+                    c.taken += 1;
+                    if c.taken < c.want {
                         return;
                     }
                     Ok(())
@@ -239,9 +270,14 @@ impl Learner {
             Some(Err(e)) => Err(e),
             None => Err(bad("the frame collector stopped")),
         };
-        let Some(c) = self.collecting.take() else {
-            return;
-        };
+        if let Some(c) = self.collecting.take() {
+            self.finish_collecting(c, outcome);
+        }
+    }
+
+    /// End collection `c` and answer its request: the stored ids, or `outcome`'s
+    /// error with what was stored before it.
+    fn finish_collecting(&mut self, c: Collecting, outcome: Result<(), RequestError>) {
         c.task.abort();
         let reply = match outcome {
             Ok(()) => answer::ok(
@@ -249,6 +285,9 @@ impl Learner {
                     "ids": c.ids,
                     "label": c.label,
                     "class_samples": self.class_count(&c.label),
+                    "frames": c.taken,
+                    "skipped_similar": c.skipped,
+                    "stopped_early": c.taken < c.want,
                     "retrain_in_ms": self.shared.config.debounce_ms,
                 }),
                 c.transaction.as_ref(),
@@ -274,6 +313,19 @@ impl Learner {
             }
         };
         self.answer(c.reply, &c.op, Some(&c.key), reply, true);
+    }
+
+    /// `stop_label_frame`: end a running `label_frame` now (the console's "hold to
+    /// record" released); its own request is answered with what it stored.
+    pub(super) fn stop_label_frame(&mut self) -> Value {
+        match self.collecting.take() {
+            None => json!({ "stopped": false }),
+            Some(c) => {
+                let (label, stored) = (c.label.clone(), c.ids.len());
+                self.finish_collecting(c, Ok(()));
+                json!({ "stopped": true, "label": label, "stored": stored })
+            }
+        }
     }
 
     /// Shutting down: answer a `label_frame` still collecting with what it stored.

@@ -67,12 +67,12 @@ async fn ask(tx: &mpsc::Sender<Request>, op: Op, transaction: Option<Value>) -> 
     let (reply_tx, reply_rx) = oneshot::channel();
     let key = format!("{op:?}{transaction:?}");
     let request = Request {
-        input: Input::Parsed(Envelope {
+        input: Input::Parsed(Box::new(Envelope {
             op,
             transaction,
             key,
             dup: false,
-        }),
+        })),
         reply: ReplyTo::Channel(reply_tx),
     };
     tx.send(request).await.expect("learner running");

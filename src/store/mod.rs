@@ -17,12 +17,13 @@
 //! Labels never become file names.
 //!
 //! - [`fsio`]: atomic writes, the lock, a full disk; [`embedding`]: the `.emb`
-//!   format; [`head_file`]: the saved head; [`state_dir`]: the state directory
-//!   with one store per classifier.
+//!   format; [`head_file`]: the saved head; [`recent`]: the recent crops on disk;
+//!   [`state_dir`]: the state directory with one store per classifier.
 
 pub mod embedding;
 pub mod fsio;
 pub mod head_file;
+pub mod recent;
 pub mod state_dir;
 
 use std::collections::BTreeMap;
@@ -44,6 +45,8 @@ pub const HEAD: &str = "head.json";
 /// Space held back for the manifest: released when a delete finds the disk full,
 /// so deleting always works, and taken again once there is room.
 pub const RESERVE: &str = "reserve";
+/// The folder of the recent crops ([`recent`]).
+pub const RECENT: &str = "recent";
 const RESERVE_BYTES: usize = 2 << 20;
 const WRITE_TEST: &str = ".write-test";
 
@@ -470,6 +473,27 @@ impl Store {
             })?;
         }
         Ok(n)
+    }
+
+    /// Move sample `id` to class `to`; its old class, or `None` when there is no
+    /// such sample. One atomic manifest write.
+    pub fn relabel_sample(&mut self, id: u64, to: &str) -> Result<Option<String>, StoreError> {
+        let Some(from) = self
+            .manifest
+            .samples
+            .iter()
+            .find(|s| s.id == id)
+            .map(|s| s.label.clone())
+        else {
+            return Ok(None);
+        };
+        self.update(|m| {
+            m.samples
+                .iter_mut()
+                .filter(|s| s.id == id)
+                .for_each(|s| s.label = to.to_string())
+        })?;
+        Ok(Some(from))
     }
 
     pub fn load_thumbnail(&self, id: u64) -> Result<Vec<u8>, StoreError> {

@@ -109,19 +109,26 @@ struct Journal {
     runtime: RuntimeClassifiers,
 }
 
+/// The run-time classifier definitions saved in state directory `root` (read
+/// without taking the lock: `print-config` beside a running daemon); the default
+/// (none) when there are none. A damaged file is an error.
+pub fn read_runtime(root: &Path) -> Result<RuntimeClassifiers, StoreError> {
+    let path = root.join(RUNTIME);
+    match fs::read(&path) {
+        Ok(bytes) => serde_json::from_slice(&bytes).map_err(|e| StoreError::Corrupt {
+            path,
+            why: e.to_string(),
+        }),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(RuntimeClassifiers::default()),
+        Err(e) => Err(io(&path)(e)),
+    }
+}
+
 impl StateDir {
     /// The run-time classifier definitions; the default (none) when there are none.
     /// A damaged file is an error and is left untouched.
     pub fn runtime_classifiers(&self) -> Result<RuntimeClassifiers, StoreError> {
-        let path = self.root.join(RUNTIME);
-        match fs::read(&path) {
-            Ok(bytes) => serde_json::from_slice(&bytes).map_err(|e| StoreError::Corrupt {
-                path,
-                why: e.to_string(),
-            }),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(RuntimeClassifiers::default()),
-            Err(e) => Err(io(&path)(e)),
-        }
+        read_runtime(&self.root)
     }
 
     /// Save the run-time classifier definitions (atomically).

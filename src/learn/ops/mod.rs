@@ -6,12 +6,14 @@
 //! label the dashboard selected) is resolved by [`super::Learner`] when it applies
 //! the operation.
 //!
-//! Each route into the daemon builds the same [`Envelope`]: MQTT with
-//! [`from_mqtt`], the console's HTTP API with its own parser in `web`. The name of
-//! an operation, whether it changes state, and whether it takes a label as a
-//! further topic level are properties of [`OpKind`], written once.
+//! Both routes into the daemon, MQTT and the console's HTTP API, hand the
+//! request as it arrived (operation, label level, payload or body) to the same
+//! [`parse`], which builds the [`Envelope`]. The name of an operation, whether it
+//! changes state, whether it belongs to the classifier manager, and whether it
+//! takes a label as a further level or raw image bytes are properties of
+//! [`OpKind`], written once.
 
-pub mod mqtt;
+pub mod parse;
 #[cfg(test)]
 mod tests;
 
@@ -25,13 +27,15 @@ use crate::config::classifiers::{HeadOverrides, PredictionOverrides};
 use crate::config::{ClassifierConfig, RecentConfig, TriggerConfig};
 use crate::names::{self, LabelError};
 use crate::region::RegionConfig;
-pub use mqtt::from_mqtt;
+pub use parse::parse;
 
 /// Most frames one `label_frame` request may take, and the longest spacing.
 pub const MAX_FRAMES: u32 = 50;
 pub const MAX_INTERVAL_MS: u64 = 10_000;
 /// `label_frame`'s defaults: one frame, 500 ms apart.
 pub const DEFAULT_INTERVAL_MS: u64 = 500;
+/// Most recent crops one `label_recent` or `discard_recent` names.
+pub const MAX_IDS: usize = 1000;
 
 /// A request that cannot be carried out, with the reason the caller reads.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
@@ -73,11 +77,16 @@ pub enum OpKind {
     UpdateClassifier,
     RenameClassifier,
     DeleteClassifier,
+    SampleImage,
+    MoveSample,
+    Classify,
+    History,
+    StopLabelFrame,
 }
 
 impl OpKind {
     /// Every operation, in the order the documentation lists them.
-    pub const ALL: [OpKind; 21] = [
+    pub const ALL: [OpKind; 26] = [
         OpKind::AddSample,
         OpKind::LabelFrame,
         OpKind::Classes,
@@ -99,6 +108,11 @@ impl OpKind {
         OpKind::UpdateClassifier,
         OpKind::RenameClassifier,
         OpKind::DeleteClassifier,
+        OpKind::SampleImage,
+        OpKind::MoveSample,
+        OpKind::Classify,
+        OpKind::History,
+        OpKind::StopLabelFrame,
     ];
 
     /// The name in topics (`request/<name>`), answers and logs.
@@ -125,6 +139,11 @@ impl OpKind {
             OpKind::UpdateClassifier => "update_classifier",
             OpKind::RenameClassifier => "rename_classifier",
             OpKind::DeleteClassifier => "delete_classifier",
+            OpKind::SampleImage => "sample_image",
+            OpKind::MoveSample => "move_sample",
+            OpKind::Classify => "classify",
+            OpKind::History => "history",
+            OpKind::StopLabelFrame => "stop_label_frame",
         }
     }
 
@@ -144,6 +163,9 @@ impl OpKind {
                 | OpKind::Recent
                 | OpKind::RecentImage
                 | OpKind::Classifiers
+                | OpKind::SampleImage
+                | OpKind::Classify
+                | OpKind::History
         )
     }
 
@@ -165,6 +187,11 @@ impl OpKind {
     /// (`add_sample/<label>`).
     pub fn takes_label_level(self) -> bool {
         matches!(self, OpKind::AddSample | OpKind::LabelFrame)
+    }
+
+    /// Whether the payload may be raw image bytes instead of a JSON object.
+    pub fn takes_raw_image(self) -> bool {
+        matches!(self, OpKind::AddSample | OpKind::Classify)
     }
 
     /// Every operation's name, comma-separated (for the "unknown operation" answer).
@@ -206,6 +233,9 @@ pub enum Op {
         label: LabelChoice,
         count: u32,
         interval: Duration,
+        /// Skip a frame whose features are at least this similar (cosine) to the
+        /// last frame stored by this request ("hold to record" in the console).
+        skip_similar: Option<f32>,
     },
     Classes,
     Samples {
@@ -235,12 +265,14 @@ pub enum Op {
     RecentImage {
         id: u64,
     },
+    /// Recent crops become samples of `label`: one (`id`), or several (`ids`),
+    /// near-duplicates of crops stored by the same request skipped.
     LabelRecent {
-        id: u64,
+        ids: Vec<u64>,
         label: String,
     },
     DiscardRecent {
-        id: u64,
+        ids: Vec<u64>,
     },
     Classifiers,
     SelectLabel {
@@ -263,6 +295,23 @@ pub enum Op {
     DeleteClassifier {
         name: String,
     },
+    /// A stored sample's thumbnail.
+    SampleImage {
+        id: u64,
+    },
+    /// One sample to another class (new or existing).
+    MoveSample {
+        id: u64,
+        label: String,
+    },
+    /// Classify an image with the current head; nothing is stored.
+    Classify {
+        image: Bytes,
+    },
+    /// The heads trained so far, with their quality.
+    History,
+    /// End a running `label_frame` now; it answers with what it stored.
+    StopLabelFrame,
 }
 
 /// The parts of a classifier's definition an `update_classifier` replaces; the
@@ -323,6 +372,11 @@ impl Op {
             Op::UpdateClassifier { .. } => OpKind::UpdateClassifier,
             Op::RenameClassifier { .. } => OpKind::RenameClassifier,
             Op::DeleteClassifier { .. } => OpKind::DeleteClassifier,
+            Op::SampleImage { .. } => OpKind::SampleImage,
+            Op::MoveSample { .. } => OpKind::MoveSample,
+            Op::Classify { .. } => OpKind::Classify,
+            Op::History => OpKind::History,
+            Op::StopLabelFrame => OpKind::StopLabelFrame,
         }
     }
 }
@@ -423,6 +477,34 @@ impl Body {
         }
     }
 
+    /// A sample id in `id`.
+    fn sample_id(&self) -> Result<u64, RequestError> {
+        self.fields
+            .get("id")
+            .and_then(Value::as_u64)
+            .ok_or_else(|| bad("the payload needs a numeric field \"id\" (a sample id)"))
+    }
+
+    /// Recent-crop ids: `id` (one) or `ids` (a list of 1 to [`MAX_IDS`]).
+    fn recent_ids(&self) -> Result<Vec<u64>, RequestError> {
+        match (self.fields.get("id"), self.fields.get("ids")) {
+            (Some(_), None) => Ok(vec![self.recent_id()?]),
+            (None, Some(Value::Array(list))) if !list.is_empty() && list.len() <= MAX_IDS => list
+                .iter()
+                .map(|v| {
+                    v.as_u64()
+                        .ok_or_else(|| bad("\"ids\" must be a list of recent crop ids (numbers)"))
+                })
+                .collect(),
+            (None, Some(Value::Array(list))) if list.len() > MAX_IDS => {
+                Err(bad(format!("\"ids\" may list at most {MAX_IDS} crops")))
+            }
+            _ => Err(bad(
+                "the payload needs \"id\" or \"ids\" (a non-empty list) of crops from the recent list",
+            )),
+        }
+    }
+
     /// The recent-crop id in `id`.
     fn recent_id(&self) -> Result<u64, RequestError> {
         self.fields
@@ -485,15 +567,31 @@ pub fn from_body(kind: OpKind, b: Body) -> Result<Op, RequestError> {
             .only(&["id"])
             .and_then(|()| Ok(Op::RecentImage { id: b.recent_id()? }))?,
         OpKind::LabelRecent => {
-            b.only(&["id", "label"])?;
+            b.only(&["id", "ids", "label"])?;
             Op::LabelRecent {
-                id: b.recent_id()?,
+                ids: b.recent_ids()?,
                 label: names::normalize_label(b.string("label")?)?,
             }
         }
-        OpKind::DiscardRecent => b
-            .only(&["id"])
-            .and_then(|()| Ok(Op::DiscardRecent { id: b.recent_id()? }))?,
+        OpKind::DiscardRecent => {
+            b.only(&["id", "ids"])?;
+            Op::DiscardRecent {
+                ids: b.recent_ids()?,
+            }
+        }
+        OpKind::SampleImage => {
+            b.only(&["id"])?;
+            Op::SampleImage { id: b.sample_id()? }
+        }
+        OpKind::MoveSample => {
+            b.only(&["id", "label"])?;
+            Op::MoveSample {
+                id: b.sample_id()?,
+                label: names::normalize_label(b.string("label")?)?,
+            }
+        }
+        OpKind::History => b.only(&[]).map(|()| Op::History)?,
+        OpKind::StopLabelFrame => b.only(&[]).map(|()| Op::StopLabelFrame)?,
         OpKind::SelectLabel => {
             b.only(&["label"])?;
             Op::SelectLabel {
@@ -526,7 +624,7 @@ pub fn from_body(kind: OpKind, b: Body) -> Result<Op, RequestError> {
                 name: b.string("name")?.to_string(),
             }
         }
-        OpKind::AddSample | OpKind::LabelFrame => {
+        OpKind::AddSample | OpKind::LabelFrame | OpKind::Classify => {
             return Err(bad(format!("{} needs its own parser", kind.name())))
         }
     })
@@ -611,7 +709,13 @@ pub fn label_frame_op(
     label: LabelChoice,
     count: u32,
     interval_ms: u64,
+    skip_similar: Option<f32>,
 ) -> Result<Op, RequestError> {
+    if skip_similar.is_some_and(|s| !(s.is_finite() && (0.5..=1.0).contains(&s))) {
+        return Err(bad(
+            "skip_similar must be a cosine similarity from 0.5 to 1",
+        ));
+    }
     if count == 0 || count > MAX_FRAMES {
         return Err(bad(format!("count must be 1 to {MAX_FRAMES}")));
     }
@@ -624,5 +728,6 @@ pub fn label_frame_op(
         label,
         count,
         interval: Duration::from_millis(interval_ms),
+        skip_similar,
     })
 }

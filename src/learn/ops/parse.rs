@@ -1,6 +1,7 @@
-//! Requests from MQTT: operation and label in the topic
-//! (`request/<op>[/<label>]`), a JSON object, raw image bytes (`add_sample`) or
-//! plain text (`select_label`) as the payload.
+//! Parsing a request as it arrives by either route: the operation and a label as
+//! further levels (MQTT: `request/<op>[/<label>]`; HTTP: `.../<op>[/<label>]`),
+//! and a JSON object, raw image bytes (`add_sample`, `classify`) or plain text
+//! (`select_label`) as the payload or body.
 
 use base64::Engine;
 use bytes::Bytes;
@@ -10,11 +11,11 @@ use serde_json::Value;
 use super::*;
 use crate::learn::replies;
 
-/// Parse an MQTT request: operation `op` (a topic level), the further topic
-/// levels `arg`, the payload and the DUP flag. Pure: nothing is read but the
+/// Parse a request: operation `op`, the further levels `arg`, the payload (or
+/// body) and MQTT's DUP flag. Pure: nothing is read but the
 /// arguments. The JSON payload is parsed once; an empty payload is an empty
 /// object; `add_sample` also takes raw image bytes and `select_label` plain text.
-pub fn from_mqtt(
+pub fn parse(
     op: &str,
     arg: Option<&str>,
     payload: &[u8],
@@ -24,7 +25,7 @@ pub fn from_mqtt(
     let kind = OpKind::from_name(op);
     // `add_sample` takes raw image bytes and `select_label` plain text: only a
     // payload that looks like JSON is parsed as JSON for them.
-    let raw = matches!(kind, Some(OpKind::AddSample | OpKind::SelectLabel))
+    let raw = kind.is_some_and(|k| k.takes_raw_image() || k == OpKind::SelectLabel)
         && payload.first() != Some(&b'{');
     let json = if raw {
         Ok(Body::default())
@@ -61,6 +62,8 @@ pub fn from_mqtt(
     }
     let parsed = match (kind, raw) {
         (OpKind::AddSample, true) => raw_sample(arg, payload, limits),
+        (OpKind::Classify, true) => classify_op(Bytes::copy_from_slice(payload), limits),
+        (OpKind::Classify, false) => json.and_then(|b| json_classify(b, limits)),
         (OpKind::SelectLabel, true) => plain_label(payload),
         (OpKind::AddSample, false) => json.and_then(|b| json_sample(arg, b, limits)),
         (OpKind::LabelFrame, _) => json.and_then(|b| label_frame(arg, b)),
@@ -118,15 +121,8 @@ fn json_sample(arg: Option<&str>, b: Body, limits: &Limits) -> Result<Op, Reques
     let req: AddSampleJson = typed(OpKind::AddSample, b)?;
     let label = one_label(req.label, arg)?
         .ok_or_else(|| bad("no label: put it in the topic (add_sample/<label>) or in \"label\""))?;
-    if req.image.len() > max_bytes / 3 * 4 + 4 {
-        return Err(bad(format!(
-            "the image is larger than {max_bytes} bytes (learn.max_image_bytes)"
-        )));
-    }
-    let bytes = base64::engine::general_purpose::STANDARD
-        .decode(req.image.trim())
-        .map_err(|e| bad(format!("\"image\" is not base64: {e}")))?;
-    sample_op(&label, Bytes::from(bytes), req.apply_region, limits)
+    let bytes = base64_image(&req.image, max_bytes)?;
+    sample_op(&label, bytes, req.apply_region, limits)
 }
 
 #[derive(Debug, Deserialize)]
@@ -139,6 +135,8 @@ struct LabelFrameJson {
     count: u32,
     #[serde(default = "default_interval")]
     interval_ms: u64,
+    #[serde(default)]
+    skip_similar: Option<f32>,
 }
 
 fn one() -> u32 {
@@ -163,7 +161,7 @@ fn label_frame(arg: Option<&str>, b: Body) -> Result<Op, RequestError> {
             ))
         }
     };
-    label_frame_op(label, req.count, req.interval_ms)
+    label_frame_op(label, req.count, req.interval_ms, req.skip_similar)
 }
 
 /// `select_label` as plain text (Home Assistant's select and text entities send
@@ -173,4 +171,36 @@ fn plain_label(payload: &[u8]) -> Result<Op, RequestError> {
     Ok(Op::SelectLabel {
         label: names::normalize_label(text.trim())?,
     })
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ClassifyJson {
+    /// Base64 of a JPEG or PNG file.
+    image: String,
+}
+
+/// `classify` as `{"image": "<base64>"}`.
+fn json_classify(b: Body, limits: &Limits) -> Result<Op, RequestError> {
+    let req: ClassifyJson = typed(OpKind::Classify, b)?;
+    classify_op(base64_image(&req.image, limits.max_image_bytes)?, limits)
+}
+
+/// A `classify` with its image's size checked.
+fn classify_op(image: Bytes, limits: &Limits) -> Result<Op, RequestError> {
+    check_image(&image, limits.max_image_bytes)?;
+    Ok(Op::Classify { image })
+}
+
+/// An image sent as base64, its size checked before it is decoded.
+fn base64_image(text: &str, max_bytes: usize) -> Result<Bytes, RequestError> {
+    if text.len() > max_bytes / 3 * 4 + 4 {
+        return Err(bad(format!(
+            "the image is larger than {max_bytes} bytes (learn.max_image_bytes)"
+        )));
+    }
+    base64::engine::general_purpose::STANDARD
+        .decode(text.trim())
+        .map(Bytes::from)
+        .map_err(|e| bad(format!("\"image\" is not base64: {e}")))
 }

@@ -11,7 +11,7 @@ const LIMITS: Limits = Limits {
 };
 
 fn parse(op: &str, arg: Option<&str>, payload: &[u8]) -> Result<Op, String> {
-    from_mqtt(op, arg, payload, false, &LIMITS)
+    super::parse::parse(op, arg, payload, false, &LIMITS)
         .map(|e| e.op)
         .map_err(|r| r.error.0)
 }
@@ -52,7 +52,10 @@ fn names_and_properties_are_written_once() {
             "head",
             "recent",
             "recent_image",
-            "classifiers"
+            "classifiers",
+            "sample_image",
+            "classify",
+            "history"
         ]
     );
     let levels: Vec<_> = OpKind::ALL
@@ -144,7 +147,8 @@ fn label_frame_takes_a_label_or_the_selected_one() {
         Ok(Op::LabelFrame {
             label: LabelChoice::Given("open".into()),
             count: 1,
-            interval: Duration::from_millis(DEFAULT_INTERVAL_MS)
+            interval: Duration::from_millis(DEFAULT_INTERVAL_MS),
+            skip_similar: None,
         })
     );
     assert_eq!(
@@ -155,7 +159,8 @@ fn label_frame_takes_a_label_or_the_selected_one() {
         Ok(Op::LabelFrame {
             label: LabelChoice::Selected,
             count: 3,
-            interval: Duration::from_millis(100)
+            interval: Duration::from_millis(100),
+            skip_similar: None,
         })
     );
     let j = |v: serde_json::Value| v.to_string().into_bytes();
@@ -256,14 +261,14 @@ fn the_json_operations_and_their_refusals() {
             "label_recent",
             json!({"id": 3, "label": "b"}),
             Op::LabelRecent {
-                id: 3,
+                ids: vec![3],
                 label: "b".into(),
             },
         ),
         (
             "discard_recent",
             json!({"id": 3}),
-            Op::DiscardRecent { id: 3 },
+            Op::DiscardRecent { ids: vec![3] },
         ),
         (
             "select_label",
@@ -308,7 +313,7 @@ fn the_json_operations_and_their_refusals() {
         ("recent_image", json!({"id": -1}), "numeric field \"id\""),
         ("label_recent", json!({"id": 1}), "\"label\""),
         ("label_recent", json!({"id": 1, "label": ""}), "empty"),
-        ("discard_recent", json!({}), "numeric field \"id\""),
+        ("discard_recent", json!({}), "\"id\" or \"ids\""),
         (
             "select_label",
             json!({"label": "half/open"}),
@@ -344,14 +349,15 @@ fn unknown_operations_extra_levels_and_long_transactions_are_refused() {
         "no further topic level",
     );
     let long = format!(r#"{{"transaction": "{}"}}"#, "t".repeat(300));
-    let r = from_mqtt("classes", None, long.as_bytes(), false, &LIMITS).expect_err("long");
+    let r =
+        super::parse::parse("classes", None, long.as_bytes(), false, &LIMITS).expect_err("long");
     assert!(r.error.0.contains("transaction"), "{}", r.error);
     assert_eq!(r.transaction, None, "a long transaction is not echoed");
 }
 
 #[test]
 fn the_transaction_is_echoed_and_keys_a_repeat() {
-    let e = from_mqtt(
+    let e = super::parse::parse(
         "delete_class",
         None,
         br#"{"label": "a", "transaction": 42}"#,
@@ -361,7 +367,7 @@ fn the_transaction_is_echoed_and_keys_a_repeat() {
     .expect("parse");
     assert_eq!(e.transaction, Some(json!(42)));
     assert!(e.idempotent());
-    let again = from_mqtt(
+    let again = super::parse::parse(
         "delete_class",
         None,
         br#"{"label": "a", "transaction": 42}"#,
@@ -371,14 +377,139 @@ fn the_transaction_is_echoed_and_keys_a_repeat() {
     .expect("parse");
     assert_eq!(e.key, again.key);
     // A refusal echoes the transaction it could read.
-    let r = from_mqtt("reset", None, br#"{"transaction": "t1"}"#, false, &LIMITS)
+    let r = super::parse::parse("reset", None, br#"{"transaction": "t1"}"#, false, &LIMITS)
         .expect_err("no confirm");
     assert_eq!(r.transaction, Some(json!("t1")));
     // Reading operations are never remembered; a redelivery of a change is.
-    let read = from_mqtt("classes", None, br#"{"transaction": 1}"#, true, &LIMITS).expect("parse");
+    let read = super::parse::parse("classes", None, br#"{"transaction": 1}"#, true, &LIMITS)
+        .expect("parse");
     assert!(!read.idempotent());
-    let dup = from_mqtt("retrain", None, b"", true, &LIMITS).expect("parse");
+    let dup = super::parse::parse("retrain", None, b"", true, &LIMITS).expect("parse");
     assert!(dup.idempotent());
-    let plain = from_mqtt("retrain", None, b"", false, &LIMITS).expect("parse");
+    let plain = super::parse::parse("retrain", None, b"", false, &LIMITS).expect("parse");
     assert!(!plain.idempotent());
+}
+
+#[test]
+fn the_consoles_operations_parse_and_refuse_like_the_others() {
+    // Several recent crops at once, bounded.
+    assert_eq!(
+        parse_json("label_recent", json!({"ids": [1, 2, 3], "label": "b"})),
+        Ok(Op::LabelRecent {
+            ids: vec![1, 2, 3],
+            label: "b".into()
+        })
+    );
+    assert_eq!(
+        parse_json("discard_recent", json!({"ids": [7]})),
+        Ok(Op::DiscardRecent { ids: vec![7] })
+    );
+    let many: Vec<u64> = (0..=MAX_IDS as u64).collect();
+    let j = |v: serde_json::Value| v.to_string().into_bytes();
+    refused(
+        "discard_recent",
+        None,
+        &j(json!({"ids": many})),
+        "at most 1000",
+    );
+    refused(
+        "discard_recent",
+        None,
+        &j(json!({"ids": []})),
+        "non-empty list",
+    );
+    refused(
+        "discard_recent",
+        None,
+        &j(json!({"ids": ["1"]})),
+        "list of recent crop ids",
+    );
+    refused(
+        "label_recent",
+        None,
+        &j(json!({"id": 1, "ids": [2], "label": "b"})),
+        "\"id\" or \"ids\"",
+    );
+    // Hold to record: near-duplicates skipped, the threshold checked.
+    assert_eq!(
+        parse_json(
+            "label_frame",
+            json!({"label": "a", "count": 20, "interval_ms": 250, "skip_similar": 0.97})
+        ),
+        Ok(Op::LabelFrame {
+            label: LabelChoice::Given("a".into()),
+            count: 20,
+            interval: Duration::from_millis(250),
+            skip_similar: Some(0.97),
+        })
+    );
+    refused(
+        "label_frame",
+        None,
+        &j(json!({"label": "a", "skip_similar": 1.5})),
+        "skip_similar",
+    );
+    refused(
+        "label_frame",
+        None,
+        &j(json!({"label": "a", "skip_similar": 0.1})),
+        "skip_similar",
+    );
+    assert_eq!(
+        parse_json("stop_label_frame", json!({})),
+        Ok(Op::StopLabelFrame)
+    );
+    refused(
+        "stop_label_frame",
+        None,
+        &j(json!({"label": "a"})),
+        "unknown field",
+    );
+    // A sample to another class; its image; the heads so far.
+    assert_eq!(
+        parse_json("move_sample", json!({"id": 4, "label": "Open"})),
+        Ok(Op::MoveSample {
+            id: 4,
+            label: "Open".into()
+        })
+    );
+    refused(
+        "move_sample",
+        None,
+        &j(json!({"id": 4, "label": "a/b"})),
+        "label contains",
+    );
+    assert_eq!(
+        parse_json("sample_image", json!({"id": 9})),
+        Ok(Op::SampleImage { id: 9 })
+    );
+    assert_eq!(parse_json("history", json!({})), Ok(Op::History));
+    // Classify: raw bytes or base64, within the image limit; nothing else.
+    assert_eq!(
+        parse("classify", None, &[0xff, 0xd8, 0xff]),
+        Ok(Op::Classify {
+            image: bytes::Bytes::from_static(&[0xff, 0xd8, 0xff])
+        })
+    );
+    assert_eq!(
+        parse_json("classify", json!({"image": "/9j/"})),
+        Ok(Op::Classify {
+            image: bytes::Bytes::from_static(&[0xff, 0xd8, 0xff])
+        })
+    );
+    refused("classify", None, &vec![0xff; 1001], "limit");
+    refused("classify", None, b"", "empty");
+    refused(
+        "classify",
+        Some("hat"),
+        &[0xff, 0xd8],
+        "no further topic level",
+    );
+    // Which operations the manager carries out, and which change state.
+    assert!(OpKind::CreateClassifier.is_manager() && !OpKind::MoveSample.is_manager());
+    assert!(OpKind::StopLabelFrame.changes_state() && OpKind::MoveSample.changes_state());
+    assert!(!OpKind::Classify.changes_state() && !OpKind::SampleImage.changes_state());
+    assert!(OpKind::ALL
+        .iter()
+        .all(|k| OpKind::from_name(k.name()) == Some(*k)));
 }
