@@ -30,12 +30,13 @@
 //! layer 2: config
 //! layer 3: backbone imaging mqtt
 //! layer 4: head source
-//! layer 5: store classifier eval
-//! layer 6: homeassistant
+//! layer 5: store eval
+//! layer 6: classifier homeassistant
 //! layer 7: pipeline learn
-//! layer 8: app
-//! layer 9: bench
-//! layer 10: cli
+//! layer 8: web
+//! layer 9: app
+//! layer 10: bench
+//! layer 11: cli
 //! ```
 //!
 //! - [`names`]: label and name rules, reserved words, slugs; [`region`]: the
@@ -47,12 +48,14 @@
 //!   task, [`mqtt::Publisher`], topics, payloads and the embedded broker.
 //! - [`head`]: the heads; training is a pure function. [`source`]: the
 //!   [`source::FrameSource`] kinds and the capture thread.
-//! - [`store`]: samples, embeddings and heads on disk, written atomically;
-//!   [`classifier`]: the shared handles of a classifier, its change gate and recent
-//!   crops; [`eval`]: k-shot accuracy.
-//! - [`homeassistant`]: the bridge (discovery, states, events) as a state machine.
+//! - [`store`]: samples, embeddings, heads and recent crops on disk, written
+//!   atomically; [`eval`]: k-shot accuracy.
+//! - [`classifier`]: the shared handles of a classifier, its change gate and recent
+//!   crops; [`homeassistant`]: the bridge (discovery, states, events) as a state
+//!   machine.
 //! - [`pipeline`]: the inference task; [`learn`]: the typed operations and the
 //!   learning task.
+//! - [`web`]: the console: HTTP server, login, JSON API, live view, events.
 //! - [`app`]: wiring, supervision and ordered shutdown.
 //! - [`bench`]: the benchmarks (`bench --teach` runs the daemon in-process).
 //! - [`cli`]: the command line.
@@ -78,3 +81,4 @@ pub mod source;
 pub mod stats;
 pub mod store;
 pub mod time;
+pub mod web;

@@ -29,11 +29,11 @@ use crate::homeassistant::event::Listed;
 use crate::homeassistant::Event;
 use crate::learn::ops::{self, bad, ClassifierChange, Op, RequestError};
 use crate::learn::replies::{Replies, Seen};
-use crate::learn::{self, Envelope, Input, Learner, Request, Router};
+use crate::learn::{self, Envelope, Learner, Request, Router};
 use crate::mqtt::ClassifierTopics;
 use crate::names;
 use crate::store::state_dir::StateDir;
-use crate::store::{OpenReport, Store};
+use crate::store::{OpenReport, Store, RECENT};
 
 /// One classifier while it runs: its handles, definition, origin and the queue of
 /// its learner.
@@ -228,16 +228,10 @@ impl Manager {
     /// Parse (from MQTT), check for a repeat, apply and answer one request.
     async fn handle(&mut self, r: Request) {
         let publisher = self.shared.publisher.clone();
-        let (op_name, parsed) = match r.input {
-            Input::Mqtt(m) => {
-                let limits = ops::Limits {
-                    max_image_bytes: self.settings.learn.max_image_bytes,
-                };
-                let parsed = ops::from_mqtt(&m.op, m.arg.as_deref(), &m.payload, m.dup, &limits);
-                (m.op, parsed)
-            }
-            Input::Parsed(e) => (e.op.kind().name().to_string(), Ok(e)),
+        let limits = ops::Limits {
+            max_image_bytes: self.settings.learn.max_image_bytes,
         };
+        let (op_name, parsed) = r.input.parse(&limits);
         let envelope: Envelope = match parsed {
             Ok(e) => e,
             Err(refusal) => {
@@ -376,6 +370,7 @@ impl Manager {
         self.save(&runtime)?;
         self.runtime = runtime;
         let classifier = Classifier::new(spec.clone(), self.topics(&def.name));
+        classifier.keep_recent_in(self.state.classifier_dir(&def.name).join(RECENT));
         tracing::info!(classifier = %def.name, "classifier created");
         self.spawn(
             Starting {
@@ -495,6 +490,9 @@ impl Manager {
             return Err(bad(format!("cannot rename the classifier's store: {e}")));
         }
         self.runtime = runtime;
+        if let Ok(mut r) = classifier.recent.lock() {
+            r.moved_to(self.state.classifier_dir(to).join(RECENT));
+        }
         let (store, report) = self.open(to)?;
         self.spawn(
             Starting {

@@ -30,7 +30,8 @@ use crate::pipeline::{Inference, MqttSink};
 use crate::source::{self, CaptureError, SourceState};
 use crate::stats::Stats;
 use crate::store::state_dir::{self, StateDir};
-use crate::store::{Store, StoreError};
+use crate::store::{Store, StoreError, RECENT};
+use crate::web;
 use status::StatusReporter;
 use supervise::{Ended, Stage, Supervisor};
 
@@ -47,6 +48,8 @@ pub enum StartError {
     Broker(#[from] broker::BrokerError),
     #[error("MQTT: {0}")]
     Mqtt(#[from] mqtt::MqttError),
+    #[error(transparent)]
+    Web(#[from] web::WebError),
     #[error("the classifiers created or changed at run time ({file}) do not fit this configuration: {error}; fix the configuration or move that file away")]
     Runtime {
         file: std::path::PathBuf,
@@ -84,6 +87,8 @@ pub struct Daemon {
     connection: mqtt::Connection,
     notifier: Notifier,
     ha_rx: mpsc::Receiver<homeassistant::Event>,
+    /// The console, bound (`None` when `web.enabled` is false).
+    web: Option<web::Bound>,
 }
 
 /// Load the backbone described by the settings (seconds: the model is optimized).
@@ -150,9 +155,11 @@ fn open_state(
             "sample store opened"
         );
         let topics = Arc::new(ClassifierTopics::new(&settings.topic_base, &spec.name));
+        let classifier = Classifier::new(spec.clone(), topics);
+        classifier.keep_recent_in(dir.join(RECENT));
         starting.push(manager::Starting {
             teach_label: saved_ha.teach_labels.get(&spec.name).cloned(),
-            classifier: Classifier::new(spec, topics),
+            classifier,
             def,
             origin,
             store,
@@ -197,6 +204,10 @@ impl Daemon {
             stats.clone(),
         )?;
         let (notifier, ha_rx) = Notifier::channel();
+        let web = settings
+            .web_listen
+            .map(|addr| web::bind(&settings, addr))
+            .transpose()?;
         Ok(Self {
             settings,
             embedder,
@@ -212,6 +223,7 @@ impl Daemon {
             connection,
             notifier,
             ha_rx,
+            web,
         })
     }
 
@@ -223,6 +235,7 @@ impl Daemon {
         tracing::info!(
             topics = %running.topic_base,
             source = ?running.source_kind,
+            console = running.console.as_deref().unwrap_or("off"),
             "edgehead running"
         );
         // systemd (Type=notify): ready now; watchdog pings while inference progresses.
@@ -274,6 +287,7 @@ impl Daemon {
             connection,
             notifier,
             ha_rx,
+            web,
         } = self;
         let settings = Arc::new(settings);
         let mut tasks = Supervisor::default();
@@ -294,7 +308,17 @@ impl Daemon {
         let ha_file = homeassistant::saved_file(settings.state_dir());
         let saved_ha = homeassistant::Saved::load(&ha_file)
             .sanitize(&settings.homeassistant.prefix, &settings.device_id);
-        let bridge = home_assistant_bridge(&settings, &publisher, &classifiers, saved_ha);
+        let console = web
+            .as_ref()
+            .map(|b| web::public_url(&settings.web, b.addr, &web::host_name()));
+        let bridge = home_assistant_bridge(
+            &settings,
+            &publisher,
+            &classifiers,
+            saved_ha,
+            console.clone(),
+        );
+        let web_router = router.clone();
         let manager = manager::Manager::start(
             classifiers,
             manager_rx,
@@ -320,6 +344,7 @@ impl Daemon {
                 tokens.ha.clone(),
             )),
         );
+        let frame_rx_web = frame_rx.clone();
         let inference = Inference {
             frames: frame_rx,
             embedder: embedder_dyn,
@@ -332,6 +357,28 @@ impl Daemon {
         tasks.spawn(Stage::Inference, async move {
             inference.run().await.map_err(|e| e.to_string())
         });
+        let (status_tx, status_rx) = watch::channel(serde_json::Value::Null);
+        if let Some(bound) = web {
+            let handles = web::Handles {
+                router: web_router,
+                classifiers: set_rx.clone(),
+                frames: frame_rx_web,
+                source: state_rx.clone(),
+                status: status_rx,
+                stats: stats.clone(),
+                publisher: publisher.clone(),
+                state_dir: settings.state_dir().to_path_buf(),
+            };
+            tasks.spawn(
+                Stage::Web,
+                done(web::run(
+                    bound,
+                    settings.clone(),
+                    handles,
+                    tokens.web.clone(),
+                )),
+            );
+        }
         let status = StatusReporter::new(
             publisher.clone(),
             stats.clone(),
@@ -339,6 +386,7 @@ impl Daemon {
             embedder.id().to_string(),
             state_rx.clone(),
             Duration::from_secs(settings.log.summary_interval_secs),
+            status_tx,
         );
         tasks.spawn(Stage::Status, done(status.run(tokens.status.clone())));
         if let Some(period) = sd_notify::watchdog_enabled() {
@@ -364,6 +412,7 @@ impl Daemon {
             stats,
             topic_base: settings.topic_base.clone(),
             source_kind: settings.source.kind,
+            console,
         })
     }
 }
@@ -410,6 +459,8 @@ async fn done(task: impl Future<Output = ()>) -> Ended {
 /// when capture's frames end).
 #[derive(Default)]
 struct Tokens {
+    /// The console stops serving (first: no request arrives while the rest stops).
+    web: CancellationToken,
     /// The MQTT task stops handing out requests: the learners end.
     drain: CancellationToken,
     status: CancellationToken,
@@ -426,6 +477,8 @@ struct Running {
     stats: Arc<Stats>,
     topic_base: String,
     source_kind: crate::config::SourceKind,
+    /// The console's URL, when it runs.
+    console: Option<String>,
 }
 
 impl Running {
@@ -454,10 +507,13 @@ impl Running {
         }
     }
 
-    /// Stop in order: capture, inference, learning, status, Home Assistant, then
-    /// MQTT (`offline`, disconnect), each within `deadline`; `Err(stage)` names
-    /// the first still running then. Tasks that already ended are skipped.
+    /// Stop in order: the console, capture, inference, learning, status, Home
+    /// Assistant, then MQTT (`offline`, disconnect), each within `deadline`;
+    /// `Err(stage)` names the first still running then. Tasks that already ended
+    /// are skipped.
     async fn stop(&mut self, deadline: tokio::time::Instant) -> Result<(), &'static str> {
+        self.tokens.web.cancel();
+        self.tasks.wait(Stage::Web, deadline).await?;
         self.capture_stop.stop();
         self.tasks.wait(Stage::Capture, deadline).await?;
         self.tasks.wait(Stage::Inference, deadline).await?;
@@ -483,6 +539,7 @@ fn home_assistant_bridge(
     publisher: &Publisher,
     classifiers: &[manager::Starting],
     saved: homeassistant::Saved,
+    console: Option<String>,
 ) -> homeassistant::Bridge {
     let ha = &settings.homeassistant;
     let ctx = ha.discovery.then(|| homeassistant::discovery::Context {
@@ -494,6 +551,7 @@ fn home_assistant_bridge(
         status_expire_after: 3 * settings.log.summary_interval_secs.max(1) + 5,
         class_sensors: ha.class_sensors,
         image: ha.image_interval_secs > 0.0,
+        configuration_url: console,
     });
     // The saved heads' classes (the learners restore them as they start).
     let (topics, classes) = classifiers

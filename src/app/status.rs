@@ -59,6 +59,8 @@ pub(super) struct StatusReporter {
     rates: Value,
     /// The counters at the last summary, and when it was.
     last: (Snapshot, (u64, u64), Instant),
+    /// The status as last published, for the console.
+    latest: watch::Sender<Value>,
 }
 
 impl StatusReporter {
@@ -70,6 +72,7 @@ impl StatusReporter {
         backbone: String,
         source: watch::Receiver<SourceState>,
         interval: Duration,
+        latest: watch::Sender<Value>,
     ) -> Self {
         Self {
             publisher,
@@ -85,6 +88,7 @@ impl StatusReporter {
                 "frames_dropped": null,
             }),
             last: (Snapshot::default(), (0, 0), Instant::now()),
+            latest,
         }
     }
 
@@ -118,7 +122,9 @@ impl StatusReporter {
     }
 
     fn publish(&self) {
-        self.publisher.try_publish_status(&self.status());
+        let status = self.status();
+        self.publisher.try_publish_status(&status);
+        self.latest.send_replace(status);
     }
 
     /// Log the summary of the interval since the last one and update the rates.

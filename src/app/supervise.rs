@@ -17,6 +17,8 @@ pub enum Stage {
     Status,
     HomeAssistant,
     Mqtt,
+    /// The console's HTTP server.
+    Web,
     /// The embedded broker's thread: never stopped (rumqttd cannot be), only
     /// watched.
     Broker,
@@ -32,6 +34,7 @@ impl Stage {
             Stage::HomeAssistant => "homeassistant",
             Stage::Mqtt => "mqtt",
             Stage::Broker => "embedded broker",
+            Stage::Web => "web console",
         }
     }
 }

@@ -41,6 +41,7 @@ pub fn teach_latency(
     raw.source.files.fps = 10.0;
     raw.source.files.repeat = true;
     raw.homeassistant.discovery = false;
+    raw.web.enabled = false;
     let debounce_ms = raw.learn.debounce_ms;
     let settings = crate::config::validate(raw).map_err(|e| anyhow::anyhow!("{e}"))?;
     let base = settings.topic_base.clone();

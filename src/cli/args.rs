@@ -50,6 +50,18 @@ pub enum Command {
     /// through the real pipeline with two classifiers; print backbone runs per
     /// minute, CPU per minute and the delay from the change to the new label.
     BenchScene(BenchSceneArgs),
+    /// Set the console's password (stored hashed in the state directory; the
+    /// sessions logged in with the old one end).
+    SetPassword(SetPasswordArgs),
+}
+
+/// `edgehead set-password`.
+#[derive(Args, Debug, Clone)]
+pub struct SetPasswordArgs {
+    /// Read the password from the first line of standard input instead of asking
+    /// twice on the terminal (for scripts).
+    #[arg(long)]
+    pub stdin: bool,
 }
 
 /// `edgehead predict`.

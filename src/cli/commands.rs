@@ -9,6 +9,7 @@ use anyhow::Context;
 
 use super::args::{
     BenchArgs, BenchGateArgs, BenchSceneArgs, BenchSourceArgs, EvalArgs, PredictArgs,
+    SetPasswordArgs,
 };
 use super::{EXIT_RUNTIME, EXIT_STARTUP};
 use crate::backbone::Embedder;
@@ -77,9 +78,33 @@ async fn shutdown_signal() {
 }
 
 /// `edgehead print-config`: the effective configuration, secrets masked.
+/// The classifiers are the effective list: the file's `[[classifiers]]` with the
+/// run-time changes saved in the state directory laid over them.
 pub fn print_config(sources: &Sources) -> ExitCode {
     match config::load(sources) {
-        Ok(raw) => {
+        Ok(mut raw) => {
+            let runtime = match state_dir::read_runtime(&raw.state_dir) {
+                Ok(r) => r,
+                Err(e) => {
+                    eprintln!("edgehead: {e}");
+                    return ExitCode::from(EXIT_STARTUP);
+                }
+            };
+            if runtime != Default::default() {
+                let effective = runtime.effective(&raw.classifiers);
+                println!(
+                    "# [[classifiers]]: the file's, with the changes made at run time ({}) laid over them:",
+                    raw.state_dir.join(state_dir::RUNTIME).display()
+                );
+                for (def, origin) in &effective {
+                    println!(
+                        "#   {} ({})",
+                        def.name,
+                        serde_json::json!(origin).as_str().unwrap_or("?")
+                    );
+                }
+                raw.classifiers = effective.into_iter().map(|(d, _)| d).collect();
+            }
             print!("{}", config::to_masked_toml(&raw));
             ExitCode::SUCCESS
         }
@@ -427,5 +452,45 @@ pub fn bench_source(settings: &Settings, a: &BenchSourceArgs) -> anyhow::Result<
             d.size, d.mjpeg_ms, d.yuyv_ms
         );
     }
+    Ok(())
+}
+
+/// `edgehead set-password`: ask for the console's new password (twice, not
+/// echoed) or read it from standard input, and store its hash in the state
+/// directory, owned like the directory (so `sudo` works for the service's user).
+pub fn set_password(settings: &Settings, a: &SetPasswordArgs) -> anyhow::Result<()> {
+    use crate::web::auth::{self, PASSWORD_FILE};
+    use std::os::unix::fs::MetadataExt;
+    let dir = settings.state_dir();
+    std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    let password = if a.stdin {
+        let mut line = String::new();
+        std::io::stdin().read_line(&mut line)?;
+        line.trim_end_matches(['\r', '\n']).to_string()
+    } else {
+        let first = rpassword::prompt_password("New console password: ")?;
+        auth::check_new_password(&first)?;
+        let again = rpassword::prompt_password("The same again: ")?;
+        anyhow::ensure!(first == again, "the two passwords differ; nothing changed");
+        first
+    };
+    auth::set_password(dir, &password)?;
+    let file = dir.join(PASSWORD_FILE);
+    let owner = std::fs::metadata(dir)?;
+    let me = std::fs::metadata(&file)?;
+    if (me.uid(), me.gid()) != (owner.uid(), owner.gid()) {
+        std::os::unix::fs::chown(&file, Some(owner.uid()), Some(owner.gid())).with_context(
+            || {
+                format!(
+                    "cannot give {} to the state directory's owner",
+                    file.display()
+                )
+            },
+        )?;
+    }
+    println!(
+        "console password set in {}; sessions logged in with the old one have ended",
+        file.display()
+    );
     Ok(())
 }

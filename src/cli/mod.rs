@@ -49,6 +49,7 @@ pub fn main() -> ExitCode {
         Command::BenchScene(a) => commands::bench_scene(&settings, &a),
         Command::BenchGate(a) => commands::bench_gate(&settings, &a),
         Command::BenchSource(a) => commands::bench_source(&settings, &a),
+        Command::SetPassword(a) => commands::set_password(&settings, &a),
         Command::PrintConfig | Command::Devices => Ok(()),
     };
     match result {

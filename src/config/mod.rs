@@ -22,6 +22,7 @@ pub mod raw;
 pub mod runtime;
 pub mod source;
 pub mod validate;
+pub mod web;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -42,6 +43,7 @@ pub use source::{
     SourceKind, SyntheticConfig,
 };
 pub use validate::validate;
+pub use web::{WebAuth, WebConfig};
 
 /// What `print-config` shows in place of a secret.
 pub const MASK: &str = "********";
@@ -69,6 +71,9 @@ pub struct Settings {
     /// Where the embedded broker listens, when it runs (`mqtt.host` empty).
     pub embedded_broker: Option<SocketAddr>,
     pub homeassistant: HomeAssistantConfig,
+    pub web: WebConfig,
+    /// Where the console listens, when it runs.
+    pub web_listen: Option<SocketAddr>,
     /// The classifiers of the configuration file, resolved: at least one (the
     /// built-in `default` when the file has none); the first takes the
     /// device-level request topics and a state directory of edgehead 0.1. The

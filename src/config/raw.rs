@@ -13,6 +13,7 @@ use super::classifiers::ClassifierConfig;
 use super::head::{HeadConfig, PredictionConfig};
 use super::mqtt::MqttConfig;
 use super::source::SourceConfig;
+use super::web::WebConfig;
 
 /// The configuration as written by the user. Every field has a default, so an empty
 /// file (or none) is a valid configuration: the demo set-up.
@@ -34,6 +35,7 @@ pub struct RawConfig {
     pub classifiers: Vec<ClassifierConfig>,
     pub mqtt: MqttConfig,
     pub homeassistant: HomeAssistantConfig,
+    pub web: WebConfig,
     pub shutdown: ShutdownConfig,
 }
 
@@ -51,6 +53,7 @@ impl Default for RawConfig {
             classifiers: Vec::new(),
             mqtt: MqttConfig::default(),
             homeassistant: HomeAssistantConfig::default(),
+            web: WebConfig::default(),
             shutdown: ShutdownConfig::default(),
         }
     }

@@ -10,6 +10,7 @@ use super::check::{Checker, ConfigError};
 use super::mqtt::MqttConfig;
 use super::raw::{HomeAssistantConfig, LearnConfig, LogConfig, RawConfig};
 use super::source::{SourceConfig, SourceKind};
+use super::web::{WebAuth, WebConfig};
 use super::{classifiers, Settings};
 use crate::names::{is_safe_name, valid_topic_prefix};
 
@@ -69,6 +70,7 @@ pub fn validate(raw: RawConfig) -> Result<Settings, ConfigError> {
     let client_id = check_mqtt(&mut c, &raw.mqtt, &raw.learn, &device_id);
     let embedded_broker = embedded_broker(&mut c, &raw.mqtt);
     check_homeassistant(&mut c, &raw.homeassistant);
+    let web_listen = check_web(&mut c, &raw.web);
     c.range("shutdown.grace_secs", raw.shutdown.grace_secs, 0.1, 600.0);
     if !c.problems.is_empty() {
         return Err(ConfigError {
@@ -96,6 +98,8 @@ pub fn validate(raw: RawConfig) -> Result<Settings, ConfigError> {
         learn: raw.learn,
         mqtt: raw.mqtt,
         homeassistant: raw.homeassistant,
+        web: raw.web,
+        web_listen,
         predictions: raw.predictions,
         classifier_file: raw.classifiers,
     })
@@ -386,4 +390,57 @@ fn check_homeassistant(c: &mut Checker, ha: &HomeAssistantConfig) {
         },
     );
     c.range("homeassistant.image_max_side", ha.image_max_side, 32, 4096);
+}
+
+/// Check `[web]`; returns the address to listen on when the console is enabled.
+fn check_web(c: &mut Checker, w: &WebConfig) -> Option<SocketAddr> {
+    c.range(
+        "web.session_idle_secs",
+        w.session_idle_secs,
+        60,
+        90 * 86_400,
+    );
+    c.range("web.live_fps", w.live_fps, 0.1, 30.0);
+    c.range("web.live_max_side", w.live_max_side, 64, 4096);
+    c.range("web.max_connections", w.max_connections, 4, 10_000);
+    let cert = !w.tls_cert.as_os_str().is_empty();
+    let key = !w.tls_key.as_os_str().is_empty();
+    c.check(cert == key, "web.tls_key", || {
+        "tls_cert and tls_key go together".into()
+    });
+    if cert {
+        c.file("web.tls_cert", &w.tls_cert);
+    }
+    if key {
+        c.file("web.tls_key", &w.tls_key);
+    }
+    let u = w.public_url.trim();
+    c.check(
+        u.is_empty() || u.starts_with("http://") || u.starts_with("https://"),
+        "web.public_url",
+        || "must be an http:// or https:// URL".into(),
+    );
+    if !w.enabled {
+        return None;
+    }
+    let listen = match w.listen.parse::<SocketAddr>() {
+        Ok(a) => a,
+        Err(e) => {
+            c.problem(
+                "web.listen",
+                format!("{:?} is not an address such as 0.0.0.0:8480: {e}", w.listen),
+            );
+            return None;
+        }
+    };
+    c.check(
+        w.auth == WebAuth::Password || listen.ip().is_loopback(),
+        "web.auth",
+        || {
+            format!(
+                "\"none\" is allowed only when the console listens on loopback (127.0.0.1 or ::1), not on {listen}: anyone on the network could see the camera and change the classifiers"
+            )
+        },
+    );
+    Some(listen)
 }

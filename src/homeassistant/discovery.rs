@@ -41,17 +41,23 @@ pub struct Context {
     pub class_sensors: bool,
     /// Announce the image entity.
     pub image: bool,
+    /// The console's URL: the device page's "Visit" link (`configuration_url`).
+    pub configuration_url: Option<String>,
 }
 
 impl Context {
     fn device(&self) -> Value {
-        json!({
+        let mut d = json!({
             "identifiers": [format!("edgehead_{}", self.device_id)],
             "name": format!("edgehead {}", self.device_id),
             "model": "edgehead",
             "manufacturer": "edgehead",
             "sw_version": env!("CARGO_PKG_VERSION"),
-        })
+        });
+        if let Some(url) = &self.configuration_url {
+            d["configuration_url"] = json!(url);
+        }
+        d
     }
 
     fn origin() -> Value {

@@ -20,7 +20,7 @@ use image::RgbImage;
 
 use crate::backbone::{EmbedError, Embedder, Embedding};
 use crate::classifier::gate::Run;
-use crate::classifier::Classifier;
+use crate::classifier::{Classifier, Latest};
 use crate::imaging::encode::{self, Fit};
 use crate::mqtt::payload::Prediction;
 use crate::names::UNKNOWN;
@@ -370,6 +370,15 @@ impl<S: PredictionSink> Running<S> {
         let first = lane.stable.is_none();
         let changed = lane.stable.as_ref().is_some_and(|s| *s != prediction.label);
         lane.stable = Some(prediction.label.clone());
+        lane.c.latest.store(Some(Arc::new(Latest {
+            label: prediction.label.clone(),
+            frame_label: prediction.frame_label.clone(),
+            confidence: prediction.confidence,
+            similarity: prediction.similarity,
+            captured_at: prediction.captured_at.clone(),
+            seq: prediction.seq,
+            trigger: prediction.trigger,
+        })));
         lane.head_used = head;
         if let Some(crop) = crop {
             let unknown = prediction.frame_label.as_deref() == Some(UNKNOWN);
@@ -415,26 +424,34 @@ impl<S: PredictionSink> Running<S> {
             return;
         };
         let side = self.task.recent_side;
-        let jpeg = tokio::task::spawn_blocking(move || {
-            encode::jpeg(
+        let features = self.lanes[i]
+            .last
+            .as_ref()
+            .map(|l| l.features.clone())
+            .unwrap_or_default();
+        let (captured_at, label) = (frame.captured_at, prediction.frame_label.clone());
+        // Encoded and written to disk off the async threads.
+        let kept = tokio::task::spawn_blocking(move || {
+            let jpeg = encode::jpeg(
                 &encode::fit(crop, Fit::ShortSide(side)),
                 encode::THUMBNAIL_QUALITY,
             )
-        })
-        .await;
-        let Ok(Ok(jpeg)) = jpeg else {
-            return;
-        };
-        if let Ok(mut list) = recent.lock() {
-            list.push(
+            .ok()?;
+            let mut list = recent.lock().ok()?;
+            Some(list.push(
                 reason,
-                frame.captured_at,
-                prediction.frame_label.clone(),
+                captured_at,
+                label,
                 o.frame_confidence,
                 jpeg,
+                features,
                 now,
-            );
-        };
+            ))
+        })
+        .await;
+        if let Err(e) = kept {
+            tracing::warn!(error = %e, "keeping a recent crop failed");
+        }
     }
 }
 

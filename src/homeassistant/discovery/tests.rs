@@ -127,6 +127,7 @@ pub(crate) fn ctx() -> Context {
         status_expire_after: 185,
         class_sensors: true,
         image: true,
+        configuration_url: Some("http://cam1.local:8480/".into()),
     }
 }
 
@@ -200,6 +201,11 @@ fn every_payload_has_only_documented_keys_and_what_each_platform_requires() {
         );
         assert_eq!(v["origin"]["name"], "edgehead", "{topic}");
         assert_eq!(v["device"]["identifiers"][0], "edgehead_cam1", "{topic}");
+        // The device page's "Visit" link opens the console.
+        assert_eq!(
+            v["device"]["configuration_url"], "http://cam1.local:8480/",
+            "{topic}"
+        );
         assert_eq!(v["availability_topic"], "edgehead/cam1/availability");
         assert!(
             unique_ids.insert(v["unique_id"].to_string()),
