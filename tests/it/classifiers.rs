@@ -16,7 +16,7 @@ use crate::harness::{
 
 const BASE: &str = "edgehead/it";
 
-fn fixture(name: &str) -> RgbImage {
+pub(crate) fn fixture(name: &str) -> RgbImage {
     image::open(fixtures().join(name))
         .expect("fixture")
         .to_rgb8()
@@ -38,7 +38,7 @@ fn two_up(left: &str, right: &str) -> RgbImage {
 }
 
 /// Replace the scene the files source replays (a rename: never half a file).
-fn show(scene_dir: &Path, frame: &RgbImage) {
+pub(crate) fn show(scene_dir: &Path, frame: &RgbImage) {
     let tmp = scene_dir.join("..").join("scene.tmp.jpg");
     frame.save(&tmp).expect("save");
     std::fs::rename(&tmp, scene_dir.join("scene.jpg")).expect("rename");
@@ -49,7 +49,9 @@ fn show(scene_dir: &Path, frame: &RgbImage) {
 /// configuration. Returns, once the daemon is online: the broker, the temporary
 /// directory, the scene folder, the daemon and a client subscribed to every topic
 /// of the device.
-async fn start_on_scene(extra: &str) -> (Mosquitto, tempfile::TempDir, PathBuf, Process, Client) {
+pub(crate) async fn start_on_scene(
+    extra: &str,
+) -> (Mosquitto, tempfile::TempDir, PathBuf, Process, Client) {
     let broker = Mosquitto::start();
     let dir = tempfile::tempdir().expect("tempdir");
     let scene = dir.path().join("scene");
@@ -572,7 +574,8 @@ async fn classifiers_created_renamed_and_deleted_at_run_time_survive_a_restart()
     let door = format!("{BASE}/door");
     ok(&mut c, &door, "label_frame", json!({"label": "left"})).await;
     ok(&mut c, &door, "label_frame", json!({"label": "right"})).await;
-    c.wait_for(&format!("{door}/prediction"), 30, |_| true).await;
+    c.wait_for(&format!("{door}/prediction"), 30, |_| true)
+        .await;
     // A bad definition is refused with the key named, and changes nothing.
     let bad = c
         .request(
@@ -582,13 +585,28 @@ async fn classifiers_created_renamed_and_deleted_at_run_time_survive_a_restart()
         )
         .await;
     assert_eq!(bad["status"], "error", "{bad}");
-    assert!(bad["error"].as_str().expect("error").contains("region.width"), "{bad}");
+    assert!(
+        bad["error"]
+            .as_str()
+            .expect("error")
+            .contains("region.width"),
+        "{bad}"
+    );
     let dup = c
         .request(BASE, "create_classifier", json!({"name": "Door"}))
         .await;
-    assert!(dup["error"].as_str().expect("error").contains("already"), "{dup}");
+    assert!(
+        dup["error"].as_str().expect("error").contains("already"),
+        "{dup}"
+    );
     // Renamed: the samples go along, the old entities go away.
-    ok(&mut c, BASE, "rename_classifier", json!({"from": "door", "to": "porch"})).await;
+    ok(
+        &mut c,
+        BASE,
+        "rename_classifier",
+        json!({"from": "door", "to": "porch"}),
+    )
+    .await;
     c.wait_for(&label_config("door_label"), 30, |m| m.payload.is_empty())
         .await;
     c.wait_for(&label_config("porch_label"), 30, |m| !m.payload.is_empty())
@@ -642,10 +660,17 @@ async fn classifiers_created_renamed_and_deleted_at_run_time_survive_a_restart()
         .await;
     assert!(!state.join("classifiers/porch").exists());
     let last = c
-        .request(BASE, "delete_classifier", json!({"name": "default", "confirm": true}))
+        .request(
+            BASE,
+            "delete_classifier",
+            json!({"name": "default", "confirm": true}),
+        )
         .await;
     assert!(
-        last["error"].as_str().expect("error").contains("only classifier"),
+        last["error"]
+            .as_str()
+            .expect("error")
+            .contains("only classifier"),
         "{last}"
     );
 }

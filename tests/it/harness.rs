@@ -471,6 +471,9 @@ reconnect_max_ms = 1000
 
 [shutdown]
 grace_secs = 10.0
+
+[web]
+listen = "127.0.0.1:0"
 {extra}
 "#,
         state = dir.join("state").display(),

@@ -3,7 +3,9 @@
 
 mod backbone;
 mod broker;
+mod browser;
 mod classifiers;
+mod console;
 mod daemon;
 mod disk;
 mod harness;
