@@ -105,7 +105,8 @@ impl Manager {
         for s in starting {
             m.spawn(s, false);
         }
-        m.publish_set();
+        // At start the bridge's queue is empty: the list cannot be dropped.
+        m.shared.notifier.notify(m.publish_set());
         m
     }
 
@@ -129,8 +130,9 @@ impl Manager {
         });
     }
 
-    /// Tell everyone the set now: the router, the pipeline, the bridge.
-    fn publish_set(&self) {
+    /// Tell the router and the pipeline the set now; returns the event that
+    /// tells the bridge (see [`Manager::announce_set`]).
+    fn publish_set(&self) -> Event {
         self.router.set_classifiers(
             self.live
                 .iter()
@@ -154,7 +156,15 @@ impl Manager {
                     .unwrap_or_default(),
             })
             .collect();
-        self.shared.notifier.notify(Event::Classifiers { list });
+        Event::Classifiers { list }
+    }
+
+    /// Tell everyone the set now, waiting for room in the bridge's queue: a
+    /// dropped list would leave a deleted classifier's entities in Home
+    /// Assistant (nothing repeats it).
+    async fn announce_set(&self) {
+        let event = self.publish_set();
+        self.shared.notifier.notify_wait(event).await;
     }
 
     /// Serve the manager's requests until `drain`; then close every learner's
@@ -383,7 +393,7 @@ impl Manager {
             },
             false,
         );
-        self.publish_set();
+        self.announce_set().await;
         Ok(spec.describe())
     }
 
@@ -442,7 +452,7 @@ impl Manager {
         if let Some(l) = self.live.pop() {
             self.live.insert(i, l);
         }
-        self.publish_set();
+        self.announce_set().await;
         Ok(())
     }
 
@@ -469,7 +479,17 @@ impl Manager {
             o => o,
         };
         let teach_label = self.stop(i).await;
-        if let Err(e) = self.state.rename_classifier(&from, to, &runtime) {
+        // The pipeline may still be pushing a recent crop: the list's lock is
+        // held while the store moves, so none lands in the old directory.
+        let moved = {
+            let mut recent = classifier.recent.lock().unwrap_or_else(|p| p.into_inner());
+            let moved = self.state.rename_classifier(&from, to, &runtime);
+            if moved.is_ok() {
+                recent.moved_to(self.state.classifier_dir(to).join(RECENT));
+            }
+            moved
+        };
+        if let Err(e) = moved {
             // Nothing moved: the classifier goes on under its old name.
             let (store, report) = self.open(&from)?;
             self.spawn(
@@ -486,13 +506,10 @@ impl Manager {
                 },
                 false,
             );
-            self.publish_set();
+            self.announce_set().await;
             return Err(bad(format!("cannot rename the classifier's store: {e}")));
         }
         self.runtime = runtime;
-        if let Ok(mut r) = classifier.recent.lock() {
-            r.moved_to(self.state.classifier_dir(to).join(RECENT));
-        }
         let (store, report) = self.open(to)?;
         self.spawn(
             Starting {
@@ -508,12 +525,15 @@ impl Manager {
         if let Some(l) = self.live.pop() {
             self.live.insert(i, l);
         }
-        self.publish_set();
+        self.announce_set().await;
         if let Some(label) = teach_label {
-            self.shared.notifier.notify(Event::TeachLabel {
-                classifier: to.to_string(),
-                label,
-            });
+            self.shared
+                .notifier
+                .notify_wait(Event::TeachLabel {
+                    classifier: to.to_string(),
+                    label,
+                })
+                .await;
         }
         tracing::info!(from = %from, to, "classifier renamed");
         Ok(spec.describe())
@@ -541,7 +561,16 @@ impl Manager {
         let stopped = self.live[i].classifier.clone();
         let (def, origin) = (self.live[i].def.clone(), self.live[i].origin);
         let teach_label = self.stop(i).await;
-        if let Err(e) = self.state.delete_classifier(&name, &runtime) {
+        // As in a rename: no recent crop may recreate the deleted directory.
+        let deleted = {
+            let mut recent = stopped.recent.lock().unwrap_or_else(|p| p.into_inner());
+            let deleted = self.state.delete_classifier(&name, &runtime);
+            if deleted.is_ok() {
+                recent.forget_files();
+            }
+            deleted
+        };
+        if let Err(e) = deleted {
             // Nothing was deleted: the classifier goes on.
             let (store, report) = self.open(&name)?;
             self.spawn(
@@ -558,11 +587,11 @@ impl Manager {
             if let Some(l) = self.live.pop() {
                 self.live.insert(i, l);
             }
-            self.publish_set();
+            self.announce_set().await;
             return Err(bad(format!("cannot delete the classifier's store: {e}")));
         }
         self.runtime = runtime;
-        self.publish_set();
+        self.announce_set().await;
         tracing::info!(classifier = %name, "classifier deleted");
         Ok(json!({ "deleted": name }))
     }

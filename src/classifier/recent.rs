@@ -96,6 +96,12 @@ impl Recent {
         self.files = Some(RecentFiles::new(dir));
     }
 
+    /// The list's directory was deleted with its classifier: keep nothing on
+    /// disk from now on.
+    pub fn forget_files(&mut self) {
+        self.files = None;
+    }
+
     /// Whether a crop with this outcome is worth keeping now; `None` when not. The
     /// caller encodes the JPEG only when this says yes, then calls [`Recent::push`].
     pub fn worth(

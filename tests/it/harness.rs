@@ -365,6 +365,28 @@ impl Client {
         }
     }
 
+    /// Where the messages seen so far end, for [`Client::wait_since`].
+    pub fn mark(&self) -> usize {
+        self.seen.len()
+    }
+
+    /// Like [`Client::wait_for`], but a matching message already read (while
+    /// waiting for something else) after `mark` counts too: a side effect may
+    /// arrive before the answer to the request that caused it.
+    pub async fn wait_since(
+        &mut self,
+        mark: usize,
+        topic: &str,
+        secs: u64,
+        pred: impl Fn(&Msg) -> bool,
+    ) -> Msg {
+        let early = self.seen.get(mark..).unwrap_or_default();
+        if let Some(m) = early.iter().find(|m| m.topic == topic && pred(m)) {
+            return m.clone();
+        }
+        self.wait_for(topic, secs, pred).await
+    }
+
     /// What a client subscribing now reads first on `topic`: the retained message.
     pub async fn retained(port: u16, topic: &str) -> Msg {
         let mut late = Self::connect(port, &[topic]).await;

@@ -169,7 +169,9 @@ async fn home_assistant_entities_follow_teaching_from_the_dashboard() {
         .expect("a binary sensor for hat");
 
     // Undo the only sample: no class is left, and once the state has moved on,
-    // hat's binary sensor is removed (an empty retained config).
+    // hat's binary sensor is removed (an empty retained config), perhaps
+    // before the answer arrives.
+    let mark = c.mark();
     c.publish(
         &format!("{BASE}/request/remove_sample"),
         r#"{"last": true}"#,
@@ -177,7 +179,8 @@ async fn home_assistant_entities_follow_teaching_from_the_dashboard() {
     .await;
     let r = answer(&mut c, "remove_sample").await;
     assert_eq!(r["status"], "ok", "{r}");
-    c.wait_for(&hat_sensor, 60, |m| m.payload.is_empty()).await;
+    c.wait_since(mark, &hat_sensor, 60, |m| m.payload.is_empty())
+        .await;
     // The label's options lost hat in the same step (just before).
     let label = c
         .seen
