@@ -154,6 +154,8 @@ pub struct Auth {
     failures: Mutex<Failures>,
     /// The CSRF token of `web.auth = "none"`.
     open_csrf: String,
+    /// Held while a password is checked: one at a time.
+    checking: Mutex<()>,
 }
 
 impl Auth {
@@ -179,6 +181,7 @@ impl Auth {
             sessions: Mutex::default(),
             failures: Mutex::default(),
             open_csrf: String::new(),
+            checking: Mutex::new(()),
         };
         // A damaged file is a start-up error, not a console nobody can log into.
         auth.stored()?;
@@ -193,6 +196,7 @@ impl Auth {
             sessions: Mutex::default(),
             failures: Mutex::default(),
             open_csrf: token(),
+            checking: Mutex::new(()),
         }
     }
 
@@ -293,9 +297,16 @@ impl Auth {
         }
     }
 
-    /// Try `password` from `from`. Blocking (Argon2 takes a noticeable moment on
-    /// purpose): call it off the async threads.
+    /// Try `password` from `from`. Blocking (Argon2 takes a noticeable moment and
+    /// 19 MiB on purpose): call it off the async threads. One password is checked
+    /// at a time, so a burst of logins costs one Argon2's memory, not one each;
+    /// the rate limit is checked again once it is this attempt's turn, so a burst
+    /// of wrong guesses is cut off after the first few.
     pub fn login(&self, from: IpAddr, password: &str) -> Result<Login, AuthError> {
+        if let Err(wait) = self.admit(from, Instant::now()) {
+            return Ok(Login::Limited(wait));
+        }
+        let _turn = self.checking.lock().unwrap_or_else(|p| p.into_inner());
         let now = Instant::now();
         if let Err(wait) = self.admit(from, now) {
             return Ok(Login::Limited(wait));
@@ -400,6 +411,34 @@ mod tests {
         auth.logout(&token);
         let (_, again) = Auth::with_password(dir.path(), Duration::from_secs(60)).expect("auth");
         assert_eq!(again, None, "generated only once");
+    }
+
+    #[test]
+    fn a_burst_of_guesses_is_checked_one_at_a_time_and_cut_off() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        set_password(dir.path(), "the right password").expect("set");
+        let (auth, _) = Auth::with_password(dir.path(), Duration::from_secs(60)).expect("auth");
+        let auth = std::sync::Arc::new(auth);
+        // Twenty guesses at once from one address: five are checked, the others
+        // are refused once their turn comes, without running Argon2.
+        let outcomes: Vec<Login> = (0..20)
+            .map(|_| {
+                let a = auth.clone();
+                std::thread::spawn(move || a.login(ip(9), "guess").expect("try"))
+            })
+            .collect::<Vec<_>>()
+            .into_iter()
+            .map(|t| t.join().expect("thread"))
+            .collect();
+        let wrong = outcomes.iter().filter(|o| **o == Login::Wrong).count();
+        let limited = outcomes
+            .iter()
+            .filter(|o| matches!(o, Login::Limited(_)))
+            .count();
+        assert_eq!(
+            (wrong, limited),
+            (FAILURES_PER_ADDRESS, 20 - FAILURES_PER_ADDRESS)
+        );
     }
 
     #[test]
