@@ -305,18 +305,17 @@ impl Daemon {
             config: settings.learn.clone(),
         };
         let (set_tx, set_rx) = watch::channel(Arc::new(Vec::new()));
-        let ha_file = homeassistant::saved_file(settings.state_dir());
-        let saved_ha = homeassistant::Saved::load(&ha_file)
-            .sanitize(&settings.homeassistant.prefix, &settings.device_id);
         let console = web
             .as_ref()
             .map(|b| web::public_url(&settings.web, b.addr, &web::host_name()));
-        let bridge = home_assistant_bridge(
+        spawn_home_assistant(
+            &mut tasks,
             &settings,
             &publisher,
             &classifiers,
-            saved_ha,
+            ha_rx,
             console.clone(),
+            tokens.ha.clone(),
         );
         let web_router = router.clone();
         let manager = manager::Manager::start(
@@ -334,16 +333,6 @@ impl Daemon {
             Stage::Mqtt,
             done(connection.run(tokens.drain.clone(), tokens.finish.clone())),
         );
-        tasks.spawn(
-            Stage::HomeAssistant,
-            done(homeassistant::run(
-                bridge,
-                ha_rx,
-                publisher.clone(),
-                ha_file,
-                tokens.ha.clone(),
-            )),
-        );
         let frame_rx_web = frame_rx.clone();
         let inference = Inference {
             frames: frame_rx,
@@ -357,7 +346,20 @@ impl Daemon {
         tasks.spawn(Stage::Inference, async move {
             inference.run().await.map_err(|e| e.to_string())
         });
-        let (status_tx, status_rx) = watch::channel(serde_json::Value::Null);
+        let status_rx = spawn_status(
+            &mut tasks,
+            StatusReporter::new(
+                publisher.clone(),
+                stats.clone(),
+                set_rx.clone(),
+                embedder.id().to_string(),
+                state_rx.clone(),
+                Duration::from_secs(settings.log.summary_interval_secs),
+            ),
+            &stats,
+            state_rx.clone(),
+            tokens.status.clone(),
+        );
         if let Some(bound) = web {
             let handles = web::Handles {
                 router: web_router,
@@ -369,33 +371,8 @@ impl Daemon {
                 publisher: publisher.clone(),
                 state_dir: settings.state_dir().to_path_buf(),
             };
-            tasks.spawn(
-                Stage::Web,
-                done(web::run(
-                    bound,
-                    settings.clone(),
-                    handles,
-                    tokens.web.clone(),
-                )),
-            );
-        }
-        let status = StatusReporter::new(
-            publisher.clone(),
-            stats.clone(),
-            set_rx,
-            embedder.id().to_string(),
-            state_rx.clone(),
-            Duration::from_secs(settings.log.summary_interval_secs),
-            status_tx,
-        );
-        tasks.spawn(Stage::Status, done(status.run(tokens.status.clone())));
-        if let Some(period) = sd_notify::watchdog_enabled() {
-            tokio::spawn(status::watchdog(
-                period / 2,
-                stats.clone(),
-                state_rx,
-                tokens.status.clone(),
-            ));
+            let run = web::run(bound, settings.clone(), handles, tokens.web.clone());
+            tasks.spawn(Stage::Web, done(run));
         }
         let capture_stop = spawn_capture(
             &mut tasks, opener, &settings, frame_tx, state_tx, &stats, demand,
@@ -415,6 +392,54 @@ impl Daemon {
             console,
         })
     }
+}
+
+/// Start the status reporter and systemd's watchdog; the status as the reporter
+/// publishes it, for the console.
+fn spawn_status(
+    tasks: &mut Supervisor,
+    reporter: StatusReporter,
+    stats: &Arc<Stats>,
+    source: watch::Receiver<SourceState>,
+    stop: CancellationToken,
+) -> watch::Receiver<serde_json::Value> {
+    let rx = reporter.latest();
+    if let Some(period) = sd_notify::watchdog_enabled() {
+        tokio::spawn(status::watchdog(
+            period / 2,
+            stats.clone(),
+            source,
+            stop.clone(),
+        ));
+    }
+    tasks.spawn(Stage::Status, done(reporter.run(stop)));
+    rx
+}
+
+/// Start the Home Assistant bridge with what the last run saved.
+fn spawn_home_assistant(
+    tasks: &mut Supervisor,
+    settings: &Settings,
+    publisher: &Publisher,
+    classifiers: &[manager::Starting],
+    events: mpsc::Receiver<homeassistant::Event>,
+    console: Option<String>,
+    stop: CancellationToken,
+) {
+    let file = homeassistant::saved_file(settings.state_dir());
+    let saved = homeassistant::Saved::load(&file)
+        .sanitize(&settings.homeassistant.prefix, &settings.device_id);
+    let bridge = home_assistant_bridge(settings, publisher, classifiers, saved, console);
+    tasks.spawn(
+        Stage::HomeAssistant,
+        done(homeassistant::run(
+            bridge,
+            events,
+            publisher.clone(),
+            file,
+            stop,
+        )),
+    );
 }
 
 /// Start the capture thread, watched as a task; returns its stop handle.

@@ -72,7 +72,6 @@ impl StatusReporter {
         backbone: String,
         source: watch::Receiver<SourceState>,
         interval: Duration,
-        latest: watch::Sender<Value>,
     ) -> Self {
         Self {
             publisher,
@@ -88,8 +87,13 @@ impl StatusReporter {
                 "frames_dropped": null,
             }),
             last: (Snapshot::default(), (0, 0), Instant::now()),
-            latest,
+            latest: watch::channel(Value::Null).0,
         }
+    }
+
+    /// The status as last published (the console's `GET /api/status`).
+    pub(super) fn latest(&self) -> watch::Receiver<Value> {
+        self.latest.subscribe()
     }
 
     fn status(&self) -> Value {
