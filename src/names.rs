@@ -25,6 +25,12 @@ pub const UNTRAINED: &str = "untrained";
 /// Longest label, in characters (after NFC).
 pub const MAX_LABEL_CHARS: usize = 64;
 
+/// Most combining marks in a row after one letter or digit (after NFC). Writing
+/// needs few: Thai stacks a vowel and a tone mark (`ผู้`: 2), Vietnamese keeps at
+/// most one after NFC, Tibetan stacks up to 4; more is "Zalgo" text that draws
+/// over the neighbouring lines of a dashboard.
+pub const MAX_MARKS_IN_A_ROW: usize = 4;
+
 /// Names a class may not have: edgehead's own `unknown` (a frame that matches no
 /// class), the values Home Assistant reads as "no state" (`unknown`,
 /// `unavailable`) or as null in templates (`none`, `null`), and the label sensor's
@@ -71,8 +77,9 @@ fn refuse(msg: impl Into<String>) -> LabelError {
 ///
 /// Accepted: 1 to [`MAX_LABEL_CHARS`] characters that are letters, combining marks
 /// or digits of any script (Unicode general categories L, M, N), spaces, `-`, `_`
-/// and `.`; no leading dot, no leading or trailing space, a letter or digit
-/// somewhere, and not one of [`RESERVED`]. The error says which rule failed.
+/// and `.`; beginning with a letter or digit (not a mark, a dot or a space), no
+/// trailing space, at most [`MAX_MARKS_IN_A_ROW`] marks after a character, and not
+/// one of [`RESERVED`]. The error says which rule failed.
 pub fn normalize_label(label: &str) -> Result<String, LabelError> {
     let label: String = label.nfc().collect();
     if label.is_empty() {
@@ -93,13 +100,17 @@ pub fn normalize_label(label: &str) -> Result<String, LabelError> {
             "the label contains {c:?}; use letters, marks and digits of any script, spaces, - _ and ."
         )));
     }
-    if !label.chars().any(|c| {
-        matches!(
-            c.general_category_group(),
-            GeneralCategoryGroup::Letter | GeneralCategoryGroup::Number
-        )
-    }) {
-        return Err(refuse("the label needs at least one letter or digit"));
+    if !label.chars().next().is_some_and(letter_or_digit) {
+        return Err(refuse("the label must begin with a letter or a digit"));
+    }
+    let mut marks = 0;
+    for c in label.chars() {
+        marks = if is_mark(c) { marks + 1 } else { 0 };
+        if marks > MAX_MARKS_IN_A_ROW {
+            return Err(refuse(format!(
+                "the label stacks more than {MAX_MARKS_IN_A_ROW} combining marks on one character"
+            )));
+        }
     }
     if let Some(r) = RESERVED.iter().find(|r| same(&label, r)) {
         return Err(refuse(format!(
@@ -107,6 +118,17 @@ pub fn normalize_label(label: &str) -> Result<String, LabelError> {
         )));
     }
     Ok(label)
+}
+
+fn letter_or_digit(c: char) -> bool {
+    matches!(
+        c.general_category_group(),
+        GeneralCategoryGroup::Letter | GeneralCategoryGroup::Number
+    )
+}
+
+fn is_mark(c: char) -> bool {
+    c.general_category_group() == GeneralCategoryGroup::Mark
 }
 
 fn allowed(c: char) -> bool {
@@ -230,6 +252,11 @@ mod tests {
             "बिल्ली",
             "ক্যাট",
             "кот",
+            "ผู้ใหญ่",
+            "བསྒྲུབས",
+            "tiếng việt",
+            "2nd door",
+            &format!("x{}", "\u{301}\u{302}\u{303}\u{304}"),
         ] {
             assert_eq!(normalize_label(ok).as_deref(), Ok(ok), "{ok}");
         }
@@ -258,6 +285,13 @@ mod tests {
             "tab\there",
             "\u{301}",
             "-_-",
+            // A mark, a dot or a symbol first; a stack of marks.
+            "\u{301}door",
+            "\u{e49}\u{e39}door",
+            "_door",
+            "-door",
+            &format!("x{}", "\u{301}\u{302}\u{303}\u{304}\u{305}"),
+            &format!("door{}", "\u{301}".repeat(40)),
             &"x".repeat(65),
         ] {
             assert!(normalize_label(refused).is_err(), "{refused:?} accepted");
