@@ -261,6 +261,11 @@ pub fn train(
     let unknown_below = match params.unknown {
         UnknownThreshold::Off => None,
         UnknownThreshold::Fixed(t) => Some(t),
+        // One class and nothing to calibrate on: only what is nearly a copy of
+        // its sample is recognized (the calibrated floor), not everything.
+        UnknownThreshold::Auto if kept.len() == 1 => loo
+            .calibrated_threshold()
+            .or(Some(ncm::UNCALIBRATED_ONE_CLASS)),
         UnknownThreshold::Auto => loo.calibrated_threshold(),
     };
     let mut head = Head {
@@ -425,6 +430,11 @@ impl Head {
         let probs = softmax_of(&logits);
         let mut ranked: Vec<(usize, f32)> = probs.into_iter().enumerate().collect();
         ranked.sort_by(|a, b| b.1.total_cmp(&a.1));
+        if self.means.len() == 1 {
+            // One class: a probability over one class is always 1, whatever the
+            // camera sees. The confidence is the similarity to the class instead.
+            ranked = vec![(0, similarity.clamp(0.0, 1.0))];
+        }
         Scores {
             ranked,
             similarity,

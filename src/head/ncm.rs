@@ -96,6 +96,12 @@ pub fn leave_one_out(z: &[Vec<f32>], labels: &[usize], model: &Model) -> LeaveOn
 /// next frame would be `unknown`.
 pub const MIN_SPREAD: f32 = 0.02;
 
+/// The unknown threshold of a head with one class whose samples give nothing to
+/// calibrate on (a single sample): the calibrated threshold of samples that are
+/// copies of one frame, 1 − 3 × [`MIN_SPREAD`]. Without it, one class answered
+/// itself at 100 % for anything the camera saw.
+pub const UNCALIBRATED_ONE_CLASS: f32 = 1.0 - 3.0 * MIN_SPREAD;
+
 impl LeaveOneOut {
     /// A similarity below which frames are unlikely to belong to any class: the
     /// lower of the 5th percentile and mean − 3σ of the samples' similarities to

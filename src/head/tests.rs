@@ -119,6 +119,46 @@ fn one_sample_per_class_is_enough_for_ncm() {
 }
 
 #[test]
+fn one_class_is_not_certain_of_everything() {
+    // One class, one sample: before, the label was that class at 100 % for any
+    // frame at all.
+    let a = vec![1.0, 0.0, 0.0, 0.0];
+    let head = train(
+        &[sample(&a, 0)],
+        &names(1),
+        &backbone(),
+        1,
+        &params(HeadKind::Auto),
+    )
+    .expect("train");
+    assert_eq!(head.unknown_below, Some(super::ncm::UNCALIBRATED_ONE_CLASS));
+    let elsewhere = head.predict(&[0.0, 1.0, 0.0, 0.0]);
+    assert!(elsewhere.unknown, "{elsewhere:?}");
+    assert!(elsewhere.ranked[0].1 < 0.5, "{elsewhere:?}");
+    // Nearly the sample: recognized, with the similarity as the confidence.
+    let near = head.predict(&[1.0, 0.05, 0.0, 0.0]);
+    assert!(!near.unknown, "{near:?}");
+    assert!(
+        (near.ranked[0].1 - near.similarity).abs() < 1e-6,
+        "{near:?}"
+    );
+    assert!(near.ranked[0].1 < 1.0);
+    // Two classes keep their probabilities.
+    let b = vec![0.0, 1.0, 0.0, 0.0];
+    let two = train(
+        &[sample(&a, 0), sample(&b, 1)],
+        &names(2),
+        &backbone(),
+        1,
+        &params(HeadKind::Auto),
+    )
+    .expect("train");
+    assert!(two.unknown_below.is_none());
+    let p = two.predict(&[1.0, 0.0, 0.0, 0.0]);
+    assert!(p.ranked[0].1 > 0.99, "{p:?}");
+}
+
+#[test]
 fn classes_without_samples_are_dropped() {
     let a = vec![1.0, 0.0];
     let b = vec![0.0, 1.0];
