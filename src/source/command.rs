@@ -10,7 +10,8 @@
 //! [`LOG_WINDOW`]. A program that exits, or sends no complete frame for
 //! `source.command.frame_timeout_ms`, is a transient failure: the capture loop drops
 //! this source (which stops the whole process group: SIGTERM, then SIGKILL after
-//! [`STOP_GRACE`]) and starts it again after its backoff.
+//! [`STOP_GRACE`], then every descendant that left the group: see
+//! [`super::lineage`]) and starts it again after its backoff.
 
 use std::io::{BufRead, BufReader, Read};
 use std::os::unix::process::CommandExt;
@@ -60,6 +61,8 @@ impl CommandSource {
                 cmd.env_remove(key);
             }
         }
+        // Every descendant inherits the marker: see [`super::lineage`].
+        cmd.env(super::lineage::MARKER, super::lineage::lineage());
         cmd.args(&c.args)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
@@ -173,6 +176,11 @@ impl CommandSource {
         // SAFETY: as above; whatever is left of the group goes.
         unsafe { libc::kill(-pgid, libc::SIGKILL) };
         let _ = self.child.wait();
+        // And whatever left the group (setsid, double fork).
+        let killed = super::lineage::kill_lineage();
+        if killed > 0 {
+            tracing::info!(program = %self.name, killed, "stopped processes the program had left running outside its group");
+        }
     }
 }
 

@@ -10,6 +10,8 @@ pub mod camera;
 pub mod command;
 pub mod files;
 pub mod http;
+#[cfg(target_os = "linux")]
+pub mod lineage;
 pub mod mjpeg;
 pub mod synthetic;
 
@@ -370,6 +372,9 @@ fn run(
 ) -> Result<Ended, CaptureError> {
     let mut seq = 0u64;
     let mut source: Option<Box<dyn FrameSource>> = None;
+    // `running` only once a frame of the open source decoded: a program or
+    // camera that is up but sends nothing usable is still `starting`.
+    let mut running = false;
     let mut next_due = Instant::now();
     let fail = |error: CaptureError, backoff: &mut Backoff| -> bool {
         let delay = backoff.next_delay();
@@ -386,7 +391,8 @@ fn run(
             None => match open() {
                 Ok(s) => {
                     tracing::info!("frame source open");
-                    state_tx.send_replace(SourceState::Running);
+                    state_tx.send_replace(SourceState::Starting);
+                    running = false;
                     stop.set_interrupter(s.interrupter());
                     // The backoff starts over only once a frame came: a program
                     // that starts and exits at once is retried slowly.
@@ -419,6 +425,10 @@ fn run(
         match src.next_frame() {
             Ok(Some(shot)) => {
                 backoff.reset();
+                if !running {
+                    running = true;
+                    state_tx.send_replace(SourceState::Running);
+                }
                 seq += 1;
                 stats.frames_captured.fetch_add(1, Ordering::Relaxed);
                 frame_tx.send_replace(Some(Arc::new(Frame {
