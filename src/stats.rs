@@ -26,6 +26,8 @@ pub struct Stats {
     pub requests: AtomicU64,
     pub requests_failed: AtomicU64,
     pub mqtt_connects: AtomicU64,
+    /// Answers not sent because too many were waiting (see `mqtt::answers`).
+    pub answers_dropped: AtomicU64,
     /// The state directory's file system was full at the last write (or at start):
     /// samples cannot be added until space is freed. Shown on the status topic.
     pub disk_full: AtomicBool,
@@ -48,6 +50,7 @@ pub struct Snapshot {
     pub requests: u64,
     pub requests_failed: u64,
     pub mqtt_connects: u64,
+    pub answers_dropped: u64,
 }
 
 impl Stats {
@@ -67,6 +70,7 @@ impl Stats {
             requests: g(&self.requests),
             requests_failed: g(&self.requests_failed),
             mqtt_connects: g(&self.mqtt_connects),
+            answers_dropped: g(&self.answers_dropped),
         }
     }
 }
@@ -88,6 +92,7 @@ impl Snapshot {
             requests: self.requests - earlier.requests,
             requests_failed: self.requests_failed - earlier.requests_failed,
             mqtt_connects: self.mqtt_connects - earlier.mqtt_connects,
+            answers_dropped: self.answers_dropped - earlier.answers_dropped,
         }
     }
 

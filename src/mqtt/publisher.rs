@@ -1,6 +1,8 @@
 //! [`Publisher`]: the handle every task uses to send over MQTT. It never waits: a
-//! full outgoing queue drops a prediction (counted), and a retained message it
-//! refuses is owed and sent later by the connection task ([`super::retained`]).
+//! full outgoing queue drops a prediction (counted), a retained message it
+//! refuses is owed and sent later by the connection task ([`super::retained`]),
+//! and answers wait in their own queue until the client's takes them
+//! ([`super::answers`]).
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -8,6 +10,7 @@ use std::sync::Arc;
 use arc_swap::ArcSwap;
 use serde_json::Value;
 
+use super::answers::{Answer, Answers};
 use super::client::Client;
 use super::retained::{Owed, Retained};
 use super::topics::Topics;
@@ -26,6 +29,7 @@ pub struct Publisher {
     pub(super) status: TopicOptions,
     pub(super) responses: TopicOptions,
     pub(super) retained: Arc<Retained>,
+    pub(super) answers: Arc<Answers>,
 }
 
 impl Publisher {
@@ -114,8 +118,12 @@ impl Publisher {
     /// Publish one prediction on `topic` (`mqtt.predictions` QoS and retain);
     /// while disconnected, or when the queue is full, the prediction is dropped (a
     /// stale prediction is worth nothing) and counted.
+    /// While answers wait for room (see [`super::answers`]) predictions are
+    /// dropped, so that answers come first.
     pub fn try_publish_prediction(&self, topic: &str, payload: Vec<u8>) -> bool {
-        let sent = self.is_connected() && self.try_send(topic, self.predictions, payload);
+        let sent = self.is_connected()
+            && !self.answers.any()
+            && self.try_send(topic, self.predictions, payload);
         let counter = if sent {
             &self.stats.predictions_published
         } else {
@@ -141,15 +149,32 @@ impl Publisher {
     }
 
     /// Answer a request on `<reply>/<op>` (`mqtt.responses` QoS and retain).
-    pub fn try_respond(&self, reply: &str, op: &str, payload: &Value) -> bool {
-        let sent = self.try_send(
-            &format!("{reply}/{op}"),
-            self.responses,
-            payload.to_string().into_bytes(),
-        );
-        if !sent {
-            tracing::warn!(op, "response dropped: MQTT queue full");
+    /// The answer goes behind those waiting ([`super::answers`]) and out as soon
+    /// as the client's queue takes it; `false` only when too many wait (it is
+    /// then dropped, logged and counted).
+    pub fn respond(&self, reply: &str, op: &str, payload: &Value) -> bool {
+        let queued = self.answers.push(Answer {
+            topic: format!("{reply}/{op}"),
+            payload: payload.to_string().into_bytes(),
+            qos: self.responses.qos,
+            retain: self.responses.retain,
+        });
+        if !queued {
+            self.stats.answers_dropped.fetch_add(1, Ordering::Relaxed);
+            tracing::warn!(op, "answer dropped: too many answers wait to be sent");
         }
-        sent
+        self.flush_answers();
+        queued
+    }
+
+    /// Hand waiting answers to the client while its queue takes them (while
+    /// connected; after a reconnect the connection task calls this again).
+    pub(super) fn flush_answers(&self) {
+        if !self.is_connected() {
+            return;
+        }
+        let client = self.client.load();
+        self.answers
+            .flush(|a| client.try_publish(&a.topic, a.qos, a.retain, a.payload.clone()));
     }
 }
