@@ -50,6 +50,9 @@ pub enum StartError {
     Mqtt(#[from] mqtt::MqttError),
     #[error(transparent)]
     Web(#[from] web::WebError),
+    /// `learn.disabled_operations` names something that is no operation.
+    #[error("{0}")]
+    Disabled(String),
     #[error("the classifiers created or changed at run time ({file}) do not fit this configuration: {error}; fix the configuration or move that file away")]
     Runtime {
         file: std::path::PathBuf,
@@ -109,6 +112,18 @@ pub fn load_backbone(settings: &Settings) -> Result<TractEmbedder, EmbedError> {
         );
     }
     Ok(e)
+}
+
+/// The MQTT client id when `mqtt.client_id` is not set:
+/// `edgehead-<device_id>-<installation id>`. A client that guesses
+/// `edgehead-<device_id>` no longer takes the daemon's session over. When the id
+/// cannot be kept (a full disk), one for this run.
+fn client_id(device_id: &str, state: &StateDir) -> String {
+    let id = state.installation_id().unwrap_or_else(|e| {
+        tracing::warn!(error = %e, "cannot keep the installation id; the MQTT client id changes at every start until it can be saved");
+        state_dir::random_hex().unwrap_or_else(|_| format!("{:016x}", std::process::id()))
+    });
+    format!("edgehead-{device_id}-{id}")
 }
 
 /// Lock the state directory (migrating a layout of edgehead 0.1), lay the
@@ -173,17 +188,33 @@ fn open_state(
 }
 
 impl Daemon {
-    pub fn build(settings: Settings) -> Result<Self, StartError> {
+    pub fn build(mut settings: Settings) -> Result<Self, StartError> {
         let embedder = Arc::new(load_backbone(&settings)?);
         let saved_ha = homeassistant::Saved::load(&homeassistant::saved_file(settings.state_dir()))
             .sanitize(&settings.homeassistant.prefix, &settings.device_id);
         let (state, runtime, classifiers) = open_state(&settings, &saved_ha)?;
+        // The state directory names this daemon's processes (one daemon per
+        // directory): what a killed predecessor's command source left goes now.
+        #[cfg(target_os = "linux")]
+        source::lineage::adopt(
+            &std::fs::canonicalize(settings.state_dir())
+                .unwrap_or_else(|_| settings.state_dir().to_path_buf())
+                .display()
+                .to_string(),
+        );
+        if settings.mqtt.client_id.is_empty() {
+            settings.client_id = client_id(&settings.device_id, &state);
+        }
         let opener = source::opener(&settings.source, &settings.learn)?;
         let broker = match settings.embedded_broker {
             Some(addr) => Some(broker::start(
                 addr,
                 settings.mqtt.embedded_broker.max_connections,
                 settings.mqtt.max_packet_size,
+                {
+                    let b = &settings.mqtt.embedded_broker;
+                    (!b.username.is_empty()).then(|| (b.username.clone(), b.password.clone()))
+                },
             )?),
             None => None,
         };
@@ -195,6 +226,10 @@ impl Daemon {
         // The routes are set when the manager starts the learners.
         let (manager_tx, manager_rx) = mpsc::channel(settings.learn.queue);
         let router = Router::new(Vec::new(), Some(manager_tx));
+        router.disable(
+            learn::ops::disabled_operations(&settings.learn.disabled_operations)
+                .map_err(StartError::Disabled)?,
+        );
         // The MQTT client is built here so that TLS files that cannot be read are a
         // start-up error; it connects once the daemon runs.
         let (publisher, connection) = mqtt::connect(
@@ -596,5 +631,10 @@ fn home_assistant_bridge(
         0 => Duration::from_secs(60),
         s => Duration::from_secs_f64(s as f64 / 3.0),
     };
+    let device_classes = classifiers
+        .iter()
+        .map(|s| s.classifier.spec.device_classes.clone())
+        .collect();
     homeassistant::Bridge::new(ctx, topics, classes, saved, heartbeat)
+        .with_device_classes(device_classes)
 }

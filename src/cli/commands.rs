@@ -116,14 +116,28 @@ pub fn print_config(sources: &Sources) -> ExitCode {
 }
 
 /// `edgehead check-config`: load the model, check the state directory and the
-/// source, and say where everything goes.
+/// source, and say where everything goes. A state directory a running daemon
+/// holds is a warning on stderr, not an error (exit 0: the configuration is
+/// valid, e.g. before `systemctl restart edgehead`).
 pub fn check_config(settings: &Settings) -> anyhow::Result<()> {
+    crate::learn::ops::disabled_operations(&settings.learn.disabled_operations)
+        .map_err(anyhow::Error::msg)?;
     let embedder = crate::app::load_backbone(settings).context("backbone")?;
     let dir = settings.state_dir();
     std::fs::create_dir_all(dir).with_context(|| format!("state_dir {}", dir.display()))?;
     crate::store::fsio::write_atomic(&dir.join(".check-config"), b"ok")
         .with_context(|| format!("state_dir {} is not writable", dir.display()))?;
     let _ = std::fs::remove_file(dir.join(".check-config"));
+    let in_use = matches!(
+        crate::store::fsio::lock_dir(dir),
+        Err(crate::store::StoreError::Locked(_))
+    );
+    if in_use {
+        eprintln!(
+            "edgehead: warning: state_dir {} is in use by a running edgehead: this configuration applies when it restarts, and a second daemon on it would refuse to start",
+            dir.display()
+        );
+    }
     if settings.source.kind == SourceKind::Files {
         let path = &settings.source.files.path;
         let n = crate::source::files::list(path)
@@ -137,7 +151,15 @@ pub fn check_config(settings: &Settings) -> anyhow::Result<()> {
         embedder.dim(),
         embedder.load_time.as_millis()
     );
-    println!("state_dir: {} (writable)", dir.display());
+    println!(
+        "state_dir: {} (writable{})",
+        dir.display(),
+        if in_use {
+            "; in use by a running daemon"
+        } else {
+            ""
+        }
+    );
     for c in &settings.classifiers {
         println!(
             "classifier {}: region {}, topics under {}/{}",
@@ -153,7 +175,21 @@ pub fn check_config(settings: &Settings) -> anyhow::Result<()> {
             Some(a) => format!("embedded broker on {a}"),
             None => format!("{}:{}", settings.mqtt.host, settings.mqtt.port),
         },
-        settings.client_id,
+        if settings.mqtt.client_id.is_empty() {
+            // The daemon appends the installation id (made at its first start).
+            let kept = std::fs::read_to_string(dir.join(crate::store::state_dir::INSTALLATION_ID))
+                .ok()
+                .map(|t| t.trim().to_string())
+                .filter(|t| t.len() == 16);
+            format!(
+                "{}-{}",
+                settings.client_id,
+                kept.as_deref()
+                    .unwrap_or("<installation id, made at the first start>")
+            )
+        } else {
+            settings.client_id.clone()
+        },
         settings.topic_base
     );
     println!("configuration OK");

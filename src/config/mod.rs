@@ -157,6 +157,9 @@ pub fn to_masked_toml(raw: &RawConfig) -> String {
     if !shown.source.http.password.is_empty() {
         shown.source.http.password = MASK.into();
     }
+    if !shown.mqtt.embedded_broker.password.is_empty() {
+        shown.mqtt.embedded_broker.password = MASK.into();
+    }
     shown.source.http.url = redact_userinfo(&shown.source.http.url);
     for a in &mut shown.source.command.args {
         *a = redact_userinfo(a);

@@ -106,6 +106,11 @@ pub struct EmbeddedBrokerConfig {
     /// Where the embedded broker listens when `mqtt.host` is empty.
     pub listen: String,
     pub max_connections: usize,
+    /// The one account the broker accepts (clients then must log in with it, the
+    /// daemon's own included); empty: anonymous clients, allowed only when it
+    /// listens on loopback.
+    pub username: String,
+    pub password: String,
 }
 
 impl Default for EmbeddedBrokerConfig {
@@ -113,6 +118,8 @@ impl Default for EmbeddedBrokerConfig {
         Self {
             listen: "127.0.0.1:1883".into(),
             max_connections: 32,
+            username: String::new(),
+            password: String::new(),
         }
     }
 }

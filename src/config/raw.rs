@@ -108,6 +108,9 @@ pub struct LearnConfig {
     pub thumbnail_side: u32,
     /// Requests waiting for the learning task; when full, requests are answered `busy`.
     pub queue: usize,
+    /// Operations refused by every route, MQTT and the console alike (for
+    /// instance `reset`, `delete_class`, `delete_classifier`).
+    pub disabled_operations: Vec<String>,
 }
 
 impl Default for LearnConfig {
@@ -122,6 +125,7 @@ impl Default for LearnConfig {
             idempotency_window_secs: 600,
             thumbnail_side: 320,
             queue: 16,
+            disabled_operations: Vec::new(),
         }
     }
 }

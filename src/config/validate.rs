@@ -353,7 +353,22 @@ fn embedded_broker(c: &mut Checker, m: &MqttConfig) -> Option<SocketAddr> {
     if !m.host.trim().is_empty() {
         return None;
     }
-    match m.embedded_broker.listen.parse::<SocketAddr>() {
+    let b = &m.embedded_broker;
+    c.check(
+        b.username.is_empty() == b.password.is_empty(),
+        "mqtt.embedded_broker.password",
+        || "give both mqtt.embedded_broker.username and password, or neither".into(),
+    );
+    match b.listen.parse::<SocketAddr>() {
+        Ok(a) if !a.ip().is_loopback() && b.username.is_empty() => {
+            c.problem(
+                "mqtt.embedded_broker.listen",
+                format!(
+                    "{a} reaches beyond this machine, and the embedded broker would let anyone there teach, reset and delete: set mqtt.embedded_broker.username and password (clients such as Home Assistant then log in with them), listen on 127.0.0.1, or use your own broker (mqtt.host)"
+                ),
+            );
+            None
+        }
         Ok(a) => Some(a),
         Err(e) => {
             c.problem(

@@ -18,6 +18,9 @@ use crate::mqtt::{Incoming, RequestSink};
 pub const BUSY: &str = "busy: too many requests waiting, try again shortly";
 /// The answer to a request that arrives while the daemon stops.
 pub const SHUTTING_DOWN: &str = "shutting down";
+/// How the answer to an operation turned off by `learn.disabled_operations`
+/// begins.
+pub const DISABLED: &str = "refused: this operation is turned off on this device";
 
 /// A classifier's name and its learner's queue.
 pub type Route = (String, mpsc::Sender<Request>);
@@ -26,6 +29,8 @@ pub type Route = (String, mpsc::Sender<Request>);
 struct Routes {
     classifiers: Vec<Route>,
     manager: Option<mpsc::Sender<Request>>,
+    /// Operations refused whichever route they come by (MQTT or the console).
+    disabled: Vec<OpKind>,
 }
 
 /// Every classifier's request queue, by name, in order, and the manager's.
@@ -42,7 +47,16 @@ impl Router {
             routes: Arc::new(RwLock::new(Routes {
                 classifiers,
                 manager,
+                disabled: Vec::new(),
             })),
+        }
+    }
+
+    /// Refuse `ops` from now on, before anything is parsed or queued
+    /// (`learn.disabled_operations`): answered [`DISABLED`], nothing changes.
+    pub fn disable(&self, ops: Vec<OpKind>) {
+        if let Ok(mut r) = self.routes.write() {
+            r.disabled = ops;
         }
     }
 
@@ -80,6 +94,12 @@ impl Router {
         request: Request,
     ) -> Result<(), String> {
         let routes = self.routes.read().map_err(|_| SHUTTING_DOWN.to_string())?;
+        if let Some(k) = kind.filter(|k| routes.disabled.contains(k)) {
+            return Err(format!(
+                "{DISABLED} ({} is listed in learn.disabled_operations)",
+                k.name()
+            ));
+        }
         let tx = if kind.is_some_and(OpKind::is_manager) {
             routes.manager.as_ref()
         } else {

@@ -86,7 +86,12 @@ pub struct Connection {
     subscriptions: Vec<String>,
     /// When Home Assistant's birth message last made everything go out again.
     birth_answered: Option<Instant>,
+    /// Connections in a row that the broker closed before [`STABLE_AFTER`].
+    short_in_a_row: u32,
 }
+
+/// Connections closed early in a row before the daemon says what may be wrong.
+pub const TAKEOVER_SUSPECTED_AFTER: u32 = 3;
 
 #[derive(Debug, thiserror::Error)]
 pub enum MqttError {
@@ -116,7 +121,14 @@ pub fn connect(
         keep_alive: Duration::from_secs(m.keep_alive_secs),
         max_packet_size: m.max_packet_size,
         queue: m.queue,
-        credentials: (!m.username.is_empty()).then(|| (m.username.clone(), m.password.clone())),
+        // On the embedded broker the daemon logs in with its account, if any.
+        credentials: match broker {
+            Some(_) => {
+                let b = &m.embedded_broker;
+                (!b.username.is_empty()).then(|| (b.username.clone(), b.password.clone()))
+            }
+            None => (!m.username.is_empty()).then(|| (m.username.clone(), m.password.clone())),
+        },
         tls: if m.tls.enabled {
             Some(tls_config(&m.tls)?)
         } else {
@@ -140,6 +152,7 @@ pub fn connect(
         status: m.status,
         responses: m.responses,
         retained: Default::default(),
+        answers: Default::default(),
     };
     let birth = settings
         .homeassistant
@@ -157,6 +170,7 @@ pub fn connect(
             backoff: Backoff::from_millis(m.reconnect_min_ms, m.reconnect_max_ms),
             birth,
             connected_at: None,
+            short_in_a_row: 0,
             backlog: std::collections::VecDeque::new(),
             subscriptions: Vec::new(),
             birth_answered: None,
@@ -252,6 +266,8 @@ impl Connection {
     /// Subscriptions go first; when the backlog is done, the retained topics a
     /// full queue refused since (see [`Publisher`]) follow.
     fn flush_backlog(&mut self) {
+        // Answers first: a client is waiting for each.
+        self.publisher.flush_answers();
         if !self.publisher.is_connected() || !self.subscribe_owed() {
             return;
         }
@@ -342,7 +358,7 @@ impl Connection {
                 .requests_failed
                 .fetch_add(1, Ordering::Relaxed);
             let transaction = crate::answer::transaction_of(&request.payload);
-            self.publisher.try_respond(
+            self.publisher.respond(
                 &request.reply,
                 &request.op,
                 &crate::answer::error(&why, transaction.as_ref()),
@@ -371,9 +387,15 @@ impl Connection {
                     Err(error) => {
                         let was = self.publisher.connected.swap(false, Ordering::Relaxed);
                         // Only a connection that lasted starts the backoff over.
-                        if self.connected_at.take().is_some_and(|t| t.elapsed() >= STABLE_AFTER) {
-                            self.backoff.reset();
+                        match self.connected_at.take().map(|t| t.elapsed() >= STABLE_AFTER) {
+                            Some(true) => {
+                                self.backoff.reset();
+                                self.short_in_a_row = 0;
+                            }
+                            Some(false) => self.short_in_a_row += 1,
+                            None => {}
                         }
+                        self.say_if_taken_over(&error);
                         let delay = self.backoff.next_delay();
                         let protocol = self.protocol.name();
                         if was {
@@ -393,6 +415,21 @@ impl Connection {
             }
         }
         self.goodbye().await;
+    }
+
+    /// Say clearly when another client seems to use this client id: the broker
+    /// said so (MQTT 5: Session Taken Over), or [`TAKEOVER_SUSPECTED_AFTER`]
+    /// connections in a row were closed early (MQTT 3.1.1 gives no reason). The
+    /// backoff, not reset by short connections, already slows the tug of war.
+    fn say_if_taken_over(&self, error: &str) {
+        let id = &self.params.client_id;
+        if error.contains("SessionTakenOver") {
+            tracing::error!(client_id = %id, "the broker closed this connection because another client connected with the same client id (session taken over); give each client its own mqtt.client_id");
+        } else if self.short_in_a_row > 0
+            && self.short_in_a_row.is_multiple_of(TAKEOVER_SUSPECTED_AFTER)
+        {
+            tracing::error!(client_id = %id, in_a_row = self.short_in_a_row, "the broker keeps closing the connection soon after it opens: another client may be using the same client id, or the broker refuses what this client publishes (ACL); reconnecting ever more slowly");
+        }
     }
 
     /// `mqtt.protocol = "auto"` before the first connection: try the other version

@@ -7,6 +7,7 @@
 //! requests leave through a [`connection::RequestSink`], and the Home Assistant
 //! bridge is a task of its own that publishes through a [`Publisher`].
 
+pub mod answers;
 pub mod broker;
 pub mod client;
 pub mod connection;

@@ -3,6 +3,7 @@
 //! ```text
 //! <state_dir>/lock                    held while the daemon runs (one daemon per directory)
 //! <state_dir>/classifiers.json        classifiers created or changed at run time
+//! <state_dir>/installation-id         this installation's random id (the MQTT client id's end)
 //! <state_dir>/classifiers/<name>/     a store ([`super::Store`]: samples.json, samples/, head.json)
 //! ```
 //!
@@ -65,6 +66,26 @@ impl StateDir {
         ))
     }
 
+    /// This installation's id: 16 lowercase hex digits (64 bits from the
+    /// operating system's random generator), made at the first start and kept in
+    /// [`INSTALLATION_ID`], so that it survives restarts and upgrades and differs
+    /// between boards that share one configuration. A missing or damaged file is
+    /// replaced. Errors: the file cannot be written (a full disk).
+    pub fn installation_id(&self) -> Result<String, StoreError> {
+        use std::io::Read;
+        let path = self.root.join(INSTALLATION_ID);
+        let mut text = String::new();
+        let read = fs::File::open(&path).and_then(|f| f.take(64).read_to_string(&mut text));
+        let kept = text.trim();
+        if read.is_ok() && kept.len() == 16 && kept.bytes().all(|b| b.is_ascii_hexdigit()) {
+            return Ok(kept.to_ascii_lowercase());
+        }
+        let id = random_hex()
+            .map_err(|e| io(&path)(std::io::Error::other(format!("no random bytes: {e}"))))?;
+        write_atomic(&path, format!("{id}\n").as_bytes())?;
+        Ok(id)
+    }
+
     /// The store directory of classifier `name`.
     pub fn classifier_dir(&self, name: &str) -> PathBuf {
         classifier_dir(&self.root, name)
@@ -92,6 +113,8 @@ pub fn head_path(root: &Path, name: &str, first: &str) -> PathBuf {
 
 /// The run-time classifier definitions ([`RuntimeClassifiers`]), beside `classifiers/`.
 pub const RUNTIME: &str = "classifiers.json";
+/// The file holding this installation's id ([`StateDir::installation_id`]).
+pub const INSTALLATION_ID: &str = "installation-id";
 /// The journal of a rename or delete of a classifier's store in progress.
 const JOURNAL: &str = "classifiers.journal";
 /// Prefix of a deleted classifier's directory before it is removed.
@@ -176,6 +199,13 @@ impl StateDir {
         fs::remove_file(&path).map_err(io(&path))?;
         sync_dir(&self.root)
     }
+}
+
+/// 16 hex digits from the operating system's random generator.
+pub fn random_hex() -> Result<String, getrandom::Error> {
+    let mut bytes = [0u8; 8];
+    getrandom::fill(&mut bytes)?;
+    Ok(bytes.iter().map(|b| format!("{b:02x}")).collect())
 }
 
 fn to_json(path: &Path, v: &impl Serialize) -> Result<Vec<u8>, StoreError> {
@@ -321,6 +351,29 @@ mod tests {
         fs::write(dir.join("samples/1.jpg"), b"jpeg").unwrap();
         fs::write(dir.join("head.json"), b"{}").unwrap();
         fs::write(dir.join(".samples.json.tmp"), b"half").unwrap();
+    }
+
+    #[test]
+    fn the_installation_id_is_made_once_kept_and_a_damaged_one_replaced() {
+        let t = tempfile::tempdir().unwrap();
+        let (state, _) = StateDir::open(t.path(), "default").unwrap();
+        let id = state.installation_id().unwrap();
+        assert_eq!(id.len(), 16);
+        assert!(id.bytes().all(|b| b.is_ascii_hexdigit()));
+        assert_eq!(state.installation_id().unwrap(), id, "kept");
+        let other = tempfile::tempdir().unwrap();
+        let (elsewhere, _) = StateDir::open(other.path(), "default").unwrap();
+        assert_ne!(
+            elsewhere.installation_id().unwrap(),
+            id,
+            "random per installation"
+        );
+        for damaged in [&b"xyz"[..], b"", &[b'a'; 4096][..], b"0123456789abcdeg\n"] {
+            fs::write(t.path().join(INSTALLATION_ID), damaged).unwrap();
+            let fresh = state.installation_id().unwrap();
+            assert_eq!(fresh.len(), 16);
+            assert_eq!(state.installation_id().unwrap(), fresh);
+        }
     }
 
     #[test]

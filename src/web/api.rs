@@ -36,7 +36,7 @@ use super::auth::{cookie, Login, COOKIE, CSRF_HEADER};
 use super::{assets, events, live, Web};
 use crate::answer;
 use crate::learn::ops::OpKind;
-use crate::learn::router::{BUSY, SHUTTING_DOWN};
+use crate::learn::router::{BUSY, DISABLED, SHUTTING_DOWN};
 use crate::learn::{Input, Raw, ReplyTo, Request as LearnRequest};
 
 /// Longest a route waits for an operation's answer (a long `label_frame`).
@@ -337,6 +337,8 @@ pub async fn submit(
     if let Err(why) = web.handles.router.try_submit(classifier, kind, request) {
         let code = if why == BUSY || why == SHUTTING_DOWN {
             StatusCode::SERVICE_UNAVAILABLE
+        } else if why.starts_with(DISABLED) {
+            StatusCode::FORBIDDEN
         } else {
             StatusCode::NOT_FOUND
         };
