@@ -147,6 +147,7 @@ impl Manager {
             .iter()
             .map(|l| Listed {
                 topics: l.classifier.topics.clone(),
+                device_classes: l.classifier.spec.device_classes.clone(),
                 classes: l
                     .classifier
                     .head

@@ -9,8 +9,10 @@
 //! predictions = { publish = "on_change", smoothing_window = 3 }
 //! head = { kind = "softmax" }
 //! recent = { size = 30 }
+//! device_classes = { open = "garage_door" }   # Home Assistant binary sensor of a class
 //! ```
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
@@ -35,7 +37,44 @@ pub struct ClassifierConfig {
     /// Any `[predictions]` key; the others come from `[predictions]`.
     pub predictions: PredictionOverrides,
     pub recent: RecentConfig,
+    /// Home Assistant device class of a class's binary sensor, by class:
+    /// `{ open = "door" }` makes `open`'s sensor a door (shown "Open"/"Closed").
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub device_classes: BTreeMap<String, String>,
 }
+
+/// The device classes of Home Assistant's binary sensor
+/// (`homeassistant.components.binary_sensor.BinarySensorDeviceClass`).
+pub const BINARY_SENSOR_DEVICE_CLASSES: &[&str] = &[
+    "battery",
+    "battery_charging",
+    "carbon_monoxide",
+    "cold",
+    "connectivity",
+    "door",
+    "garage_door",
+    "gas",
+    "heat",
+    "light",
+    "lock",
+    "moisture",
+    "motion",
+    "moving",
+    "occupancy",
+    "opening",
+    "plug",
+    "power",
+    "presence",
+    "problem",
+    "running",
+    "safety",
+    "smoke",
+    "sound",
+    "tamper",
+    "update",
+    "vibration",
+    "window",
+];
 
 /// `[head]` keys a classifier may set for itself.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Default)]
@@ -168,6 +207,8 @@ pub struct ClassifierSpec {
     pub unknown_threshold: UnknownThreshold,
     pub predictions: PredictionConfig,
     pub recent: RecentConfig,
+    /// Checked: normalized class labels to binary sensor device classes.
+    pub device_classes: BTreeMap<String, String>,
 }
 
 impl ClassifierSpec {
@@ -182,6 +223,7 @@ impl ClassifierSpec {
             unknown_threshold: UnknownThreshold::Auto,
             predictions: PredictionConfig::default(),
             recent: RecentConfig::default(),
+            device_classes: BTreeMap::new(),
         }
     }
 
@@ -195,6 +237,7 @@ impl ClassifierSpec {
             "smoothing_window": self.predictions.smoothing_window,
             "head_kind": self.head.kind,
             "recent_size": self.recent.size,
+            "device_classes": self.device_classes,
         })
     }
 }
@@ -245,6 +288,7 @@ pub(super) fn resolve(
         }
         check_trigger(c, &key("trigger"), &cc.trigger);
         check_recent(c, &key("recent"), &cc.recent);
+        let device_classes = check_device_classes(c, &key("device_classes"), &cc.device_classes);
         let resolved_head = cc.head.over(head);
         // Only a classifier's own keys are checked again (the rest were, as
         // `[head]` and `[predictions]`).
@@ -265,7 +309,37 @@ pub(super) fn resolve(
             unknown_threshold,
             predictions: resolved_predictions,
             recent: cc.recent,
+            device_classes,
         }));
+    }
+    out
+}
+
+/// Check `device_classes` under `key`: each a valid label and one of
+/// [`BINARY_SENSOR_DEVICE_CLASSES`]; returns them with normalized labels.
+fn check_device_classes(
+    c: &mut Checker,
+    key: &str,
+    map: &BTreeMap<String, String>,
+) -> BTreeMap<String, String> {
+    let mut out = BTreeMap::new();
+    for (label, class) in map {
+        match names::normalize_label(label) {
+            Ok(l) => {
+                out.insert(l, class.clone());
+            }
+            Err(e) => c.problem(&format!("{key}.{label}"), e.to_string()),
+        }
+        c.check(
+            BINARY_SENSOR_DEVICE_CLASSES.contains(&class.as_str()),
+            &format!("{key}.{label}"),
+            || {
+                format!(
+                    "{class:?} is not a binary sensor device class of Home Assistant: {}",
+                    BINARY_SENSOR_DEVICE_CLASSES.join(", ")
+                )
+            },
+        );
     }
     out
 }

@@ -154,6 +154,34 @@ fn a_classifier_s_own_settings_are_checked_under_its_key() {
 }
 
 #[test]
+fn device_classes_must_be_home_assistant_s_and_name_valid_labels() {
+    let (_d, s) = file(
+        "[[classifiers]]\nname = \"door\"\ndevice_classes = { open = \"garage_door\", shut = \"portal\", \"a/b\" = \"door\" }\n",
+    );
+    let err = load_settings(&s).expect_err("two problems");
+    let mut k = keys(&err);
+    k.sort();
+    assert_eq!(
+        k,
+        vec![
+            "classifiers[0].device_classes.a/b",
+            "classifiers[0].device_classes.shut"
+        ]
+    );
+    let (_d, s) =
+        file("[[classifiers]]\nname = \"door\"\ndevice_classes = { Open = \"garage_door\" }\n");
+    let settings = load_settings(&s).expect("valid");
+    assert!(
+        settings.classifiers[0]
+            .device_classes
+            .iter()
+            .any(|(l, d)| crate::names::same(l, "open") && d == "garage_door"),
+        "{:?}",
+        settings.classifiers[0].device_classes
+    );
+}
+
+#[test]
 fn a_classifier_name_longer_than_a_directory_name_is_refused() {
     // 64 characters, but 256 bytes of UTF-8: run would fail to create its store.
     let name = "𝐀".repeat(64);

@@ -47,11 +47,21 @@ struct Entry {
     /// Waiting for [`SETTLE`].
     pending: Option<Shown>,
     teach_pending: bool,
+    /// The teach label changed while a config was settling: its options are
+    /// announced once, with the last label, when it has settled (a burst of
+    /// `select_label` makes one announcement per [`SETTLE`], not one each).
+    reannounce_pending: bool,
     /// What the configs were last built with, and when a config last changed.
     announced: Classes,
     changed_at: Option<Instant>,
     configs: serde_json::Map<String, Value>,
     last_sent: Option<Instant>,
+    /// When the last frame of this classifier went through the pipeline.
+    last_frame: Option<Instant>,
+    /// What its availability topic says: `None` before the start.
+    online: Option<bool>,
+    /// The classifier's `device_classes`.
+    device_classes: std::collections::BTreeMap<String, String>,
 }
 
 /// The state machine: see the module documentation.
@@ -63,6 +73,9 @@ pub struct Bridge {
     device_configs: serde_json::Map<String, Value>,
     /// Re-publish the state this often while frames arrive.
     heartbeat: Duration,
+    /// A classifier whose frames stopped this long ago is `offline` (its label
+    /// unavailable); `None`: never (`expire_after_secs = 0`).
+    stale_after: Option<Duration>,
     saved: Saved,
     /// Inside [`Bridge::start`]: save once at its end.
     starting: bool,
@@ -75,7 +88,8 @@ fn is_class(state: &str) -> bool {
 impl Bridge {
     /// `classes`: each classifier's head classes at start; `saved`: what the last
     /// run saved; `heartbeat`: how often a current state is re-published (a third
-    /// of `expire_after`).
+    /// of `expire_after`; a classifier without frames for three heartbeats goes
+    /// `offline`; zero: never).
     pub fn new(
         ctx: Option<Context>,
         topics: Vec<Arc<ClassifierTopics>>,
@@ -99,9 +113,22 @@ impl Bridge {
             entries,
             device_configs: Default::default(),
             heartbeat,
+            stale_after: (!heartbeat.is_zero()).then_some(heartbeat * 3),
             saved,
             starting: false,
         }
+    }
+
+    /// Each classifier's `device_classes`, in the order of the topics given to
+    /// [`Bridge::new`].
+    pub fn with_device_classes(
+        mut self,
+        device_classes: Vec<std::collections::BTreeMap<String, String>>,
+    ) -> Self {
+        for (e, d) in self.entries.iter_mut().zip(device_classes) {
+            e.device_classes = d;
+        }
+        self
     }
 
     /// The first messages: every discovery config, the removal of the configs
@@ -123,6 +150,9 @@ impl Bridge {
         for i in 0..self.entries.len() {
             self.announce(i, now, &mut out);
             self.send_teach(i, &mut out);
+            // Until its first frame (a label retained from the last run is not
+            // current).
+            self.set_online(i, false, &mut out);
         }
         let current = self.all_topics();
         for old in &previous {
@@ -196,7 +226,11 @@ impl Bridge {
                 teach.push(t.clone());
             }
         }
-        Classes { states, teach }
+        Classes {
+            states,
+            teach,
+            device_classes: e.device_classes.clone(),
+        }
     }
 
     /// Announce classifier `i` with its current classes: changed configs are
@@ -258,19 +292,64 @@ impl Bridge {
 
     /// The earliest time [`Bridge::tick`] has something to do.
     pub fn deadline(&self) -> Option<Instant> {
-        self.entries
+        let settled = self
+            .entries
             .iter()
-            .filter(|e| e.pending.is_some() || e.teach_pending)
-            .filter_map(|e| e.changed_at.map(|t| t + SETTLE))
-            .min()
+            .filter(|e| e.pending.is_some() || e.teach_pending || e.reannounce_pending)
+            .filter_map(|e| e.changed_at.map(|t| t + SETTLE));
+        let stale = self
+            .entries
+            .iter()
+            .filter(|e| e.online == Some(true))
+            .filter_map(|e| Some(e.last_frame? + self.stale_after?));
+        settled.chain(stale).min()
+    }
+
+    /// Publish classifier `i`'s availability when it changes.
+    fn set_online(&mut self, i: usize, online: bool, out: &mut Vec<Out>) {
+        let e = &mut self.entries[i];
+        if e.online != Some(online) {
+            e.online = Some(online);
+            out.push(Out::Retain {
+                topic: self.topics[i].availability.clone(),
+                payload: if online {
+                    crate::mqtt::topics::ONLINE
+                } else {
+                    crate::mqtt::topics::OFFLINE
+                }
+                .as_bytes()
+                .to_vec(),
+            });
+        }
+    }
+
+    /// A frame of classifier `i` went through the pipeline: it is current.
+    fn frame_seen(&mut self, i: usize, now: Instant, out: &mut Vec<Out>) {
+        self.entries[i].last_frame = Some(now);
+        self.set_online(i, true, out);
     }
 
     /// Publish what waited for [`SETTLE`].
     pub fn tick(&mut self, now: Instant) -> Vec<Out> {
         let mut out = Vec::new();
         for i in 0..self.entries.len() {
+            let e = &self.entries[i];
+            let stale = e.online == Some(true)
+                && matches!((e.last_frame, self.stale_after), (Some(t), Some(d)) if now >= t + d);
+            if stale {
+                // No frame for expire_after: the label is no longer current.
+                self.set_online(i, false, &mut out);
+            }
             if self.settling(i, now) {
                 continue;
+            }
+            if std::mem::take(&mut self.entries[i].reannounce_pending) {
+                self.reannounce(i, now, &mut out);
+                self.save_if_changed(&mut out);
+                if self.settling(i, now) {
+                    // The new options first; the state and teach label after.
+                    continue;
+                }
             }
             if let Some(p) = self.entries[i].pending.take() {
                 self.show(i, p, now, &mut out);
@@ -294,19 +373,25 @@ impl Bridge {
     /// Publish state `s` of classifier `i`, with an event when the state changed.
     fn show(&mut self, i: usize, s: Shown, now: Instant, out: &mut Vec<Out>) {
         let t = &self.topics[i];
+        let payload = json!({
+            "state": s.state,
+            "label": s.label,
+            "confidence": s.confidence,
+            "seq": s.seq,
+            "since": s.since,
+            "head": s.head,
+            "classifier": t.name,
+        })
+        .to_string()
+        .into_bytes();
+        // The label sensor's copy: its state and attributes from one message.
+        out.push(Out::Retain {
+            topic: t.label.clone(),
+            payload: payload.clone(),
+        });
         out.push(Out::Retain {
             topic: t.state.clone(),
-            payload: json!({
-                "state": s.state,
-                "label": s.label,
-                "confidence": s.confidence,
-                "seq": s.seq,
-                "since": s.since,
-                "head": s.head,
-                "classifier": t.name,
-            })
-            .to_string()
-            .into_bytes(),
+            payload,
         });
         let e = &mut self.entries[i];
         if let Some(prev) = &e.shown {
@@ -375,9 +460,13 @@ impl Bridge {
                     since: captured_at,
                     head,
                 };
+                self.frame_seen(i, now, &mut out);
                 self.on_prediction(i, fresh, now, &mut out);
             }
-            Event::Alive { .. } => self.on_alive(i, now, &mut out),
+            Event::Alive { .. } => {
+                self.frame_seen(i, now, &mut out);
+                self.on_alive(i, now, &mut out);
+            }
             Event::Image { jpeg, .. } => out.push(Out::Retain {
                 topic: self.topics[i].image.clone(),
                 payload: jpeg,
@@ -410,10 +499,12 @@ impl Bridge {
                 Some(p) => {
                     let (_, mut e) = old.remove(p);
                     e.head_classes = l.classes;
+                    e.device_classes = l.device_classes;
                     e
                 }
                 None => Entry {
                     head_classes: l.classes,
+                    device_classes: l.device_classes,
                     teach: self.saved.teach_labels.get(&l.topics.name).cloned(),
                     ..Entry::default()
                 },
@@ -427,7 +518,15 @@ impl Bridge {
                     topic: topic.clone(),
                 });
             }
-            for topic in [&t.state, &t.image, &t.teach_label, &t.last_result, &t.head] {
+            for topic in [
+                &t.state,
+                &t.label,
+                &t.availability,
+                &t.image,
+                &t.teach_label,
+                &t.last_result,
+                &t.head,
+            ] {
                 out.push(Out::Clear {
                     topic: topic.clone(),
                 });
@@ -438,6 +537,10 @@ impl Bridge {
             // (only configs that changed are sent).
             self.announce(i, now, out);
             self.send_teach(i, out);
+            if self.entries[i].online.is_none() {
+                // A new classifier: not current until its first frame.
+                self.set_online(i, false, out);
+            }
         }
         self.save_if_changed(out);
     }
@@ -499,6 +602,13 @@ impl Bridge {
     /// Classifier `i`'s dashboard chose `label` to teach.
     fn on_teach_label(&mut self, i: usize, label: String, now: Instant, out: &mut Vec<Out>) {
         self.entries[i].teach = Some(label);
+        if self.settling(i, now) {
+            // A config went out less than SETTLE ago: announce (and save) once
+            // it has settled, with whatever label is chosen by then.
+            self.entries[i].reannounce_pending = true;
+            self.entries[i].teach_pending = true;
+            return;
+        }
         self.reannounce(i, now, out);
         self.save_if_changed(out);
         if self.settling(i, now) {
@@ -509,6 +619,81 @@ impl Bridge {
     }
 }
 
+/// What a user did, as the dashboard names it.
+fn action(op: &str) -> String {
+    match op {
+        "label_frame" => "Teach".into(),
+        "remove_sample" => "Undo".into(),
+        "select_label" => "Label choice".into(),
+        "add_sample" => "Add sample".into(),
+        other => {
+            let words = other.replace('_', " ");
+            let mut c = words.chars();
+            c.next()
+                .map(|f| f.to_uppercase().chain(c).collect())
+                .unwrap_or_default()
+        }
+    }
+}
+
+/// A successful answer as a sentence for the dashboard (the answer's own
+/// fields, in words).
+fn sentence(op: &str, data: &Value) -> String {
+    let label = data["label"].as_str().unwrap_or("?");
+    let count = |n: u64| {
+        if n == 1 {
+            "1 sample".to_string()
+        } else {
+            format!("{n} samples")
+        }
+    };
+    let of_class = data["class_samples"].as_u64().map(count);
+    match op {
+        "add_sample" if data["duplicate"] == true => {
+            format!("That image is already a sample of “{label}”")
+        }
+        "add_sample" => format!(
+            "Stored a sample of “{label}” ({} now)",
+            of_class.unwrap_or_default()
+        ),
+        "label_frame" => {
+            let stored = data["ids"].as_array().map_or(0, Vec::len) as u64;
+            let mut m = format!(
+                "Stored {} as “{label}” ({} now)",
+                if stored == 1 {
+                    "1 frame".to_string()
+                } else {
+                    format!("{stored} frames")
+                },
+                of_class.unwrap_or_default()
+            );
+            if let Some(n) = data["skipped_similar"].as_u64().filter(|n| *n > 0) {
+                m.push_str(&format!("; {n} near-identical skipped"));
+            }
+            m
+        }
+        "remove_sample" => {
+            let left = data["classes"]
+                .as_array()
+                .and_then(|cs| cs.iter().find(|c| c["label"] == label))
+                .and_then(|c| c["samples"].as_u64())
+                .unwrap_or(0);
+            format!("Removed a sample of “{label}” ({} left)", count(left))
+        }
+        "select_label" if data["new_class"] == true => {
+            format!("Teaching “{label}”, a new class: press Teach to store its first sample")
+        }
+        "select_label" => format!("Teaching “{label}”"),
+        "delete_class" => format!("Deleted {}", count(data["deleted"].as_u64().unwrap_or(0))),
+        "reset" => format!(
+            "Reset: deleted {}",
+            count(data["deleted"].as_u64().unwrap_or(0))
+        ),
+        "retrain" => "Retrained".into(),
+        other => format!("{} done", action(other)),
+    }
+}
+
 /// The `last_result` payload: `message` (at most [`MAX_STATE_CHARS`] characters,
 /// the sensor's state), `op`, `status`, `error`, `at`, and the answer's `data`
 /// when it is small (under 2 KiB).
@@ -516,17 +701,11 @@ pub fn last_result(op: &str, reply: &Value) -> Value {
     let ok = reply["status"] == "ok";
     let data = &reply["data"];
     let mut message = if ok {
-        let mut m = format!("{op}: ok");
-        if let Some(l) = data["label"].as_str() {
-            m.push_str(&format!(" ({l})"));
-        }
-        if let Some(n) = data["samples"].as_u64() {
-            m.push_str(&format!(", {n} samples"));
-        }
-        m
+        sentence(op, data)
     } else {
         format!(
-            "{op} refused: {}",
+            "{} refused: {}",
+            action(op),
             reply["error"].as_str().unwrap_or("unknown error")
         )
     };

@@ -81,10 +81,23 @@ impl Context {
 
     /// One entity's config: the common keys, then `extra`.
     fn entity(&self, component: &str, key: &str, name: &str, extra: Value) -> (String, Value) {
+        self.entity_with_id(component, key, name, name, extra)
+    }
+
+    /// [`Context::entity`] whose `default_entity_id` is made from `id_name`
+    /// rather than the display `name`.
+    fn entity_with_id(
+        &self,
+        component: &str,
+        key: &str,
+        name: &str,
+        id_name: &str,
+        extra: Value,
+    ) -> (String, Value) {
         let mut config = json!({
             "name": name,
             "unique_id": format!("edgehead_{}_{key}", self.device_id),
-            "default_entity_id": format!("{component}.{}", self.entity_slug(name)),
+            "default_entity_id": format!("{component}.{}", self.entity_slug(id_name)),
             "availability_topic": self.availability,
             "payload_available": crate::mqtt::topics::ONLINE,
             "payload_not_available": crate::mqtt::topics::OFFLINE,
@@ -102,6 +115,18 @@ impl Context {
             config,
         )
     }
+}
+
+/// A diagnostic few users watch: created disabled (one click enables it).
+fn rarely_watched(mut v: Value) -> Value {
+    v["enabled_by_default"] = json!(false);
+    v
+}
+
+/// How many decimals Home Assistant shows by default.
+fn precision(mut v: Value, digits: u8) -> Value {
+    v["suggested_display_precision"] = json!(digits);
+    v
 }
 
 /// A string as a Jinja string literal (JSON's escaping is valid Jinja).
@@ -145,34 +170,40 @@ pub fn device_entities(ctx: &Context) -> Vec<(String, Value)> {
             "sensor",
             "backbone_ms",
             "Backbone time",
-            diag(
-                Some("ms"),
-                "{{ value_json.rates.backbone_ms if value_json.rates is defined and value_json.rates is mapping and value_json.rates.backbone_ms is not none else none }}",
-                "mdi:timer-outline",
-                "measurement",
+            precision(
+                diag(
+                    Some("ms"),
+                    "{{ value_json.rates.backbone_ms if value_json.rates is defined and value_json.rates is mapping and value_json.rates.backbone_ms is not none else none }}",
+                    "mdi:timer-outline",
+                    "measurement",
+                ),
+                1,
             ),
         ),
         ctx.entity(
             "sensor",
             "fps",
             "Frames per second",
-            diag(
-                Some("fps"),
-                "{{ value_json.rates.fps_captured if value_json.rates is defined and value_json.rates is mapping and value_json.rates.fps_captured is not none else none }}",
-                "mdi:camera-timer",
-                "measurement",
+            precision(
+                diag(
+                    Some("fps"),
+                    "{{ value_json.rates.fps_captured if value_json.rates is defined and value_json.rates is mapping and value_json.rates.fps_captured is not none else none }}",
+                    "mdi:camera-timer",
+                    "measurement",
+                ),
+                1,
             ),
         ),
         ctx.entity(
             "sensor",
             "frames_dropped",
             "Dropped frames",
-            diag(
+            rarely_watched(diag(
                 None,
                 "{{ value_json.stats.frames_dropped }}",
                 "mdi:camera-off-outline",
                 "total_increasing",
-            ),
+            )),
         ),
     ]
 }
@@ -187,8 +218,23 @@ fn key(index: usize, topics: &ClassifierTopics, what: &str) -> String {
     }
 }
 
-/// The display name of an entity of classifier `index`.
+/// The display name of an entity of classifier `index`: it says which
+/// classifier ("door Label"), except for the built-in `default` ("Label": it
+/// names nothing the user chose).
 fn name(index: usize, topics: &ClassifierTopics, what: &str) -> String {
+    if index == 0 && topics.name == crate::names::DEFAULT_CLASSIFIER {
+        what.to_string()
+    } else {
+        format!("{} {what}", topics.name)
+    }
+}
+
+/// What classifier `index`'s entity ids are made from: the first classifier's
+/// are bare (`sensor.edgehead_cam1_label`, as in a single-classifier set-up),
+/// whatever its name. Home Assistant keeps the id of an entity it knows, and
+/// from 2025.10 takes a new one's from `default_entity_id`; before 2025.10 a
+/// new entity's id comes from its name.
+fn id_name(index: usize, topics: &ClassifierTopics, what: &str) -> String {
     if index == 0 {
         what.to_string()
     } else {
@@ -205,6 +251,9 @@ pub struct Classes {
     pub states: Vec<String>,
     /// The select's options: the head's classes and the label chosen to teach.
     pub teach: Vec<String>,
+    /// The device class of a class's binary sensor (the classifier's
+    /// `device_classes`).
+    pub device_classes: std::collections::BTreeMap<String, String>,
 }
 
 impl Classes {
@@ -250,10 +299,11 @@ impl Entities<'_> {
     /// One entity of this classifier: its key and display name are the
     /// classifier's ([`key`], [`name`]).
     fn entity(&self, component: &str, what: &str, display: &str, extra: Value) -> (String, Value) {
-        self.ctx.entity(
+        self.ctx.entity_with_id(
             component,
             &key(self.index, self.t, what),
             &name(self.index, self.t, display),
+            &id_name(self.index, self.t, display),
             extra,
         )
     }
@@ -263,21 +313,7 @@ impl Entities<'_> {
     fn state(&self) -> Vec<(String, Value)> {
         let (t, exp) = (self.t, self.ctx.expire_after);
         let mut out = vec![
-            self.entity(
-                "sensor",
-                "label",
-                "Label",
-                json!({
-                    "state_topic": t.state,
-                    "value_template": "{{ value_json.state }}",
-                    "json_attributes_topic": t.state,
-                    "json_attributes_template": "{{ {'label': value_json.label, 'seq': value_json.seq, 'since': value_json.since, 'head': value_json.head, 'classifier': value_json.classifier} | tojson }}",
-                    "device_class": "enum",
-                    "options": self.classes.options(),
-                    "icon": "mdi:eye",
-                    "expire_after": exp,
-                }),
-            ),
+            self.label(),
             self.entity(
                 "sensor",
                 "confidence",
@@ -286,6 +322,7 @@ impl Entities<'_> {
                     "state_topic": t.state,
                     "value_template": "{{ (value_json.confidence * 100) | round(0) }}",
                     "unit_of_measurement": "%",
+                    "suggested_display_precision": 0,
                     "state_class": "measurement",
                     "icon": "mdi:percent",
                     "expire_after": exp,
@@ -311,6 +348,51 @@ impl Entities<'_> {
             ));
         }
         out
+    }
+
+    /// The label: an enum sensor of the classes. Its options change as classes
+    /// are taught, and Home Assistant treats a sensor with `expire_after` as
+    /// expired after every config change until its next state (the label would
+    /// flicker `unavailable`); so the label is not current by `expire_after` but
+    /// by availability: the device's (the last will) and the classifier's own
+    /// (`<base>/<name>/availability`, `offline` once its frames stop for
+    /// `expire_after_secs`), both required. It reads `<base>/<name>/label`, a
+    /// copy of `state`: the sensors that read `state` keep `expire_after`.
+    fn label(&self) -> (String, Value) {
+        let t = self.t;
+        let topic = |topic: &str| {
+            json!({
+                "topic": topic,
+                "payload_available": crate::mqtt::topics::ONLINE,
+                "payload_not_available": crate::mqtt::topics::OFFLINE,
+            })
+        };
+        let (key, mut config) = self.entity(
+            "sensor",
+            "label",
+            "Label",
+            json!({
+                "state_topic": t.label,
+                "value_template": "{{ value_json.state }}",
+                "json_attributes_topic": t.label,
+                "json_attributes_template": "{{ {'label': value_json.label, 'seq': value_json.seq, 'since': value_json.since, 'head': value_json.head, 'classifier': value_json.classifier} | tojson }}",
+                "device_class": "enum",
+                "options": self.classes.options(),
+                "icon": "mdi:eye",
+                "availability": [topic(&self.ctx.availability), topic(&t.availability)],
+                "availability_mode": "all",
+            }),
+        );
+        if let Some(c) = config.as_object_mut() {
+            for k in [
+                "availability_topic",
+                "payload_available",
+                "payload_not_available",
+            ] {
+                c.remove(k);
+            }
+        }
+        (key, config)
     }
 
     /// Teaching from the dashboard: the label to teach (chosen or typed), Teach,
@@ -358,6 +440,7 @@ impl Entities<'_> {
                 json!({
                     "command_topic": t.request("retrain"),
                     "payload_press": "{}",
+                    "entity_category": "config",
                     "icon": "mdi:refresh",
                 }),
             ),
@@ -437,21 +520,24 @@ impl Entities<'_> {
                 "sensor",
                 "head_version",
                 "Head version",
-                d(
+                rarely_watched(d(
                     None,
                     "{{ value_json.version if value_json.version is defined else 0 }}",
                     "mdi:source-commit",
-                ),
+                )),
             ),
-            self.entity("sensor", "loo_accuracy", "LOO accuracy", loo),
+            self.entity("sensor", "loo_accuracy", "LOO accuracy", precision(loo, 1)),
             self.entity(
                 "sensor",
                 "unknown_threshold",
                 "Unknown threshold",
-                d(
-                    None,
-                    "{{ value_json.unknown_below | round(3) if value_json.unknown_below is defined and value_json.unknown_below is not none else none }}",
-                    "mdi:tune-vertical",
+                precision(
+                    rarely_watched(d(
+                        None,
+                        "{{ value_json.unknown_below | round(3) if value_json.unknown_below is defined and value_json.unknown_below is not none else none }}",
+                        "mdi:tune-vertical",
+                    )),
+                    3,
                 ),
             ),
             self.entity(
@@ -465,6 +551,7 @@ impl Entities<'_> {
                     "state_class": "total_increasing",
                     "icon": "mdi:debug-step-over",
                     "expire_after": self.ctx.status_expire_after,
+                    "enabled_by_default": false,
                 }),
             ),
         ]
@@ -479,19 +566,32 @@ impl Entities<'_> {
             .states
             .iter()
             .map(|class| {
+                let mut config = json!({
+                    "state_topic": self.t.state,
+                    "value_template": format!(
+                        "{{{{ 'ON' if value_json.label == {} else 'OFF' }}}}",
+                        jinja_str(class)
+                    ),
+                    "icon": "mdi:eye-check-outline",
+                    "expire_after": self.ctx.expire_after,
+                });
+                let device_class = self
+                    .classes
+                    .device_classes
+                    .iter()
+                    .find(|(l, _)| crate::names::same(l, class));
+                if let Some((_, dc)) = device_class {
+                    // The device class draws its own icon and words ("Open").
+                    config["device_class"] = json!(dc);
+                    if let Some(c) = config.as_object_mut() {
+                        c.remove("icon");
+                    }
+                }
                 self.entity(
                     "binary_sensor",
                     &format!("class_{}", class_key(class)),
                     class,
-                    json!({
-                        "state_topic": self.t.state,
-                        "value_template": format!(
-                            "{{{{ 'ON' if value_json.label == {} else 'OFF' }}}}",
-                            jinja_str(class)
-                        ),
-                        "icon": "mdi:eye-check-outline",
-                        "expire_after": self.ctx.expire_after,
-                    }),
+                    config,
                 )
             })
             .collect()

@@ -72,6 +72,8 @@ pub enum Event {
 pub struct Listed {
     pub topics: std::sync::Arc<crate::mqtt::ClassifierTopics>,
     pub classes: Vec<String>,
+    /// Its `device_classes` (class → binary sensor device class).
+    pub device_classes: std::collections::BTreeMap<String, String>,
 }
 
 /// A message the bridge wants sent (or its topic list saved).

@@ -42,6 +42,10 @@ pub const MAX_STATE_CHARS: usize = 255;
 /// Queue of events into the task; a full queue drops the event (the next
 /// prediction or heartbeat brings the state again).
 pub const QUEUE: usize = 256;
+/// `<state_dir>/homeassistant.json` is written at most this often (the last
+/// state wins; a pending one is written at stop): a client choosing teach
+/// labels in a loop cannot wear out an SD card.
+pub const SAVE_EVERY: Duration = Duration::from_secs(5);
 
 /// The Home Assistant state of a stable label: the class, [`UNRECOGNIZED`] for
 /// edgehead's `unknown`, [`UNTRAINED`] without a head.
@@ -59,6 +63,9 @@ pub fn state_of(label: Option<&str>) -> &str {
 struct Sender {
     publisher: Publisher,
     file: PathBuf,
+    /// A state to save once [`SAVE_EVERY`] has passed since the last save.
+    pending: Option<Saved>,
+    last_save: Option<Instant>,
 }
 
 impl Sender {
@@ -74,7 +81,36 @@ impl Sender {
                         tracing::debug!(topic, "event dropped: MQTT disconnected or queue full");
                     }
                 }
-                Out::Save(saved) => self.save(saved),
+                Out::Save(saved) => self.save_soon(saved),
+            }
+        }
+    }
+
+    /// Save `saved` now, or when [`SAVE_EVERY`] has passed since the last save.
+    fn save_soon(&mut self, saved: Saved) {
+        match self.last_save {
+            Some(t) if t.elapsed() < SAVE_EVERY => self.pending = Some(saved),
+            _ => self.save_now(saved),
+        }
+    }
+
+    fn save_now(&mut self, saved: Saved) {
+        self.pending = None;
+        self.last_save = Some(Instant::now());
+        self.save(saved);
+    }
+
+    /// When a pending save is due.
+    fn save_due(&self) -> Option<Instant> {
+        self.pending.as_ref()?;
+        Some(self.last_save.map_or_else(Instant::now, |t| t + SAVE_EVERY))
+    }
+
+    /// Write a pending save if it is due.
+    fn save_if_due(&mut self) {
+        if self.save_due().is_some_and(|d| d <= Instant::now()) {
+            if let Some(s) = self.pending.take() {
+                self.save_now(s);
             }
         }
     }
@@ -111,10 +147,18 @@ pub async fn run(
     file: PathBuf,
     stop: CancellationToken,
 ) {
-    let mut sender = Sender { publisher, file };
+    let mut sender = Sender {
+        publisher,
+        file,
+        pending: None,
+        last_save: None,
+    };
     sender.execute(bridge.start(Instant::now()));
     loop {
-        let deadline = bridge.deadline();
+        let deadline = [bridge.deadline(), sender.save_due()]
+            .into_iter()
+            .flatten()
+            .min();
         let sleep = async {
             match deadline {
                 Some(d) => tokio::time::sleep_until(d.into()).await,
@@ -133,6 +177,7 @@ pub async fn run(
             _ = sleep => {
                 let out = bridge.tick(Instant::now());
                 sender.execute(out);
+                sender.save_if_due();
             }
         }
     }

@@ -113,7 +113,52 @@ fn a_state_that_needs_a_new_option_waits_until_home_assistant_has_it() {
     assert_eq!(ev.len(), 1);
     assert_eq!(ev[0]["event_type"], "hat");
     assert_eq!(ev[0]["previous"], "untrained");
-    assert_eq!(b.deadline(), None);
+    // Nothing waits now but the staleness of the last frame.
+    assert_eq!(b.deadline(), Some(t1 + SETTLE / 2 + HEARTBEAT * 3));
+}
+
+#[test]
+fn the_label_is_available_while_frames_arrive_and_a_new_class_does_not_expire_it() {
+    let avail = "edgehead/cam1/default/availability";
+    let t0 = Instant::now();
+    let mut b = bridge(true, &["hat"]);
+    // At start, until a frame comes: not current.
+    let started = b.start(t0);
+    assert_eq!(retained(&started, avail), Some(&b"offline"[..]));
+    let t = t0 + Duration::from_secs(1);
+    let out = b.on_event(prediction(Some("hat"), 0.9, 1), t);
+    assert_eq!(retained(&out, avail), Some(&b"online"[..]));
+    // The label reads its copy of the state, with no expire_after: a new class
+    // changes its config and leaves it available.
+    let label = json_of(&started, LABEL).expect("label config");
+    assert!(label.get("expire_after").is_none(), "{label}");
+    assert_eq!(label["availability_mode"], "all");
+    let out = b.on_event(
+        Event::Head {
+            classifier: "default".into(),
+            classes: vec!["hat".into(), "scarf".into()],
+        },
+        t + Duration::from_secs(1),
+    );
+    assert!(json_of(&out, LABEL).is_some(), "options changed");
+    assert!(retained(&out, avail).is_none(), "availability untouched");
+    // Frames keep it online; once they stop for three heartbeats, offline.
+    let mut now = t;
+    for seq in 2..6 {
+        now += HEARTBEAT;
+        let out = b.on_event(prediction(Some("hat"), 0.9, seq), now);
+        assert!(retained(&out, avail).is_none());
+        assert!(retained(&b.tick(now), avail).is_none());
+    }
+    assert_eq!(b.deadline(), Some(now + HEARTBEAT * 3));
+    assert!(retained(&b.tick(now + HEARTBEAT * 2), avail).is_none());
+    assert_eq!(
+        retained(&b.tick(now + HEARTBEAT * 3), avail),
+        Some(&b"offline"[..])
+    );
+    // And the next frame brings it back.
+    let out = b.on_event(prediction(Some("hat"), 0.9, 9), now + HEARTBEAT * 4);
+    assert_eq!(retained(&out, avail), Some(&b"online"[..]));
 }
 
 #[test]
@@ -379,6 +424,74 @@ fn a_new_teach_label_is_an_option_of_the_select_before_it_is_selected() {
 }
 
 #[test]
+fn a_burst_of_teach_labels_makes_one_announcement_and_one_save_per_settle() {
+    let t0 = Instant::now();
+    let mut b = bridge(true, &["hat"]);
+    b.start(t0);
+    let t = t0 + Duration::from_secs(5);
+    let teach = "edgehead/cam1/default/teach_label";
+    let select = "homeassistant/select/cam1/teach_label/config";
+    let mut all = Vec::new();
+    // 300 new labels, 10 ms apart (3 s): not 300 configs and 300 saves.
+    for n in 0..300u32 {
+        let now = t + Duration::from_millis(10 * u64::from(n));
+        all.extend(b.on_event(
+            Event::TeachLabel {
+                classifier: "default".into(),
+                label: format!("label {n}"),
+            },
+            now,
+        ));
+        all.extend(b.tick(now));
+    }
+    // Then it settles: the last label is an option, selected and saved.
+    let end = t + Duration::from_secs(3);
+    for k in 1..=3 {
+        all.extend(b.tick(end + SETTLE * k));
+    }
+    let configs: Vec<Value> = all
+        .iter()
+        .filter_map(|o| match o {
+            Out::Retain { topic, payload } if topic == select => {
+                Some(serde_json::from_slice(payload).expect("json"))
+            }
+            _ => None,
+        })
+        .collect();
+    let per_settle = (3_000 / SETTLE.as_millis() + 2) as usize;
+    assert!(
+        configs.len() <= per_settle,
+        "{} announcements",
+        configs.len()
+    );
+    assert!(
+        saves(&all).len() <= per_settle,
+        "{} saves",
+        saves(&all).len()
+    );
+    let options = &configs.last().expect("announced")["options"];
+    assert!(
+        options
+            .as_array()
+            .expect("options")
+            .contains(&json!("label 299")),
+        "{options}"
+    );
+    assert_eq!(retained(&all, teach), Some(&b"label 299"[..]));
+    assert_eq!(
+        b.saved().teach_labels.get("default").map(String::as_str),
+        Some("label 299")
+    );
+    assert_eq!(
+        saves(&all)
+            .last()
+            .and_then(|s| s.teach_labels.get("default").cloned())
+            .as_deref(),
+        Some("label 299")
+    );
+}
+
+#[test]
 fn the_last_result_fits_a_home_assistant_state() {
     let long = "x".repeat(1000);
     let v = last_result(
@@ -387,13 +500,58 @@ fn the_last_result_fits_a_home_assistant_state() {
     );
     let m = v["message"].as_str().expect("message");
     assert_eq!(m.chars().count(), MAX_STATE_CHARS);
-    assert!(m.starts_with("label_frame refused: xxx"));
+    assert!(m.starts_with("Teach refused: xxx"));
     let ok = last_result(
         "add_sample",
-        &json!({"status": "ok", "data": {"label": "hat", "samples": 3}}),
+        &json!({"status": "ok", "data": {"label": "hat", "class_samples": 3}}),
     );
-    assert_eq!(ok["message"], "add_sample: ok (hat), 3 samples");
+    assert_eq!(ok["message"], "Stored a sample of “hat” (3 samples now)");
     assert_eq!(ok["data"]["label"], "hat");
+}
+
+#[test]
+fn answers_read_as_sentences_and_undo_names_its_class() {
+    let said = |op: &str, data: Value| {
+        last_result(op, &json!({"status": "ok", "data": data}))["message"]
+            .as_str()
+            .expect("message")
+            .to_string()
+    };
+    assert_eq!(
+        said(
+            "remove_sample",
+            json!({"removed": 7, "label": "closed", "classes": [{"label": "closed", "samples": 1}]})
+        ),
+        "Removed a sample of “closed” (1 sample left)"
+    );
+    assert_eq!(
+        said("select_label", json!({"label": "open", "new_class": true})),
+        "Teaching “open”, a new class: press Teach to store its first sample"
+    );
+    assert_eq!(
+        said(
+            "label_frame",
+            json!({"ids": [1, 2], "label": "open", "class_samples": 2, "skipped_similar": 3})
+        ),
+        "Stored 2 frames as “open” (2 samples now); 3 near-identical skipped"
+    );
+    assert_eq!(said("move_sample", json!({})), "Move sample done");
+    let refused = last_result(
+        "select_label",
+        &json!({"status": "error", "error": "the label contains '/'"}),
+    );
+    assert_eq!(
+        refused["message"],
+        "Label choice refused: the label contains '/'"
+    );
+    for (op, data) in [
+        ("remove_sample", json!({})),
+        ("select_label", json!({})),
+        ("add_sample", json!({"label": "x"})),
+    ] {
+        let m = said(op, data);
+        assert!(!m.contains(": ok"), "{op}: {m}");
+    }
 }
 
 #[test]

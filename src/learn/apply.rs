@@ -136,12 +136,18 @@ impl Learner {
                 .max()
                 .ok_or_else(|| bad("there is no sample to remove"))?,
         };
+        let label = self
+            .store
+            .samples()
+            .iter()
+            .find(|s| s.id == id)
+            .map(|s| s.label.clone());
         if !self.store.remove(id).map_err(|e| bad(e.to_string()))? {
             return Err(bad(format!("there is no sample {id}")));
         }
         self.embeddings.remove(&id);
         self.schedule_retrain();
-        Ok(json!({ "removed": id, "classes": self.classes_json()["classes"] }))
+        Ok(json!({ "removed": id, "label": label, "classes": self.classes_json()["classes"] }))
     }
 
     /// `rename_class` (`merge` false) or `merge_class`: every sample of `from`
@@ -252,12 +258,25 @@ impl Learner {
         let label = self.class_name(label);
         self.set_selected(label.clone()).await;
         let exists = self.store.classes().iter().any(|c| c.0 == label);
-        json!({ "label": label, "new_class": !exists })
+        // The choice is best-effort state (docs/mqtt.md): kept across restarts
+        // when it can be written. Say so when it cannot.
+        let disk_full = self
+            .shared
+            .stats
+            .disk_full
+            .load(std::sync::atomic::Ordering::Relaxed);
+        let mut v =
+            json!({ "label": label, "new_class": !exists, "kept_across_restarts": !disk_full });
+        if disk_full {
+            v["note"] = json!("the disk is full: this choice holds until the daemon restarts");
+        }
+        v
     }
 
     /// Choose the label the dashboard teaches, and tell the bridge.
     async fn set_selected(&mut self, label: String) {
         self.teach_label = Some(label.clone());
+        self.teach_refused = None;
         self.shared
             .notifier
             .notify_wait(Event::TeachLabel {
@@ -277,9 +296,17 @@ impl Learner {
     ) -> Result<Collect, RequestError> {
         let label = match label {
             LabelChoice::Given(l) => self.class_name(&l),
-            LabelChoice::Selected => self.teach_label.clone().ok_or_else(|| {
-                bad("no label is selected: choose one with select_label (Home Assistant: \"Teach label\" or \"New label\")")
-            })?,
+            LabelChoice::Selected => match (&self.teach_label, &self.teach_refused) {
+                (Some(l), _) => l.clone(),
+                (None, Some(why)) => {
+                    return Err(bad(format!(
+                        "no label is selected: the last one given was refused ({why}); choose a label again (Home Assistant: \"Teach label\" or \"New label\")"
+                    )))
+                }
+                (None, None) => {
+                    return Err(bad("no label is selected: choose one with select_label (Home Assistant: \"Teach label\" or \"New label\")"))
+                }
+            },
         };
         if self.collecting.is_some() {
             return Err(bad(

@@ -138,6 +138,10 @@ pub struct Learner {
     /// The label chosen with `select_label` (kept across restarts by the Home
     /// Assistant bridge, [`crate::homeassistant::Saved`]).
     teach_label: Option<String>,
+    /// Why the last `select_label` was refused, when it was: the selection was
+    /// dropped with it, so that "Teach" cannot store a frame under the class
+    /// chosen before (the user meant another).
+    teach_refused: Option<String>,
     /// Retrain at start even when the saved head matches the samples (its
     /// settings changed).
     retrain_at_start: bool,
@@ -163,6 +167,7 @@ impl Learner {
             replies: Replies::new(Duration::from_secs(shared.config.idempotency_window_secs)),
             collecting: None,
             teach_label: None,
+            teach_refused: None,
             retrain_at_start: false,
             shared,
         }
@@ -231,6 +236,9 @@ impl Learner {
             Ok(e) => e,
             Err(refusal) => {
                 self.refused(&op_name, &refusal.error);
+                if op_name == OpKind::SelectLabel.name() {
+                    self.drop_selection(&refusal.error.0);
+                }
                 let reply = answer::error(&refusal.error.0, refusal.transaction.as_ref());
                 // A refused change is shown where changes are (Home Assistant's
                 // "last result"), so a refused "New label" is seen.
@@ -278,6 +286,14 @@ impl Learner {
         self.answer(r.reply, &op_name, Some(&key), reply, changing);
     }
 
+    /// A `select_label` was refused: nothing is selected until one succeeds.
+    fn drop_selection(&mut self, why: &str) {
+        if self.teach_label.take().is_some() {
+            tracing::info!(classifier = %self.classifier.name(), "the teach label was refused: nothing is selected until one is chosen");
+        }
+        self.teach_refused = Some(why.to_string());
+    }
+
     /// Count and log a refused request.
     fn refused(&self, op: &str, e: &RequestError) {
         self.shared
@@ -320,7 +336,7 @@ impl Learner {
 pub fn deliver(publisher: &Publisher, to: ReplyTo, op: &str, reply: Value) {
     match to {
         ReplyTo::Topic { base, op: name } => {
-            publisher.try_respond(&base, &name, &reply);
+            publisher.respond(&base, &name, &reply);
         }
         ReplyTo::Channel(tx) => {
             if tx.send(reply).is_err() {

@@ -103,6 +103,13 @@ pub struct ClassifierTopics {
     /// Retained stable state for dashboards: `{"state", "label", "confidence",
     /// "seq", "since", "head", "classifier"}` (see [`crate::homeassistant`]).
     pub state: String,
+    /// Retained copy of `state`, read by Home Assistant's label sensor (which is
+    /// current by `availability`, not by `expire_after`).
+    pub label: String,
+    /// Retained `online` while the classifier's frames arrive, `offline` once
+    /// none came for `homeassistant.expire_after_secs` (and at start, until the
+    /// first frame).
+    pub availability: String,
     /// One JSON message per change of the stable state: `{"event_type",
     /// "previous", "confidence", "seq"}`.
     pub event: String,
@@ -127,6 +134,8 @@ impl ClassifierTopics {
             prediction: format!("{base}/{PREDICTION}"),
             head: format!("{base}/{HEAD}"),
             state: format!("{base}/state"),
+            label: format!("{base}/label"),
+            availability: format!("{base}/availability"),
             event: format!("{base}/event"),
             image: format!("{base}/image"),
             teach_label: format!("{base}/teach_label"),

@@ -135,6 +135,7 @@ fn classes(states: &[&str], teach: &[&str]) -> Classes {
     Classes {
         states: states.iter().map(|s| s.to_string()).collect(),
         teach: teach.iter().map(|s| s.to_string()).collect(),
+        device_classes: BTreeMap::new(),
     }
 }
 
@@ -206,7 +207,19 @@ fn every_payload_has_only_documented_keys_and_what_each_platform_requires() {
             v["device"]["configuration_url"], "http://cam1.local:8480/",
             "{topic}"
         );
-        assert_eq!(v["availability_topic"], "edgehead/cam1/availability");
+        if comp == "sensor" && topic.ends_with("label/config") {
+            // The label: the device's availability and its classifier's, both.
+            let a = v["availability"].as_array().expect("availability list");
+            assert_eq!(a[0]["topic"], "edgehead/cam1/availability");
+            assert!(a[1]["topic"]
+                .as_str()
+                .is_some_and(|t| t.ends_with("/availability")));
+            assert_eq!(v["availability_mode"], "all");
+            assert!(v.get("availability_topic").is_none(), "{topic}");
+            assert!(v.get("expire_after").is_none(), "{topic}: no flicker");
+        } else {
+            assert_eq!(v["availability_topic"], "edgehead/cam1/availability");
+        }
         assert!(
             unique_ids.insert(v["unique_id"].to_string()),
             "{topic}: unique_id repeated"
@@ -272,7 +285,26 @@ fn the_first_classifier_keeps_its_entity_ids_and_the_others_add_their_name() {
     let door = &all["homeassistant/sensor/cam1/door_label/config"];
     assert_eq!(door["default_entity_id"], "sensor.edgehead_cam1_door_label");
     assert_eq!(door["name"], "door Label");
-    assert_eq!(door["state_topic"], "edgehead/cam1/door/state");
+    assert_eq!(door["state_topic"], "edgehead/cam1/door/label");
+    // A first classifier the user named says so, and keeps the bare ids.
+    let garage = ClassifierTopics::new("edgehead/cam1", "garagecam");
+    let first: BTreeMap<String, Value> =
+        classifier_entities(&ctx(), 0, &garage, &classes(&["open"], &["open"]))
+            .into_iter()
+            .collect();
+    let label = &first["homeassistant/sensor/cam1/label/config"];
+    assert_eq!(label["name"], "garagecam Label");
+    assert_eq!(label["default_entity_id"], "sensor.edgehead_cam1_label");
+    let open = first
+        .iter()
+        .find(|(t, _)| t.contains("/class_open_"))
+        .map(|(_, v)| v)
+        .expect("open's sensor");
+    assert_eq!(open["name"], "garagecam open");
+    assert_eq!(
+        open["default_entity_id"],
+        "binary_sensor.edgehead_cam1_open"
+    );
     assert_eq!(
         all["homeassistant/button/cam1/door_teach/config"]["command_topic"],
         "edgehead/cam1/door/request/label_frame"
@@ -321,6 +353,12 @@ fn templates_render_the_states_from_the_payloads_the_daemon_publishes() {
     let state = json!({"state": "hat", "label": "hat", "confidence": 0.934, "seq": 12,
         "since": "2026-11-29T10:00:00.000Z", "head": "ncm-v3", "classifier": "default"});
     let label = "homeassistant/sensor/cam1/label/config";
+    // The label reads its copy of the state.
+    assert_eq!(all[label]["state_topic"], "edgehead/cam1/default/label");
+    assert_eq!(
+        all[label]["json_attributes_topic"],
+        "edgehead/cam1/default/label"
+    );
     assert_eq!(render(tpl(&all, label, "value_template"), &state), "hat");
     let attrs: Value = serde_json::from_str(&render(
         tpl(&all, label, "json_attributes_template"),
@@ -454,4 +492,69 @@ fn class_sensors_and_the_image_can_be_left_out() {
     assert!(msgs
         .iter()
         .all(|(t, _)| !t.contains("/class_") && !t.contains("/image/")));
+}
+
+#[test]
+fn rarely_watched_diagnostics_start_disabled_and_retrain_is_a_config_button() {
+    let all = all();
+    let get = |component: &str, key: &str| {
+        all.get(&format!("homeassistant/{component}/cam1/{key}/config"))
+            .unwrap_or_else(|| panic!("{component} {key}"))
+    };
+    for (component, key) in [
+        ("sensor", "head_version"),
+        ("sensor", "unknown_threshold"),
+        ("sensor", "crops_skipped"),
+        ("sensor", "frames_dropped"),
+        ("sensor", "door_head_version"),
+    ] {
+        assert_eq!(get(component, key)["enabled_by_default"], false, "{key}");
+    }
+    // What users watch stays enabled.
+    for key in ["label", "confidence", "samples", "loo_accuracy", "fps"] {
+        assert!(
+            get("sensor", key).get("enabled_by_default").is_none(),
+            "{key}"
+        );
+    }
+    assert_eq!(get("button", "retrain")["entity_category"], "config");
+    assert!(get("button", "teach").get("entity_category").is_none());
+    assert_eq!(
+        get("sensor", "confidence")["suggested_display_precision"],
+        0
+    );
+    assert_eq!(
+        get("sensor", "loo_accuracy")["suggested_display_precision"],
+        1
+    );
+    assert_eq!(
+        get("sensor", "unknown_threshold")["suggested_display_precision"],
+        3
+    );
+}
+
+#[test]
+fn a_class_can_be_a_door_in_home_assistant() {
+    let c = ctx();
+    let door = ClassifierTopics::new("edgehead/cam1", "door");
+    let mut cl = classes(&["open", "closed"], &["open", "closed"]);
+    cl.device_classes
+        .insert("open".into(), "garage_door".into());
+    let all: BTreeMap<String, Value> = classifier_entities(&c, 1, &door, &cl).into_iter().collect();
+    let sensors: Vec<&Value> = all
+        .iter()
+        .filter(|(t, _)| t.starts_with("homeassistant/binary_sensor/"))
+        .map(|(_, v)| v)
+        .collect();
+    let open = sensors
+        .iter()
+        .find(|v| v["name"] == "door open")
+        .expect("open's sensor");
+    assert_eq!(open["device_class"], "garage_door");
+    assert!(open.get("icon").is_none());
+    let closed = sensors
+        .iter()
+        .find(|v| v["name"] == "door closed")
+        .expect("closed's sensor");
+    assert!(closed.get("device_class").is_none());
 }

@@ -84,6 +84,22 @@ pub enum OpKind {
     StopLabelFrame,
 }
 
+/// The operations `learn.disabled_operations` names, checked. Errors: a name
+/// that is no operation (the message lists them).
+pub fn disabled_operations(names: &[String]) -> Result<Vec<OpKind>, String> {
+    names
+        .iter()
+        .map(|n| {
+            OpKind::from_name(n).ok_or_else(|| {
+                format!(
+                    "learn.disabled_operations: {n:?} is not an operation; operations: {}",
+                    OpKind::ALL.map(OpKind::name).join(", ")
+                )
+            })
+        })
+        .collect()
+}
+
 impl OpKind {
     /// Every operation, in the order the documentation lists them.
     pub const ALL: [OpKind; 26] = [
@@ -324,6 +340,7 @@ pub struct ClassifierChange {
     pub predictions: Option<PredictionOverrides>,
     pub head: Option<HeadOverrides>,
     pub recent: Option<RecentConfig>,
+    pub device_classes: Option<std::collections::BTreeMap<String, String>>,
 }
 
 impl ClassifierChange {
@@ -340,6 +357,9 @@ impl ClassifierChange {
         }
         if let Some(h) = &self.head {
             def.head = h.clone();
+        }
+        if let Some(d) = &self.device_classes {
+            def.device_classes = d.clone();
         }
         if let Some(r) = self.recent {
             def.recent = r;
@@ -639,7 +659,8 @@ pub fn typed_value<T: serde::de::DeserializeOwned>(
 }
 
 /// `create_classifier`: a `[[classifiers]]` entry as JSON (`name`, and any of
-/// `region`, `trigger`, `predictions`, `head`, `recent`); unknown keys refused.
+/// `region`, `trigger`, `predictions`, `head`, `recent`, `device_classes`);
+/// unknown keys refused.
 fn create_classifier(b: Body) -> Result<Op, RequestError> {
     let mut unknown = Vec::new();
     let def: ClassifierConfig = serde_ignored::deserialize(Value::Object(b.fields), |path| {
