@@ -232,3 +232,87 @@ async fn with_protocol_auto_a_broker_without_mqtt_5_is_spoken_to_in_3_1_1() {
     assert!(log.contains("MQTT connect failed"), "{log}");
     assert!(log.contains("protocol=\"3.1.1\""), "{log}");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_mosquitto_acl_recipe_lets_only_teachers_teach() {
+    let acl = crate::harness::root().join("deploy/mosquitto/edgehead.acl");
+    let broker = Mosquitto::start_with_acl(
+        &[
+            ("edgehead", "daemon secret"),
+            ("homeassistant", "ha secret"),
+            ("viewer", "viewer secret"),
+        ],
+        &acl,
+    );
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = config_file(dir.path(), broker.port, "");
+    edit_config(&config, |t| {
+        t.replace(
+            "[mqtt]\n",
+            "[mqtt]\nusername = \"edgehead\"\npassword = \"daemon secret\"\n",
+        )
+    });
+    let daemon = Process::start(&config);
+    let all = format!("{BASE}/#");
+    let mut ha = Client::connect_with(
+        broker.port,
+        "it-homeassistant",
+        Some(("homeassistant", "ha secret")),
+        &[&all, "homeassistant/#"],
+    )
+    .await;
+    ha.wait_for(&format!("{BASE}/availability"), 60, |m| {
+        m.text() == "online"
+    })
+    .await;
+    // Home Assistant sees the discovery and teaches.
+    ha.wait_for("homeassistant/sensor/it/label/config", 30, |m| {
+        !m.payload.is_empty()
+    })
+    .await;
+    let hat = crate::harness::b64(&crate::harness::fixture_bytes("hat-1.jpg"));
+    let r = ha
+        .request(BASE, "add_sample", json!({"label": "hat", "image": hat}))
+        .await;
+    assert_eq!(r["status"], "ok", "{r}");
+    // Per-classifier requests too.
+    let classes = ha
+        .request(&format!("{BASE}/default"), "classes", json!({}))
+        .await;
+    assert_eq!(classes["status"], "ok", "{classes}");
+    // A viewer reads predictions and answers, but its requests never reach the
+    // daemon: nothing is reset, nothing answered.
+    let mut viewer = Client::connect_with(
+        broker.port,
+        "it-viewer",
+        Some(("viewer", "viewer secret")),
+        &[&all],
+    )
+    .await;
+    viewer
+        .wait_for(&format!("{BASE}/default/prediction"), 30, |_| true)
+        .await;
+    for topic in [
+        format!("{BASE}/request/reset"),
+        format!("{BASE}/default/request/reset"),
+    ] {
+        viewer
+            .publish(
+                &topic,
+                json!({"confirm": true, "transaction": "viewer"}).to_string(),
+            )
+            .await;
+    }
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(3);
+    while tokio::time::Instant::now() < deadline {
+        if let Some(m) = viewer.next(1).await {
+            assert!(
+                !(m.topic.contains("/response/") && m.json()["transaction"] == "viewer"),
+                "the viewer's request was carried out: {}",
+                m.text()
+            );
+        }
+    }
+    assert_eq!(sample_ids(&mut ha).await.len(), 1);
+    assert!(!daemon.log_text().contains("MQTT connect failed"));
+}

@@ -718,3 +718,47 @@ async fn mqtt_and_http_answer_the_same_request_the_same_way_and_run_time_classif
     );
     drop(broker);
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn disabled_operations_are_refused_over_mqtt_and_the_console_alike() {
+    let (_broker, dir, _daemon, console, mut c) = start_with_console(
+        "\n[learn]\ndisabled_operations = [\"reset\", \"delete_class\", \"delete_classifier\"]\n",
+    )
+    .await;
+    let hat = b64(&fixture_bytes("hat-1.jpg"));
+    let r = c
+        .request(BASE, "add_sample", json!({"label": "hat", "image": hat}))
+        .await;
+    assert_eq!(r["status"], "ok", "{r}");
+    let over_mqtt = c.request(BASE, "reset", json!({"confirm": true})).await;
+    assert!(
+        over_mqtt["error"]
+            .as_str()
+            .is_some_and(|e| e.contains("learn.disabled_operations")),
+        "{over_mqtt}"
+    );
+    for (path, body) in [
+        ("/api/classifiers/default/reset", json!({"confirm": true})),
+        (
+            "/api/classifiers/default/delete_class",
+            json!({"label": "hat"}),
+        ),
+        (
+            "/api/ops/delete_classifier",
+            json!({"name": "default", "confirm": true}),
+        ),
+    ] {
+        let r = console.post_json(path, &body);
+        assert_eq!(r.code, 403, "{path}: {:?}", r.body);
+        assert!(r.error().contains("turned off"), "{path}: {:?}", r.body);
+    }
+    assert_eq!(console.samples("default"), 1);
+    // A name that is no operation is a configuration error.
+    let config = dir.path().join("edgehead.toml");
+    crate::harness::edit_config(&config, |t| t.replace("\"reset\"", "\"rest\""));
+    crate::harness::assert_exit_2(
+        &config,
+        "check-config",
+        &["learn.disabled_operations", "\"rest\""],
+    );
+}

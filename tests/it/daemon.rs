@@ -63,7 +63,7 @@ async fn predictions_arrive_with_the_documented_schema() {
         .wait_for("homeassistant/sensor/it/label/config", 10, |m| m.retain)
         .await
         .json();
-    assert_eq!(discovery["state_topic"], format!("{BASE}/default/state"));
+    assert_eq!(discovery["state_topic"], format!("{BASE}/default/label"));
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -148,6 +148,15 @@ async fn the_daemon_survives_a_broker_restart_and_resumes_publishing() {
     assert!(
         daemon.child.try_wait().expect("try_wait").is_none(),
         "daemon still running"
+    );
+    // check-config beside the running daemon: the configuration is fine (exit
+    // 0), and it says the state directory is in use.
+    let (code, stdout, stderr) =
+        run_cli(&["--config", config.to_str().expect("utf8"), "check-config"]);
+    assert_eq!(code, 0, "{stdout}{stderr}");
+    assert!(
+        stderr.contains("in use by a running edgehead") && stdout.contains("configuration OK"),
+        "{stdout}{stderr}"
     );
 }
 
@@ -364,4 +373,193 @@ fn the_packaged_config_differs_from_the_demo_one_only_where_a_board_needs_it() {
         aligned, demo,
         "deploy/edgehead.toml drifted from config/edgehead.toml"
     );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_client_id_is_the_installation_s_own_and_a_takeover_is_named() {
+    let broker = Mosquitto::start();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = config_file(dir.path(), broker.port, "");
+    let daemon = Process::start(&config);
+    let mut c = Client::connect(broker.port, &[&format!("{BASE}/availability")]).await;
+    c.wait_for(&format!("{BASE}/availability"), 60, |m| {
+        m.text() == "online"
+    })
+    .await;
+    let id = std::fs::read_to_string(dir.path().join("state/installation-id")).expect("id kept");
+    let id = id.trim();
+    assert_eq!(id.len(), 16, "{id}");
+    // The guessable id of earlier versions no longer takes the session over.
+    let _guess = Client::connect_as(broker.port, "edgehead-it", &[]).await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert!(
+        !daemon.log_text().contains("MQTT connection lost"),
+        "{}",
+        daemon.log_text()
+    );
+    // Its own id does, each time: the daemon says why.
+    for _ in 0..3 {
+        let _thief = Client::connect_as(broker.port, &format!("edgehead-it-{id}"), &[]).await;
+        tokio::time::sleep(Duration::from_millis(1500)).await;
+    }
+    let log = daemon.log_text();
+    assert!(
+        log.contains("another client connected with the same client id")
+            || log.contains("another client may be using the same client id"),
+        "{log}"
+    );
+    // check-config shows the id the daemon uses.
+    let (code, stdout, stderr) =
+        run_cli(&["--config", config.to_str().expect("utf8"), "check-config"]);
+    assert_eq!(code, 0, "{stderr}");
+    assert!(stdout.contains(&format!("as edgehead-it-{id}")), "{stdout}");
+}
+
+/// An MQTT 3.1.1 CONNECT of client `id`, and whether the broker accepted it
+/// (the stream stays open while the caller keeps it).
+fn raw_connect(
+    port: u16,
+    id: &str,
+    login: Option<(&str, &str)>,
+) -> (Option<std::net::TcpStream>, bool) {
+    use std::io::{Read, Write};
+    let Ok(mut s) = std::net::TcpStream::connect(("127.0.0.1", port)) else {
+        return (None, false);
+    };
+    s.set_read_timeout(Some(Duration::from_secs(3)))
+        .expect("timeout");
+    let field = |b: &[u8], out: &mut Vec<u8>| {
+        out.extend_from_slice(&(b.len() as u16).to_be_bytes());
+        out.extend_from_slice(b);
+    };
+    let mut body = vec![
+        0,
+        4,
+        b'M',
+        b'Q',
+        b'T',
+        b'T',
+        4,
+        if login.is_some() { 0xC2 } else { 0x02 },
+        0,
+        60,
+    ];
+    field(id.as_bytes(), &mut body);
+    if let Some((u, p)) = login {
+        field(u.as_bytes(), &mut body);
+        field(p.as_bytes(), &mut body);
+    }
+    let mut packet = vec![0x10, body.len() as u8];
+    packet.extend_from_slice(&body);
+    let _ = s.write_all(&packet);
+    let mut ack = [0u8; 4];
+    let accepted = s.read_exact(&mut ack).is_ok() && ack[0] == 0x20 && ack[3] == 0;
+    (Some(s), accepted)
+}
+
+#[test]
+fn the_embedded_broker_needs_an_account_beyond_loopback_and_enforces_it() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = config_file(dir.path(), 1, "");
+    let port = free_port();
+    use_embedded_broker(&config, port);
+    edit_config(&config, |t| {
+        t.replace(&format!("127.0.0.1:{port}"), &format!("0.0.0.0:{port}"))
+    });
+    assert_exit_2(
+        &config,
+        "check-config",
+        &["mqtt.embedded_broker.listen", "username"],
+    );
+    // With an account: the daemon logs in with it, anonymous clients are refused.
+    edit_config(&config, |t| {
+        t + "username = \"ha\"\npassword = \"broker secret\"\n"
+    });
+    let mut daemon = Process::start(&config);
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        if raw_connect(port, "it-probe", Some(("ha", "broker secret"))).1 {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{}",
+            daemon.log_text()
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    assert!(
+        !raw_connect(port, "anonymous", None).1,
+        "anonymous accepted"
+    );
+    assert!(
+        !raw_connect(port, "wrong", Some(("ha", "guess"))).1,
+        "wrong password accepted"
+    );
+    let (code, _, stderr) = run_cli(&["--config", config.to_str().expect("utf8"), "print-config"]);
+    assert_eq!(code, 0, "{stderr}");
+    daemon.terminate(15);
+    assert!(
+        !daemon.log_text().contains("MQTT connect failed"),
+        "{}",
+        daemon.log_text()
+    );
+}
+
+#[test]
+fn a_refused_then_repeated_client_id_does_not_leave_the_daemon_without_a_broker() {
+    // rumqttd 0.20: fill the slots, connect with an id (refused at capacity),
+    // free a slot, connect with that id again: the broker panicked and refused
+    // everyone from then on. The daemon must not stay up without a broker.
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = config_file(dir.path(), 1, "");
+    let port = free_port();
+    use_embedded_broker(&config, port);
+    edit_config(&config, |t| t + "max_connections = 4\n");
+    let mut daemon = Process::start(&config);
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while !daemon.log_text().contains("MQTT connected") {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{}",
+            daemon.log_text()
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let mut slots = Vec::new();
+    for i in 0..8 {
+        let (s, ok) = raw_connect(port, &format!("filler-{i}"), None);
+        if ok {
+            slots.push(s);
+        }
+    }
+    let _refused = raw_connect(port, "twice", None);
+    slots.pop();
+    std::thread::sleep(Duration::from_millis(300));
+    let _again = raw_connect(port, "twice", None);
+    drop(slots);
+    // Either the broker still serves (a fresh client gets in and the daemon is
+    // up), or the daemon ends non-zero for its service manager to restart it.
+    let deadline = std::time::Instant::now() + Duration::from_secs(40);
+    loop {
+        if let Some(code) = daemon.child.try_wait().expect("try_wait") {
+            assert_ne!(code.code(), Some(0), "{}", daemon.log_text());
+            assert!(
+                daemon.log_text().contains("stopped accepting connections"),
+                "{}",
+                daemon.log_text()
+            );
+            return;
+        }
+        if std::time::Instant::now() > deadline {
+            assert!(
+                raw_connect(port, "fresh", None).1,
+                "the broker refuses everyone and the daemon stays up:\n{}",
+                daemon.log_text()
+            );
+            daemon.terminate(15);
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(250));
+    }
 }

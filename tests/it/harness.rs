@@ -67,6 +67,8 @@ pub struct Mosquitto {
     pub tls: Option<TlsFiles>,
     dir: tempfile::TempDir,
     child: Option<Child>,
+    /// Who may connect: `allow_anonymous true`, or logins and an ACL.
+    access: String,
 }
 
 /// A CA and a server certificate for 127.0.0.1/localhost, made with openssl.
@@ -177,6 +179,51 @@ impl Mosquitto {
             tls: None,
             dir: tempfile::tempdir().expect("tempdir"),
             child: None,
+            access: "allow_anonymous true\n".into(),
+        };
+        m.spawn();
+        m
+    }
+
+    /// A broker that lets in only `logins` (user, password), each restricted by
+    /// the ACL file `acl` (copied, so that mosquitto's own user can read it).
+    pub fn start_with_acl(logins: &[(&str, &str)], acl: &Path) -> Self {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().expect("tempdir");
+        let passwd = dir.path().join("passwd");
+        for (i, (user, password)) in logins.iter().enumerate() {
+            let mut cmd = Command::new("/usr/bin/mosquitto_passwd");
+            cmd.arg("-b");
+            if i == 0 {
+                cmd.arg("-c");
+            }
+            let status = cmd
+                .arg(&passwd)
+                .arg(user)
+                .arg(password)
+                .status()
+                .expect("mosquitto_passwd (package mosquitto)");
+            assert!(status.success(), "mosquitto_passwd failed");
+        }
+        let acl_copy = dir.path().join("acl");
+        std::fs::copy(acl, &acl_copy).expect("copy the ACL");
+        for (p, mode) in [
+            (dir.path().to_path_buf(), 0o755),
+            (passwd.clone(), 0o644),
+            (acl_copy.clone(), 0o644),
+        ] {
+            std::fs::set_permissions(&p, std::fs::Permissions::from_mode(mode)).expect("chmod");
+        }
+        let mut m = Self {
+            port: free_port(),
+            tls: None,
+            access: format!(
+                "allow_anonymous false\npassword_file {}\nacl_file {}\n",
+                passwd.display(),
+                acl_copy.display()
+            ),
+            dir,
+            child: None,
         };
         m.spawn();
         m
@@ -196,6 +243,7 @@ impl Mosquitto {
             }),
             dir,
             child: None,
+            access: "allow_anonymous true\n".into(),
         };
         m.spawn();
         m
@@ -204,8 +252,8 @@ impl Mosquitto {
     fn spawn(&mut self) {
         let conf = self.dir.path().join("mosquitto.conf");
         let mut text = format!(
-            "per_listener_settings false\nallow_anonymous true\npersistence false\nlog_dest stderr\nlistener {} 127.0.0.1\n",
-            self.port,
+            "per_listener_settings false\n{}persistence false\nlog_dest stderr\nlistener {} 127.0.0.1\n",
+            self.access, self.port,
         );
         if let Some(t) = &self.tls {
             text += &format!(
@@ -291,7 +339,25 @@ pub struct Client {
 impl Client {
     /// Connect to 127.0.0.1:`port`, subscribe to `filters`, and wait for the SUBACKs.
     pub async fn connect(port: u16, filters: &[&str]) -> Self {
-        let mut opts = MqttOptions::new(format!("test-{}", fastrand::u64(..)), "127.0.0.1", port);
+        Self::connect_as(port, &format!("test-{}", fastrand::u64(..)), filters).await
+    }
+
+    /// [`Client::connect`] with the client id `id`.
+    pub async fn connect_as(port: u16, id: &str, filters: &[&str]) -> Self {
+        Self::connect_with(port, id, None, filters).await
+    }
+
+    /// [`Client::connect`] with the client id `id`, logging in with `login`.
+    pub async fn connect_with(
+        port: u16,
+        id: &str,
+        login: Option<(&str, &str)>,
+        filters: &[&str],
+    ) -> Self {
+        let mut opts = MqttOptions::new(id, "127.0.0.1", port);
+        if let Some((user, password)) = login {
+            opts.set_credentials(user, password);
+        }
         opts.set_keep_alive(Duration::from_secs(5));
         opts.set_max_packet_size(64 << 20, 64 << 20);
         let (client, mut eventloop) = AsyncClient::new(opts, 100);
@@ -363,6 +429,15 @@ impl Client {
                 return msg;
             }
         }
+    }
+
+    /// The next message on any subscribed topic; `None` after `secs` without one.
+    pub async fn next(&mut self, secs: u64) -> Option<Msg> {
+        let m = tokio::time::timeout(Duration::from_secs(secs), self.rx.recv())
+            .await
+            .ok()??;
+        self.seen.push(m.clone());
+        Some(m)
     }
 
     /// Where the messages seen so far end, for [`Client::wait_since`].

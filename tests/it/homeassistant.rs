@@ -50,7 +50,7 @@ async fn home_assistant_entities_follow_teaching_from_the_dashboard() {
     // Discovery: untaught, the label can only be edgehead's own states.
     let label = c.wait_for(LABEL, 60, |m| !m.payload.is_empty()).await;
     assert_eq!(options(&label), ["unrecognized", "untrained"]);
-    assert_eq!(label.json()["state_topic"], format!("{BASE}/state"));
+    assert_eq!(label.json()["state_topic"], format!("{BASE}/label"));
     let state = c
         .wait_for(&format!("{BASE}/state"), 60, |_| true)
         .await
@@ -130,7 +130,7 @@ async fn home_assistant_entities_follow_teaching_from_the_dashboard() {
     assert!(
         last["message"]
             .as_str()
-            .is_some_and(|m| m.starts_with("label_frame: ok (hat)")),
+            .is_some_and(|m| m.starts_with("Stored 1 frame as “hat”")),
         "{last}"
     );
 
@@ -157,7 +157,12 @@ async fn home_assistant_entities_follow_teaching_from_the_dashboard() {
         })
         .await
         .json();
-    assert_eq!(event["previous"], "untrained");
+    // Before: nothing taught, or (one class, one sample: only near copies of
+    // the taught frame are hat) a frame of something else.
+    assert!(
+        event["previous"] == "untrained" || event["previous"] == "unrecognized",
+        "{event}"
+    );
     let hat_sensor = c
         .seen
         .iter()
@@ -189,11 +194,24 @@ async fn home_assistant_entities_follow_teaching_from_the_dashboard() {
         .find(|m| m.topic == LABEL)
         .expect("label config");
     assert_eq!(options(label), ["unrecognized", "untrained"]);
-    let saved: Value = serde_json::from_slice(
-        &std::fs::read(dir.path().join("state/homeassistant.json")).expect("topics saved"),
-    )
-    .expect("json");
-    let topics = saved["discovery_topics"].as_array().expect("list");
+    // Saved at most every SAVE_EVERY (5 s): the list follows within it.
+    let saved_topics = || -> Vec<Value> {
+        let saved: Value = serde_json::from_slice(
+            &std::fs::read(dir.path().join("state/homeassistant.json")).expect("topics saved"),
+        )
+        .expect("json");
+        saved["discovery_topics"].as_array().expect("list").clone()
+    };
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    let mut topics = saved_topics();
+    while topics
+        .iter()
+        .any(|t| t == &Value::String(hat_sensor.clone()))
+        && std::time::Instant::now() < deadline
+    {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        topics = saved_topics();
+    }
     assert!(topics.iter().any(|t| t == LABEL));
     assert!(!topics
         .iter()

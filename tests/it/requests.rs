@@ -3,7 +3,7 @@
 
 use serde_json::{json, Value};
 
-use crate::harness::{b64, fixture_bytes, sample_ids, start_daemon, BASE};
+use crate::harness::{b64, fixture_bytes, sample_ids, start_daemon, Client, BASE};
 
 #[tokio::test(flavor = "multi_thread")]
 async fn repeated_requests_and_images_are_not_stored_twice_and_labels_normalize() {
@@ -310,4 +310,114 @@ async fn fuzzed_requests_are_all_answered_and_refusals_change_nothing() {
     let peak_mib = daemon.peak_rss_kib() / 1024;
     eprintln!("request fuzz: {refused} of 150 refused, daemon peak RSS {peak_mib} MiB");
     assert!(peak_mib < 300, "peak RSS {peak_mib} MiB");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_burst_of_requests_from_many_clients_gets_exactly_one_answer_each() {
+    // 20 clients send 50 mixed requests each as fast as they can: the learner's
+    // queue fills (busy answers) and so does the MQTT client's outgoing queue.
+    // Every request must still get exactly one answer.
+    let (broker, _dir, _daemon, _c) = start_daemon("").await;
+    let image = b64(&fixture_bytes("hat-1.jpg"));
+    let mut tasks = Vec::new();
+    for client in 0..20 {
+        let image = image.clone();
+        let port = broker.port;
+        tasks.push(tokio::spawn(async move {
+            let mut c = Client::connect(port, &[&format!("{BASE}/response/+")]).await;
+            let mut waiting = std::collections::HashSet::new();
+            for i in 0..50 {
+                let tx = format!("burst-{client}-{i}");
+                let (op, body) = match i % 6 {
+                    0 => ("add_sample", json!({"label": "hat", "image": image})),
+                    1 => ("remove_sample", json!({"id": 987_654_321})),
+                    2 => ("retrain", json!({})),
+                    3 => ("samples", json!({})),
+                    4 => ("head", json!({})),
+                    _ => ("classes", json!({})),
+                };
+                let mut body = body;
+                body["transaction"] = json!(tx);
+                c.publish(&format!("{BASE}/request/{op}"), body.to_string())
+                    .await;
+                waiting.insert(tx);
+            }
+            let (mut answered, mut twice, mut busy) = (0, 0, 0);
+            while !waiting.is_empty() {
+                let Some(m) = c.next(60).await else { break };
+                let v = m.json();
+                let Some(tx) = v["transaction"].as_str() else {
+                    continue;
+                };
+                if !tx.starts_with(&format!("burst-{client}-")) {
+                    continue;
+                }
+                if waiting.remove(tx) {
+                    answered += 1;
+                    if v["error"].as_str().is_some_and(|e| e.starts_with("busy")) {
+                        busy += 1;
+                    }
+                } else {
+                    twice += 1;
+                }
+            }
+            (answered, twice, busy)
+        }));
+    }
+    let (mut answered, mut twice, mut busy) = (0, 0, 0);
+    for t in tasks {
+        let (a, d, b) = t.await.expect("client task");
+        answered += a;
+        twice += d;
+        busy += b;
+    }
+    eprintln!("burst: {answered} of 1000 answered ({busy} busy), {twice} answered twice");
+    assert_eq!(
+        answered,
+        1000,
+        "{} requests never answered",
+        1000 - answered
+    );
+    assert_eq!(twice, 0);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn after_a_refused_label_teach_stores_nothing_until_a_label_is_chosen_again() {
+    // Home Assistant: "New label" half/open (refused: /), then "Teach" with the
+    // door open. The frame must not be stored under the class chosen before.
+    let (_broker, _dir, _daemon, mut c) = start_daemon("").await;
+    let teach = json!({"selected_label": true});
+    let r = c
+        .request(BASE, "select_label", json!({"label": "closed"}))
+        .await;
+    assert_eq!(r["status"], "ok", "{r}");
+    let r = c.request(BASE, "label_frame", teach.clone()).await;
+    assert_eq!(r["status"], "ok", "{r}");
+    let refused = c
+        .request(BASE, "select_label", json!({"label": "half/open"}))
+        .await;
+    assert_eq!(refused["status"], "error", "{refused}");
+    let r = c.request(BASE, "label_frame", teach.clone()).await;
+    assert_eq!(r["status"], "error", "{r}");
+    assert!(
+        r["error"]
+            .as_str()
+            .is_some_and(|e| e.contains("was refused")),
+        "{r}"
+    );
+    let ids = sample_ids(&mut c).await;
+    assert_eq!(ids.len(), 1, "{ids:?}");
+    // Chosen again: Teach works, under the new label.
+    let r = c
+        .request(BASE, "select_label", json!({"label": "open"}))
+        .await;
+    assert_eq!(r["status"], "ok", "{r}");
+    let r = c.request(BASE, "label_frame", teach).await;
+    assert_eq!(r["status"], "ok", "{r}");
+    let labels: Vec<String> = sample_ids(&mut c)
+        .await
+        .into_iter()
+        .map(|(_, l)| l)
+        .collect();
+    assert_eq!(labels, ["closed", "open"]);
 }

@@ -189,6 +189,25 @@ async fn a_missing_or_failing_program_is_reported_and_retried_with_backoff() {
     }
 }
 
+#[tokio::test(flavor = "multi_thread")]
+async fn a_program_that_sends_no_frame_is_starting_not_running() {
+    let broker = Mosquitto::start();
+    let dir = tempfile::tempdir().expect("tempdir");
+    // Up, and silent: no frame ever decodes.
+    let config = command_config(dir.path(), broker.port, "sleep", &["60"], "");
+    let mut c = Client::connect(broker.port, &[&format!("{BASE}/status")]).await;
+    let _daemon = Process::start(&config);
+    // Statuses come every second: five of them, none says running.
+    for _ in 0..5 {
+        let s = c
+            .wait_for(&format!("{BASE}/status"), 60, |_| true)
+            .await
+            .json();
+        assert_eq!(s["source"]["state"], "starting", "{s}");
+        assert_eq!(s["stats"]["frames_captured"], 0, "{s}");
+    }
+}
+
 fn http_config(dir: &std::path::Path, port: u16, http: &str) -> std::path::PathBuf {
     let config = config_file(dir, port, "");
     edit_config(&config, |t| {
@@ -404,4 +423,90 @@ async fn a_synthetic_source_at_fps_0_makes_frames_as_inference_takes_them() {
     // One frame may wait while inference runs; none is made to be thrown away.
     assert!(dropped <= 1, "{status}");
     assert!(captured <= inferred + 2, "{status}");
+}
+
+/// Whether process `pid` runs (a zombie counts as gone).
+fn alive(pid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .ok()
+        .and_then(|t| {
+            let rest = &t[t.rfind(')')? + 1..];
+            rest.split_whitespace().next().map(|s| s != "Z")
+        })
+        .unwrap_or(false)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn descendants_that_leave_the_program_s_group_do_not_outlive_it_nor_a_killed_daemon() {
+    // A program that double-forks a child into a session of its own (setsid),
+    // writes its pid down, and exits at once: the daemon restarts it again and
+    // again. Those children must not pile up, nor survive kill -9 of the daemon
+    // once it starts again, nor its stop.
+    let broker = Mosquitto::start();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let pidfile = dir.path().join("escaped.pids");
+    let script = r#"import os, sys, time
+pid = os.fork()
+if pid == 0:
+    os.setsid()
+    if os.fork() == 0:
+        with open(sys.argv[1], 'a') as f:
+            f.write(str(os.getpid()) + '\n')
+        os.execvp('sleep', ['sleep', '300'])
+    os._exit(0)
+os.waitpid(pid, 0)
+time.sleep(0.2)
+"#;
+    let pidfile_arg = pidfile.display().to_string();
+    let config = command_config(
+        dir.path(),
+        broker.port,
+        "python3",
+        &["-c", script, &pidfile_arg],
+        // The escaped child keeps the program's standard output open: its end
+        // is seen by the frame timeout.
+        "frame_timeout_ms = 500\n",
+    );
+    let escaped = || -> Vec<u32> {
+        std::fs::read_to_string(&pidfile)
+            .unwrap_or_default()
+            .lines()
+            .filter_map(|l| l.trim().parse().ok())
+            .collect()
+    };
+    let daemon = Process::start(&config);
+    assert!(
+        wait_until(30, || escaped().len() >= 5),
+        "the program was not restarted: {}",
+        daemon.log_text()
+    );
+    let running: Vec<u32> = escaped().into_iter().filter(|&p| alive(p)).collect();
+    assert!(
+        running.len() <= 1,
+        "{} of {} escaped children still run: {running:?}",
+        running.len(),
+        escaped().len()
+    );
+    // kill -9: what runs now goes to init; the next daemon ends it.
+    daemon.signal("KILL");
+    drop(daemon);
+    let before_restart = escaped();
+    let daemon = Process::start(&config);
+    assert!(
+        wait_until(30, || before_restart.iter().all(|&p| !alive(p))),
+        "children of the killed daemon's program still run: {:?}\n{}",
+        before_restart
+            .iter()
+            .filter(|&&p| alive(p))
+            .collect::<Vec<_>>(),
+        daemon.log_text()
+    );
+    // And a stop leaves nothing.
+    let mut daemon = daemon;
+    daemon.terminate(30);
+    assert!(
+        wait_until(10, || escaped().iter().all(|&p| !alive(p))),
+        "children outlived the daemon: {:?}",
+        escaped().iter().filter(|&&p| alive(p)).collect::<Vec<_>>()
+    );
 }
