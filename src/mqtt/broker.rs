@@ -10,6 +10,9 @@ use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::time::{Duration, Instant};
 
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Once;
+
 use tokio::sync::oneshot;
 
 #[derive(Debug, thiserror::Error)]
@@ -38,12 +41,34 @@ pub struct EmbeddedBroker {
 /// The one account the broker accepts: `(username, password)`.
 pub type Account = (String, String);
 
-/// How often the watch connects to the broker as a client would.
+/// How often the watch looks at the broker.
 pub const WATCH_EVERY: Duration = Duration::from_secs(5);
-/// Connects in a row that must fail before the broker counts as dead. rumqttd
-/// 0.20 can panic while holding a lock (a client id refused at capacity, then
-/// connecting again once a slot is free) and then refuses every client.
+/// TCP connects in a row that must fail before the broker counts as dead.
 pub const WATCH_FAILURES: u32 = 3;
+
+/// Set by the panic hook when code of rumqttd panics. rumqttd 0.20 can panic
+/// while holding a lock (a client id refused at capacity, then connecting again
+/// once a slot is free): the lock stays poisoned and every later client is
+/// refused, while its listener still accepts TCP connections.
+static BROKER_PANICKED: AtomicBool = AtomicBool::new(false);
+
+/// Install (once) a panic hook that notes panics in rumqttd's code, then runs
+/// the hook that was there.
+fn note_broker_panics() {
+    static ONCE: Once = Once::new();
+    ONCE.call_once(|| {
+        let previous = std::panic::take_hook();
+        std::panic::set_hook(Box::new(move |info| {
+            if info
+                .location()
+                .is_some_and(|l| l.file().contains("rumqttd"))
+            {
+                BROKER_PANICKED.store(true, Ordering::SeqCst);
+            }
+            previous(info);
+        }));
+    });
+}
 
 /// Start the broker on `listen` (accepting only `account` when given) and wait
 /// until it accepts connections; a thread then watches that it still does.
@@ -91,6 +116,7 @@ pub fn start(
         v4: Some(HashMap::from([("edgehead".to_string(), server)])),
         ..Default::default()
     };
+    note_broker_panics();
     let (ended_tx, ended) = oneshot::channel();
     let ended_tx = std::sync::Arc::new(std::sync::Mutex::new(Some(ended_tx)));
     let end = move |why: String| {
@@ -134,7 +160,7 @@ pub fn start(
     tracing::info!(%listen, authenticated = account.is_some(), "embedded MQTT broker listening");
     std::thread::Builder::new()
         .name("mqtt-broker-watch".into())
-        .spawn(move || watch(connect_addr, account, end))
+        .spawn(move || watch(connect_addr, end))
         .map_err(|e| BrokerError::Start(e.to_string()))?;
     Ok(EmbeddedBroker {
         connect_addr,
@@ -142,20 +168,27 @@ pub fn start(
     })
 }
 
-/// Every [`WATCH_EVERY`], connect as a client would; after [`WATCH_FAILURES`]
-/// failures in a row, say why through `end` and stop.
-fn watch(addr: SocketAddr, account: Option<Account>, end: impl Fn(String)) {
+/// Every [`WATCH_EVERY`]: when rumqttd panicked, or its listener refused
+/// [`WATCH_FAILURES`] TCP connects in a row, say why through `end` and stop.
+/// Only TCP is tried: a broker at `max_connections` refuses MQTT clients and is
+/// not dead, and a CONNECT with a fresh client id every time would make rumqttd
+/// keep a record of each.
+fn watch(addr: SocketAddr, end: impl Fn(String)) {
     let mut failures = 0;
     loop {
         std::thread::sleep(WATCH_EVERY);
-        if answers_connect(addr, account.as_ref()) {
+        if BROKER_PANICKED.load(Ordering::SeqCst) {
+            end("the embedded MQTT broker stopped accepting connections: rumqttd panicked (see the log); restarting the daemon restarts it".into());
+            return;
+        }
+        if TcpStream::connect_timeout(&addr, Duration::from_secs(2)).is_ok() {
             failures = 0;
             continue;
         }
         failures += 1;
         tracing::warn!(
             failures,
-            "the embedded MQTT broker did not accept a connection"
+            "the embedded MQTT broker's listener refused a connection"
         );
         if failures >= WATCH_FAILURES {
             end(format!(

@@ -452,6 +452,8 @@ impl Connection {
         if !self.publisher.is_connected() {
             return;
         }
+        // Answers still waiting go out first (as many as the queue takes).
+        self.publisher.flush_answers();
         let client = self.publisher.client.load_full();
         let _ = client.try_publish(
             &self.publisher.topics.availability,
