@@ -637,4 +637,7 @@ fn home_assistant_bridge(
         .collect();
     homeassistant::Bridge::new(ctx, topics, classes, saved, heartbeat)
         .with_device_classes(device_classes)
+        .with_stale_after(
+            (ha.expire_after_secs > 0).then(|| Duration::from_secs(ha.expire_after_secs)),
+        )
 }

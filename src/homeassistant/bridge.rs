@@ -119,6 +119,13 @@ impl Bridge {
         }
     }
 
+    /// How long without a frame before a classifier is `offline`: `None` never
+    /// (`expire_after_secs = 0`). Default: three heartbeats.
+    pub fn with_stale_after(mut self, stale_after: Option<Duration>) -> Self {
+        self.stale_after = stale_after;
+        self
+    }
+
     /// Each classifier's `device_classes`, in the order of the topics given to
     /// [`Bridge::new`].
     pub fn with_device_classes(
@@ -435,6 +442,7 @@ impl Bridge {
             | Event::Image { classifier, .. }
             | Event::Head { classifier, .. }
             | Event::TeachLabel { classifier, .. }
+            | Event::TeachLabelCleared { classifier }
             | Event::Result { classifier, .. } => classifier.clone(),
             Event::Classifiers { .. } => return out,
         };
@@ -476,6 +484,18 @@ impl Bridge {
                 self.reannounce(i, now, &mut out);
             }
             Event::TeachLabel { label, .. } => self.on_teach_label(i, label, now, &mut out),
+            Event::TeachLabelCleared { .. } => {
+                let e = &mut self.entries[i];
+                e.teach = None;
+                e.teach_pending = false;
+                // Home Assistant's select reads "None" as no option chosen.
+                out.push(Out::Retain {
+                    topic: self.topics[i].teach_label.clone(),
+                    payload: b"None".to_vec(),
+                });
+                self.reannounce(i, now, &mut out);
+                self.save_if_changed(&mut out);
+            }
             Event::Result { op, reply, .. } => out.push(Out::Retain {
                 topic: self.topics[i].last_result.clone(),
                 payload: last_result(&op, &reply).to_string().into_bytes(),

@@ -45,6 +45,12 @@ pub enum Event {
         /// The head's classes, in its order; empty without a head.
         classes: Vec<String>,
     },
+    /// A `select_label` was refused: nothing is selected until one succeeds
+    /// (the select shows none).
+    TeachLabelCleared {
+        /// The classifier's name.
+        classifier: String,
+    },
     /// The label the dashboard teaches was chosen (`select_label`).
     TeachLabel {
         /// The classifier's name.

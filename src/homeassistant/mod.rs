@@ -42,9 +42,10 @@ pub const MAX_STATE_CHARS: usize = 255;
 /// Queue of events into the task; a full queue drops the event (the next
 /// prediction or heartbeat brings the state again).
 pub const QUEUE: usize = 256;
-/// `<state_dir>/homeassistant.json` is written at most this often (the last
-/// state wins; a pending one is written at stop): a client choosing teach
-/// labels in a loop cannot wear out an SD card.
+/// `<state_dir>/homeassistant.json` is written at most this often when only
+/// the teach labels or shown states changed (the last state wins; a pending one
+/// is written at stop): a client choosing teach labels in a loop cannot wear out
+/// an SD card. A change of the announced discovery topics is written at once.
 pub const SAVE_EVERY: Duration = Duration::from_secs(5);
 
 /// The Home Assistant state of a stable label: the class, [`UNRECOGNIZED`] for
@@ -66,6 +67,9 @@ struct Sender {
     /// A state to save once [`SAVE_EVERY`] has passed since the last save.
     pending: Option<Saved>,
     last_save: Option<Instant>,
+    /// The announced discovery topics last written: a change of them is
+    /// written at once (a crash must not forget a config to remove).
+    written_topics: Option<Vec<String>>,
 }
 
 impl Sender {
@@ -88,8 +92,9 @@ impl Sender {
 
     /// Save `saved` now, or when [`SAVE_EVERY`] has passed since the last save.
     fn save_soon(&mut self, saved: Saved) {
+        let topics_changed = self.written_topics.as_ref() != Some(&saved.discovery_topics);
         match self.last_save {
-            Some(t) if t.elapsed() < SAVE_EVERY => self.pending = Some(saved),
+            Some(t) if t.elapsed() < SAVE_EVERY && !topics_changed => self.pending = Some(saved),
             _ => self.save_now(saved),
         }
     }
@@ -97,6 +102,7 @@ impl Sender {
     fn save_now(&mut self, saved: Saved) {
         self.pending = None;
         self.last_save = Some(Instant::now());
+        self.written_topics = Some(saved.discovery_topics.clone());
         self.save(saved);
     }
 
@@ -152,6 +158,7 @@ pub async fn run(
         file,
         pending: None,
         last_save: None,
+        written_topics: None,
     };
     sender.execute(bridge.start(Instant::now()));
     loop {

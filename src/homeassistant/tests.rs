@@ -492,6 +492,38 @@ fn a_burst_of_teach_labels_makes_one_announcement_and_one_save_per_settle() {
 }
 
 #[test]
+fn a_refused_label_clears_the_selection_in_home_assistant_and_the_saved_state() {
+    let t0 = Instant::now();
+    let mut b = bridge(true, &["hat"]);
+    b.start(t0);
+    let teach = "edgehead/cam1/default/teach_label";
+    let t = t0 + Duration::from_secs(5);
+    b.on_event(
+        Event::TeachLabel {
+            classifier: "default".into(),
+            label: "hat".into(),
+        },
+        t,
+    );
+    assert_eq!(
+        b.saved().teach_labels.get("default").map(String::as_str),
+        Some("hat")
+    );
+    let out = b.on_event(
+        Event::TeachLabelCleared {
+            classifier: "default".into(),
+        },
+        t + Duration::from_secs(5),
+    );
+    assert_eq!(retained(&out, teach), Some(&b"None"[..]));
+    assert!(b.saved().teach_labels.is_empty());
+    assert!(
+        !saves(&out).is_empty(),
+        "saved, so a restart does not bring it back"
+    );
+}
+
+#[test]
 fn the_last_result_fits_a_home_assistant_state() {
     let long = "x".repeat(1000);
     let v = last_result(
