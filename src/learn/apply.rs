@@ -60,7 +60,7 @@ impl Learner {
             Op::Classify { image } => self.classify(image).await?,
             Op::History => self.history_json(),
             Op::StopLabelFrame => self.stop_label_frame(),
-            Op::SelectLabel { label } => self.select_label(&label).await,
+            Op::SelectLabel { label } => self.select_label(&label).await?,
             Op::Classifiers
             | Op::CreateClassifier { .. }
             | Op::UpdateClassifier { .. }
@@ -88,11 +88,18 @@ impl Learner {
 
     /// The class a normalized `label` names: spelled like the existing class it
     /// matches without regard to case, or as given for a new class.
-    pub(super) fn class_name(&self, label: &str) -> String {
+    ///
+    /// A label that would make a new class must pass the rules for new classes
+    /// ([`names::check_new_label`]); classes made before them keep working.
+    pub(super) fn class_name(&self, label: &str) -> Result<String, RequestError> {
         let classes = self.store.classes();
-        names::existing(label, classes.iter().map(|c| c.0.as_str()))
-            .map(str::to_string)
-            .unwrap_or_else(|| label.to_string())
+        match names::existing(label, classes.iter().map(|c| c.0.as_str())) {
+            Some(c) => Ok(c.to_string()),
+            None => {
+                names::check_new_label(label).map_err(|e| bad(e.0))?;
+                Ok(label.to_string())
+            }
+        }
     }
 
     /// The existing class `label` names (any case, any normalization form).
@@ -183,7 +190,10 @@ impl Learner {
                     "class \"{t}\" exists; use merge_class to merge"
                 )))
             }
-            (false, None) => to.to_string(),
+            (false, None) => {
+                names::check_new_label(to).map_err(|e| bad(e.0))?;
+                to.to_string()
+            }
         };
         let n = self
             .store
@@ -231,7 +241,7 @@ impl Learner {
     /// `move_sample`: sample `id` to class `label` (new or existing).
     async fn move_sample(&mut self, id: u64, label: &str) -> Result<Value, RequestError> {
         self.not_collecting()?;
-        let label = self.class_name(label);
+        let label = self.class_name(label)?;
         let from = self
             .store
             .samples()
@@ -254,8 +264,8 @@ impl Learner {
         )
     }
 
-    async fn select_label(&mut self, label: &str) -> Value {
-        let label = self.class_name(label);
+    async fn select_label(&mut self, label: &str) -> Result<Value, RequestError> {
+        let label = self.class_name(label)?;
         self.set_selected(label.clone()).await;
         let exists = self.store.classes().iter().any(|c| c.0 == label);
         // The choice is best-effort state (docs/mqtt.md): kept across restarts
@@ -270,7 +280,7 @@ impl Learner {
         if disk_full {
             v["note"] = json!("the disk is full: this choice holds until the daemon restarts");
         }
-        v
+        Ok(v)
     }
 
     /// Choose the label the dashboard teaches, and tell the bridge.
@@ -295,7 +305,7 @@ impl Learner {
         skip_similar: Option<f32>,
     ) -> Result<Collect, RequestError> {
         let label = match label {
-            LabelChoice::Given(l) => self.class_name(&l),
+            LabelChoice::Given(l) => self.class_name(&l)?,
             LabelChoice::Selected => match (&self.teach_label, &self.teach_refused) {
                 (Some(l), _) => l.clone(),
                 (None, Some(why)) => {
@@ -330,7 +340,7 @@ impl Learner {
         image: bytes::Bytes,
         apply_region: bool,
     ) -> Result<Value, RequestError> {
-        let label = self.class_name(label);
+        let label = self.class_name(label)?;
         // The digest names what is stored: the image as sent, or the image and the
         // region it is cropped to.
         let region = apply_region.then_some(self.classifier.spec.region);

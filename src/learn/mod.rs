@@ -237,7 +237,7 @@ impl Learner {
             Err(refusal) => {
                 self.refused(&op_name, &refusal.error);
                 if op_name == OpKind::SelectLabel.name() {
-                    self.drop_selection(&refusal.error.0);
+                    self.drop_selection(&refusal.error.0).await;
                 }
                 let reply = answer::error(&refusal.error.0, refusal.transaction.as_ref());
                 // A refused change is shown where changes are (Home Assistant's
@@ -280,18 +280,28 @@ impl Learner {
             }
             Err(e) => {
                 self.refused(&op_name, &e);
+                if op_name == OpKind::SelectLabel.name() {
+                    self.drop_selection(&e.0).await;
+                }
                 answer::error(&e.0, transaction.as_ref())
             }
         };
         self.answer(r.reply, &op_name, Some(&key), reply, changing);
     }
 
-    /// A `select_label` was refused: nothing is selected until one succeeds.
-    fn drop_selection(&mut self, why: &str) {
+    /// A `select_label` was refused: nothing is selected until one succeeds,
+    /// here and in Home Assistant (its select shows none, the saved label goes).
+    async fn drop_selection(&mut self, why: &str) {
         if self.teach_label.take().is_some() {
             tracing::info!(classifier = %self.classifier.name(), "the teach label was refused: nothing is selected until one is chosen");
         }
         self.teach_refused = Some(why.to_string());
+        self.shared
+            .notifier
+            .notify_wait(Event::TeachLabelCleared {
+                classifier: self.classifier.name().to_string(),
+            })
+            .await;
     }
 
     /// Count and log a refused request.

@@ -119,7 +119,7 @@ impl Learner {
         ids: &[u64],
         label: &str,
     ) -> Result<Value, RequestError> {
-        let label = self.class_name(label);
+        let label = self.class_name(label)?;
         let entries = self.recent_entries(ids)?;
         let (kept, skipped) = distinct(&entries);
         self.check_room(&label, kept.len())?;
