@@ -128,10 +128,7 @@ pub fn check_config(settings: &Settings) -> anyhow::Result<()> {
     crate::store::fsio::write_atomic(&dir.join(".check-config"), b"ok")
         .with_context(|| format!("state_dir {} is not writable", dir.display()))?;
     let _ = std::fs::remove_file(dir.join(".check-config"));
-    let in_use = matches!(
-        crate::store::fsio::lock_dir(dir),
-        Err(crate::store::StoreError::Locked(_))
-    );
+    let in_use = crate::store::fsio::is_locked(dir);
     if in_use {
         eprintln!(
             "edgehead: warning: state_dir {} is in use by a running edgehead: this configuration applies when it restarts, and a second daemon on it would refuse to start",

@@ -29,6 +29,8 @@ pub const LOG_LINES: u32 = 20;
 pub const LOG_WINDOW: Duration = Duration::from_secs(60);
 /// How long the program has to exit after SIGTERM before SIGKILL.
 pub const STOP_GRACE: Duration = Duration::from_secs(2);
+/// How often orphans the running program left are reaped.
+pub const REAP_EVERY: Duration = Duration::from_secs(10);
 
 /// A running program and its frames.
 pub struct CommandSource {
@@ -38,6 +40,7 @@ pub struct CommandSource {
     timeout: Duration,
     limits: ImageLimits,
     bad_frames: BadFrames,
+    last_reap: Instant,
 }
 
 impl CommandSource {
@@ -103,6 +106,7 @@ impl CommandSource {
                 timeout: Duration::ZERO,
                 limits,
                 bad_frames: BadFrames::new(BadFrames::STREAM_LIMIT),
+                last_reap: Instant::now(),
             });
             return Err(CaptureError::Transient(format!(
                 "cannot start a thread: {e}"
@@ -116,6 +120,7 @@ impl CommandSource {
             timeout: Duration::from_millis(c.frame_timeout_ms),
             limits,
             bad_frames: BadFrames::new(BadFrames::STREAM_LIMIT),
+            last_reap: Instant::now(),
         })
     }
 
@@ -186,6 +191,10 @@ impl CommandSource {
 
 impl FrameSource for CommandSource {
     fn next_frame(&mut self) -> Result<Option<Shot>, CaptureError> {
+        if self.last_reap.elapsed() >= REAP_EVERY {
+            self.last_reap = Instant::now();
+            super::lineage::reap_zombies(Some(self.child.id()));
+        }
         loop {
             let bytes = match self.slot.take(self.timeout) {
                 Taken::Frame(b) => b,

@@ -83,6 +83,14 @@ pub fn kill_lineage_except(keep: Option<u32>) -> usize {
     killed.len()
 }
 
+/// Reap the children of this process that already exited (orphans of a
+/// program, re-parented here), except `keep` (the running program, reaped by
+/// its owner). A running program that leaves orphans behind would otherwise
+/// fill the process table with zombies.
+pub fn reap_zombies(keep: Option<u32>) {
+    reap_orphans(std::process::id(), keep, &[]);
+}
+
 /// [`kill_lineage_except`] with nothing kept.
 pub fn kill_lineage() -> usize {
     kill_lineage_except(None)

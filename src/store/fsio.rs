@@ -77,6 +77,16 @@ pub(crate) fn lock_dir(dir: &Path) -> Result<File, StoreError> {
     }
 }
 
+/// Whether another process holds the lock of `dir` now. The lock file is not
+/// created when missing (then nobody holds it): a `check-config` run as root
+/// must not leave a file the daemon's user cannot open.
+pub fn is_locked(dir: &Path) -> bool {
+    let Ok(lock) = fs::OpenOptions::new().write(true).open(dir.join(LOCK)) else {
+        return false;
+    };
+    matches!(lock.try_lock(), Err(fs::TryLockError::WouldBlock))
+}
+
 /// Whether an error is "no space left on device" (ENOSPC) or "quota exceeded".
 pub fn is_disk_full(e: &StoreError) -> bool {
     match e {
