@@ -488,6 +488,15 @@ fn the_embedded_broker_needs_an_account_beyond_loopback_and_enforces_it() {
         );
         std::thread::sleep(Duration::from_millis(200));
     }
+    // The daemon itself is in (with the account) once it says so.
+    while !daemon.log_text().contains("MQTT connected") {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{}",
+            daemon.log_text()
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
     assert!(
         !raw_connect(port, "anonymous", None).1,
         "anonymous accepted"

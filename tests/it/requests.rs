@@ -393,10 +393,16 @@ async fn after_a_refused_label_teach_stores_nothing_until_a_label_is_chosen_agai
     assert_eq!(r["status"], "ok", "{r}");
     let r = c.request(BASE, "label_frame", teach.clone()).await;
     assert_eq!(r["status"], "ok", "{r}");
+    let mark = c.mark();
     let refused = c
         .request(BASE, "select_label", json!({"label": "half/open"}))
         .await;
     assert_eq!(refused["status"], "error", "{refused}");
+    // Home Assistant's select shows no choice any more.
+    c.wait_since(mark, &format!("{BASE}/default/teach_label"), 10, |m| {
+        m.text() == "None"
+    })
+    .await;
     let r = c.request(BASE, "label_frame", teach.clone()).await;
     assert_eq!(r["status"], "error", "{r}");
     assert!(

@@ -501,7 +501,13 @@ time.sleep(0.2)
             .collect::<Vec<_>>(),
         daemon.log_text()
     );
-    // And a stop leaves nothing.
+    // And a stop leaves nothing (once the daemon runs: a SIGTERM during its
+    // start-up ends it before its handler is there).
+    assert!(
+        wait_until(60, || daemon.log_text().contains("edgehead running")),
+        "{}",
+        daemon.log_text()
+    );
     let mut daemon = daemon;
     daemon.terminate(30);
     assert!(
