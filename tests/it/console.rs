@@ -10,9 +10,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 
-use crate::harness::{
-    b64, config_file, fixture_bytes, start_daemon, Client, Mosquitto, Process, BASE,
-};
+use crate::harness::{b64, fixture_bytes, start_daemon, Client, Mosquitto, Process, BASE};
 
 /// A test's password (set before the daemon starts).
 pub const PASSWORD: &str = "correct horse battery";
@@ -252,16 +250,7 @@ impl Console {
 async fn start_with_console(
     extra: &str,
 ) -> (Mosquitto, tempfile::TempDir, Process, Console, Client) {
-    let broker = Mosquitto::start();
-    let dir = tempfile::tempdir().expect("tempdir");
-    set_password(dir.path());
-    let config = config_file(dir.path(), broker.port, extra);
-    let daemon = Process::start(&config);
-    let mut c = Client::connect(broker.port, &[&format!("{BASE}/#")]).await;
-    c.wait_for(&format!("{BASE}/availability"), 60, |m| {
-        m.text() == "online"
-    })
-    .await;
+    let (broker, dir, daemon, c) = crate::harness::start_daemon_prepared(extra, set_password).await;
     let mut console = Console::of(&daemon);
     assert_eq!(console.login(PASSWORD).code, 200);
     (broker, dir, daemon, console, c)

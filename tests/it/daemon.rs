@@ -489,14 +489,7 @@ fn the_embedded_broker_needs_an_account_beyond_loopback_and_enforces_it() {
         std::thread::sleep(Duration::from_millis(200));
     }
     // The daemon itself is in (with the account) once it says so.
-    while !daemon.log_text().contains("MQTT connected") {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "{}",
-            daemon.log_text()
-        );
-        std::thread::sleep(Duration::from_millis(200));
-    }
+    daemon.wait_for_log("MQTT connected", 60);
     assert!(
         !raw_connect(port, "anonymous", None).1,
         "anonymous accepted"
@@ -526,15 +519,7 @@ fn a_refused_then_repeated_client_id_does_not_leave_the_daemon_without_a_broker(
     use_embedded_broker(&config, port);
     edit_config(&config, |t| t + "max_connections = 4\n");
     let mut daemon = Process::start(&config);
-    let deadline = std::time::Instant::now() + Duration::from_secs(60);
-    while !daemon.log_text().contains("MQTT connected") {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "{}",
-            daemon.log_text()
-        );
-        std::thread::sleep(Duration::from_millis(200));
-    }
+    daemon.wait_for_log("MQTT connected", 60);
     let mut slots = Vec::new();
     for i in 0..8 {
         let (s, ok) = raw_connect(port, &format!("filler-{i}"), None);

@@ -636,6 +636,20 @@ impl Process {
         assert_eq!(self.wait(secs), Some(0), "log:\n{}", self.log_text());
     }
 
+    /// Wait until the log holds `needle`, for at most `secs` (blocking; the log
+    /// is in the failure message).
+    pub fn wait_for_log(&self, needle: &str, secs: u64) {
+        let deadline = std::time::Instant::now() + Duration::from_secs(secs);
+        while !self.log_text().contains(needle) {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "no {needle:?} in the log within {secs} s:\n{}",
+                self.log_text()
+            );
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+
     pub fn log_text(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
@@ -702,8 +716,18 @@ pub fn fixture_bytes(name: &str) -> Vec<u8> {
 /// A broker, a daemon with `extra` config, and a client subscribed to everything
 /// below the daemon, once it is online.
 pub async fn start_daemon(extra: &str) -> (Mosquitto, tempfile::TempDir, Process, Client) {
+    start_daemon_prepared(extra, |_| {}).await
+}
+
+/// [`start_daemon`], with `prepare` run on the test's directory before the
+/// daemon starts (a console password, for instance).
+pub async fn start_daemon_prepared(
+    extra: &str,
+    prepare: impl FnOnce(&Path),
+) -> (Mosquitto, tempfile::TempDir, Process, Client) {
     let broker = Mosquitto::start();
     let dir = tempfile::tempdir().expect("tempdir");
+    prepare(dir.path());
     let config = config_file(dir.path(), broker.port, extra);
     let daemon = Process::start(&config);
     let mut c = Client::connect(broker.port, &[&format!("{BASE}/#")]).await;

@@ -503,11 +503,7 @@ time.sleep(0.2)
     );
     // And a stop leaves nothing (once the daemon runs: a SIGTERM during its
     // start-up ends it before its handler is there).
-    assert!(
-        wait_until(60, || daemon.log_text().contains("edgehead running")),
-        "{}",
-        daemon.log_text()
-    );
+    daemon.wait_for_log("edgehead running", 60);
     let mut daemon = daemon;
     daemon.terminate(30);
     assert!(
