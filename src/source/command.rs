@@ -36,6 +36,8 @@ pub const REAP_EVERY: Duration = Duration::from_secs(10);
 pub struct CommandSource {
     name: String,
     child: Child,
+    /// The marker value of this program's processes.
+    tag: super::lineage::Tag,
     slot: Arc<FrameSlot>,
     timeout: Duration,
     limits: ImageLimits,
@@ -65,7 +67,8 @@ impl CommandSource {
             }
         }
         // Every descendant inherits the marker: see [`super::lineage`].
-        cmd.env(super::lineage::MARKER, super::lineage::lineage());
+        let tag = super::lineage::Tag::new();
+        cmd.env(super::lineage::MARKER, tag.value());
         cmd.args(&c.args)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
@@ -86,8 +89,7 @@ impl CommandSource {
                 Ok(())
             });
         }
-        let mut child = cmd
-            .spawn()
+        let mut child = super::lineage::spawn_owned(&mut cmd)
             .map_err(|e| CaptureError::Transient(format!("cannot start {}: {e}", c.program)))?;
         let slot = Arc::new(FrameSlot::default());
         let (Some(stdout), Some(stderr)) = (child.stdout.take(), child.stderr.take()) else {
@@ -102,6 +104,7 @@ impl CommandSource {
             drop(Self {
                 name,
                 child,
+                tag,
                 slot,
                 timeout: Duration::ZERO,
                 limits,
@@ -116,6 +119,7 @@ impl CommandSource {
         Ok(Self {
             name,
             child,
+            tag,
             slot,
             timeout: Duration::from_millis(c.frame_timeout_ms),
             limits,
@@ -181,8 +185,9 @@ impl CommandSource {
         // SAFETY: as above; whatever is left of the group goes.
         unsafe { libc::kill(-pgid, libc::SIGKILL) };
         let _ = self.child.wait();
+        super::lineage::disown(self.child.id());
         // And whatever left the group (setsid, double fork).
-        let killed = super::lineage::kill_lineage();
+        let killed = super::lineage::kill_tagged(&self.tag);
         if killed > 0 {
             tracing::info!(program = %self.name, killed, "stopped processes the program had left running outside its group");
         }
@@ -193,7 +198,7 @@ impl FrameSource for CommandSource {
     fn next_frame(&mut self) -> Result<Option<Shot>, CaptureError> {
         if self.last_reap.elapsed() >= REAP_EVERY {
             self.last_reap = Instant::now();
-            super::lineage::reap_zombies(Some(self.child.id()));
+            super::lineage::reap_zombies();
         }
         loop {
             let bytes = match self.slot.take(self.timeout) {
@@ -386,6 +391,26 @@ mod tests {
         assert!(started.elapsed() >= Duration::from_millis(300));
         drop(s);
         // The process is gone (reaped, so no /proc entry).
+        assert!(!std::path::Path::new(&format!("/proc/{pid}")).exists());
+    }
+
+    #[test]
+    fn stopping_one_program_leaves_another_sources_program_running() {
+        // Two command sources in one process (two cameras): stopping one must
+        // not kill the other's program, nor reap it from under its owner.
+        let c = config("sleep", &["30"]);
+        let first = CommandSource::open(&c, ImageLimits::default(), 1 << 20).expect("start");
+        let second = CommandSource::open(&c, ImageLimits::default(), 1 << 20).expect("start");
+        drop(first);
+        let pid = second.child.id();
+        // Not killed and reaped by the first one's stop.
+        assert!(std::path::Path::new(&format!("/proc/{pid}")).exists());
+        assert!(
+            second.exit_status().is_none(),
+            "the other program ended: {:?}",
+            second.exit_status()
+        );
+        drop(second);
         assert!(!std::path::Path::new(&format!("/proc/{pid}")).exists());
     }
 }

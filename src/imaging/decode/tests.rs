@@ -805,9 +805,10 @@ fn fuzzed_jpegs_and_pngs_never_panic_and_stay_within_the_limits() {
     ];
     let l = limits(64, 16 << 10);
     let mut rng = fastrand::Rng::with_seed(0x5EED);
-    let started = std::time::Instant::now();
+    // A fixed number of tries, not a time budget: the same inputs on every
+    // machine, however loaded.
     let (mut ok, mut tried) = (0, 0);
-    while tried < 20_000 && started.elapsed() < std::time::Duration::from_secs(2) {
+    while tried < 1_500 {
         let mut bytes = seeds[tried % seeds.len()].clone();
         tried += 1;
         for _ in 0..rng.usize(1..=3) {
@@ -849,7 +850,6 @@ fn fuzzed_jpegs_and_pngs_never_panic_and_stay_within_the_limits() {
             Err(e) => assert!(!e.to_string().contains("panicked"), "{e}"),
         }
     }
-    assert!(tried >= 1000, "only {tried} tries in 2 s");
     assert!(ok > 0, "no mutation decoded at all in {tried} tries");
 }
 
