@@ -46,6 +46,21 @@ pub fn decode(bytes: &[u8], backbone: &BackboneId) -> Option<Vec<f32>> {
     v.iter().all(|x| x.is_finite()).then_some(v)
 }
 
+/// The feature identity (64 hex digits) an embedding file is tagged with, if
+/// `bytes` is a whole embedding file (header and as many values as it says).
+pub fn identity(bytes: &[u8]) -> Option<&str> {
+    if bytes.len() < HEADER || &bytes[..8] != MAGIC {
+        return None;
+    }
+    let dim = u32::from_le_bytes(bytes[72..76].try_into().ok()?) as usize;
+    if bytes.len() != HEADER + dim.checked_mul(4)? {
+        return None;
+    }
+    std::str::from_utf8(&bytes[8..72])
+        .ok()
+        .filter(|id| id.bytes().all(|b| b.is_ascii_hexdigit()))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

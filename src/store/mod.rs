@@ -16,10 +16,12 @@
 //! names (left by a crash between the two) are removed when the store is opened.
 //! Labels never become file names.
 //!
-//! - [`fsio`]: atomic writes, the lock, a full disk; [`embedding`]: the `.emb`
+//! - [`bundle`]: one classifier in one file, to move it between boards;
+//!   [`fsio`]: atomic writes, the lock, a full disk; [`embedding`]: the `.emb`
 //!   format; [`head_file`]: the saved head; [`recent`]: the recent crops on disk;
 //!   [`state_dir`]: the state directory with one store per classifier.
 
+pub mod bundle;
 pub mod embedding;
 pub mod fsio;
 pub mod head_file;

@@ -57,6 +57,7 @@ impl StateDir {
         let lock = lock_dir(root)?;
         let migrated = migrate_single_store(root, first)?;
         recover_journal(root)?;
+        remove_staging(&root.join(CLASSIFIERS));
         Ok((
             Self {
                 root: root.to_path_buf(),
@@ -119,6 +120,8 @@ pub const INSTALLATION_ID: &str = "installation-id";
 const JOURNAL: &str = "classifiers.journal";
 /// Prefix of a deleted classifier's directory before it is removed.
 const DELETED: &str = ".deleted-";
+/// Prefix of an imported store being staged.
+const IMPORTING: &str = ".import-";
 
 /// A change of a classifier's store and of the run-time definitions that goes
 /// together, written down before it starts so that a crash in the middle is
@@ -128,6 +131,9 @@ struct Journal {
     /// The store directory renamed (`from`, `to`), or deleted (`to` null).
     from: String,
     to: Option<String>,
+    /// A store already at `to` is deleted first (an import that replaces it).
+    #[serde(default)]
+    replace: bool,
     /// The run-time definitions once done.
     runtime: RuntimeClassifiers,
 }
@@ -174,6 +180,7 @@ impl StateDir {
         self.journaled(Journal {
             from: from.into(),
             to: Some(to.into()),
+            replace: false,
             runtime: runtime.clone(),
         })
     }
@@ -188,6 +195,44 @@ impl StateDir {
         self.journaled(Journal {
             from: name.into(),
             to: None,
+            replace: false,
+            runtime: runtime.clone(),
+        })
+    }
+
+    /// A new, empty staging directory for an imported store
+    /// (`classifiers/.import-<random>`); what a crash leaves of one is removed
+    /// at the next [`StateDir::open`].
+    pub fn staging_dir(&self) -> Result<PathBuf, StoreError> {
+        let hex = random_hex().map_err(|e| StoreError::Io {
+            path: self.root.clone(),
+            source: std::io::Error::other(e.to_string()),
+        })?;
+        let dir = self
+            .root
+            .join(CLASSIFIERS)
+            .join(format!("{IMPORTING}{hex}"));
+        fs::create_dir_all(&dir).map_err(io(&dir))?;
+        Ok(dir)
+    }
+
+    /// Move the staged store `staging` (from [`StateDir::staging_dir`]) into
+    /// place as classifier `name`'s, replacing a store already there, and save
+    /// `runtime`: crash-safe like [`StateDir::rename_classifier`].
+    pub fn install_classifier(
+        &self,
+        staging: &Path,
+        name: &str,
+        runtime: &RuntimeClassifiers,
+    ) -> Result<(), StoreError> {
+        let from = staging
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        self.journaled(Journal {
+            from,
+            to: Some(name.into()),
+            replace: true,
             runtime: runtime.clone(),
         })
     }
@@ -221,6 +266,16 @@ fn finish_journal(root: &Path, j: &Journal) -> Result<(), StoreError> {
     let dirs = root.join(CLASSIFIERS);
     let from = dirs.join(&j.from);
     if fs::symlink_metadata(&from).is_ok() {
+        if let (true, Some(to)) = (j.replace, &j.to) {
+            let old = dirs.join(to);
+            if fs::symlink_metadata(&old).is_ok() {
+                let aside = dirs.join(format!("{DELETED}{to}"));
+                if fs::symlink_metadata(&aside).is_ok() {
+                    fs::remove_dir_all(&aside).map_err(io(&aside))?;
+                }
+                fs::rename(&old, &aside).map_err(io(&aside))?;
+            }
+        }
         let target = match &j.to {
             Some(to) => dirs.join(to),
             None => dirs.join(format!("{DELETED}{}", j.from)),
@@ -249,6 +304,27 @@ fn remove_deleted(dirs: &Path) {
         if e.file_name().to_string_lossy().starts_with(DELETED) {
             if let Err(err) = fs::remove_dir_all(e.path()) {
                 tracing::warn!(dir = %e.path().display(), error = %err, "cannot remove a deleted classifier's directory");
+            }
+        }
+    }
+}
+
+/// Remove what interrupted imports left being staged (the journal, recovered
+/// before, has moved a finished one into place).
+fn remove_staging(dirs: &Path) {
+    let Ok(entries) = fs::read_dir(dirs) else {
+        return;
+    };
+    for e in entries.filter_map(Result::ok) {
+        if e.file_name().to_string_lossy().starts_with(IMPORTING) {
+            let p = e.path();
+            let removed = if p.is_dir() {
+                fs::remove_dir_all(&p)
+            } else {
+                fs::remove_file(&p)
+            };
+            if let Err(err) = removed {
+                tracing::warn!(path = %p.display(), error = %err, "cannot remove an interrupted import");
             }
         }
     }
