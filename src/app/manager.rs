@@ -20,6 +20,7 @@ use tokio::sync::{mpsc, watch};
 use tokio::task::{Id, JoinSet};
 use tokio_util::sync::CancellationToken;
 
+use super::bundles;
 use super::supervise::Ended;
 use crate::answer;
 use crate::classifier::Classifier;
@@ -32,6 +33,7 @@ use crate::learn::replies::{Replies, Seen};
 use crate::learn::{self, Envelope, Learner, Request, Router};
 use crate::mqtt::ClassifierTopics;
 use crate::names;
+use crate::store::bundle::Mode;
 use crate::store::state_dir::StateDir;
 use crate::store::{OpenReport, Store, RECENT};
 
@@ -284,6 +286,11 @@ impl Manager {
             Op::UpdateClassifier { name, change } => self.update(&name, change).await,
             Op::RenameClassifier { from, to } => self.rename(&from, &to).await,
             Op::DeleteClassifier { name } => self.delete(&name).await,
+            Op::ImportBundle {
+                bundle,
+                as_name,
+                mode,
+            } => self.import(bundle, as_name.as_deref(), mode).await,
             other => Err(bad(format!(
                 "{} is carried out by a classifier, not by the manager",
                 other.kind().name()
@@ -321,38 +328,14 @@ impl Manager {
             .ok_or_else(|| bad(format!("there is no classifier \"{name}\"")))
     }
 
-    /// Check `runtime`'s effective list as the configuration is; the spec of the
-    /// classifier named `name` in it.
+    /// Check `runtime`'s effective list as the configuration is
+    /// ([`super::bundles::check`]).
     fn check(
         &self,
         runtime: &RuntimeClassifiers,
         name: &str,
     ) -> Result<Arc<ClassifierSpec>, RequestError> {
-        let list: Vec<ClassifierConfig> = runtime
-            .effective(&self.settings.classifier_file)
-            .into_iter()
-            .map(|(c, _)| c)
-            .collect();
-        let at = list.iter().position(|c| c.name == name);
-        match self.settings.resolve(&list) {
-            Ok(specs) => at
-                .and_then(|i| specs.get(i).cloned())
-                .ok_or_else(|| bad(format!("there is no classifier \"{name}\""))),
-            Err(e) => {
-                let own = at.map(|i| format!("classifiers[{i}]."));
-                let text: Vec<String> = e
-                    .problems
-                    .iter()
-                    .map(
-                        |p| match own.as_deref().and_then(|o| p.key.strip_prefix(o)) {
-                            Some(field) => format!("{field}: {}", p.message),
-                            None => format!("{}: {}", p.key, p.message),
-                        },
-                    )
-                    .collect();
-                Err(bad(text.join("; ")))
-            }
-        }
+        super::bundles::check(&self.settings, runtime, name)
     }
 
     fn topics(&self, name: &str) -> Arc<ClassifierTopics> {
@@ -455,6 +438,109 @@ impl Manager {
         }
         self.announce_set().await;
         Ok(())
+    }
+
+    /// Import a bundle ([`super::bundles`]): the classifier of the same name (if
+    /// merged into or replaced) is stopped while its store is swapped, and
+    /// started again, on the old store when the bundle is refused.
+    async fn import(
+        &mut self,
+        bundle: bytes::Bytes,
+        as_name: Option<&str>,
+        mode: Mode,
+    ) -> Result<Value, RequestError> {
+        let def = bundles::peek(&bundle[..], &self.settings)?;
+        let target = bundles::target(&self.settings, &self.runtime, def, as_name, mode)?;
+        let running = match target.exists {
+            true => Some(self.find(&target.name)?),
+            false => None,
+        };
+        let before = running.map(|i| {
+            let l = &self.live[i];
+            (i, l.classifier.clone(), l.def.clone(), l.origin)
+        });
+        let teach_label = match running {
+            Some(i) => self.stop(i).await,
+            None => None,
+        };
+        let (state, settings, t) = (self.state.clone(), self.settings.clone(), target.clone());
+        let installed = tokio::task::spawn_blocking(move || {
+            bundles::install(&state, &settings, &t, &bundle[..], mode)
+        })
+        .await
+        .unwrap_or_else(|e| Err(bad(format!("the import failed: {e}"))));
+        let staged = match installed {
+            Ok(s) => s,
+            Err(e) => {
+                // Refused: the old store is untouched; its learner starts again.
+                if let Some((i, classifier, def, origin)) = before {
+                    let (store, report) = self.open(classifier.name())?;
+                    self.spawn_at(
+                        i,
+                        Starting {
+                            classifier,
+                            def,
+                            origin,
+                            store,
+                            report,
+                            teach_label,
+                        },
+                        false,
+                    );
+                    self.announce_set().await;
+                }
+                return Err(e);
+            }
+        };
+        self.runtime = target.runtime.clone();
+        let spec = self.check(&self.runtime, &target.name)?;
+        let (store, report) = self.open(&target.name)?;
+        let (at, classifier, origin) = match before {
+            Some((i, old, _, origin)) => (
+                i,
+                old.redefined(spec.clone(), old.topics.clone()),
+                match origin {
+                    Origin::File if mode == Mode::Replace => Origin::Edited,
+                    o => o,
+                },
+            ),
+            None => {
+                let c = Classifier::new(spec.clone(), self.topics(&target.name));
+                c.keep_recent_in(self.state.classifier_dir(&target.name).join(RECENT));
+                (self.live.len(), c, Origin::Created)
+            }
+        };
+        tracing::info!(classifier = %target.name, ?mode, added = staged.added, duplicates = staged.duplicates, samples = staged.samples, "bundle imported");
+        self.spawn_at(
+            at,
+            Starting {
+                classifier,
+                def: target.def.clone(),
+                origin,
+                store,
+                report,
+                teach_label,
+            },
+            true,
+        );
+        self.announce_set().await;
+        Ok(json!({
+            "classifier": target.name,
+            "mode": mode,
+            "added": staged.added,
+            "duplicates": staged.duplicates,
+            "samples": staged.samples,
+            "classes": staged.classes,
+            "backbone": staged.backbone,
+        }))
+    }
+
+    /// [`Manager::spawn`] into place `i` of the list.
+    fn spawn_at(&mut self, i: usize, s: Starting, retrain: bool) {
+        self.spawn(s, retrain);
+        if let Some(l) = self.live.pop() {
+            self.live.insert(i.min(self.live.len()), l);
+        }
     }
 
     async fn rename(&mut self, from: &str, to: &str) -> Result<Value, RequestError> {

@@ -8,6 +8,7 @@
 //! - [`status`]: the status topic, the summary line and systemd's watchdog;
 //!   [`supervise`]: the tasks, watched together and stopped in order.
 
+pub mod bundles;
 pub mod manager;
 mod status;
 mod supervise;

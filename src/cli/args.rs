@@ -50,9 +50,42 @@ pub enum Command {
     /// through the real pipeline with two classifiers; print backbone runs per
     /// minute, CPU per minute and the delay from the change to the new label.
     BenchScene(BenchSceneArgs),
+    /// Write a classifier (definition, samples, embeddings, head) to one
+    /// bundle file; works beside a running daemon.
+    Export(ExportArgs),
+    /// Read a bundle into the state directory (the daemon stopped; a running
+    /// daemon imports through the console or MQTT) and retrain at the next start.
+    Import(ImportArgs),
     /// Set the console's password (stored hashed in the state directory; the
     /// sessions logged in with the old one end).
     SetPassword(SetPasswordArgs),
+}
+
+/// `edgehead export`.
+#[derive(Args, Debug, Clone)]
+pub struct ExportArgs {
+    /// The classifier to export (default: the first).
+    #[arg(long)]
+    pub classifier: Option<String>,
+    /// The bundle file to write (a gzip-compressed tar; see docs/bundles.md).
+    pub file: PathBuf,
+}
+
+/// `edgehead import`.
+#[derive(Args, Debug, Clone)]
+pub struct ImportArgs {
+    /// The bundle file to read.
+    pub file: PathBuf,
+    /// Import under this name instead of the bundle's.
+    #[arg(long = "as")]
+    pub as_name: Option<String>,
+    /// A classifier of the same name exists: keep its samples and definition
+    /// and add the bundle's (images it has already are skipped).
+    #[arg(long, conflicts_with = "replace")]
+    pub merge: bool,
+    /// A classifier of the same name exists: replace it whole.
+    #[arg(long)]
+    pub replace: bool,
 }
 
 /// `edgehead set-password`.

@@ -3,6 +3,7 @@
 //! 0 success, 1 failure while running, 2 bad configuration or a start-up problem.
 
 pub mod args;
+mod bundles;
 mod commands;
 
 use std::io::IsTerminal;
@@ -75,6 +76,8 @@ pub fn main() -> ExitCode {
         Command::BenchGate(a) => commands::bench_gate(&settings, &a),
         Command::BenchSource(a) => commands::bench_source(&settings, &a),
         Command::SetPassword(a) => commands::set_password(&settings, &a),
+        Command::Export(a) => bundles::export(&settings, &a),
+        Command::Import(a) => bundles::import(&settings, &a),
         Command::PrintConfig | Command::Devices => Ok(()),
     };
     match result {

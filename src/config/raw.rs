@@ -111,6 +111,11 @@ pub struct LearnConfig {
     /// Operations refused by every route, MQTT and the console alike (for
     /// instance `reset`, `delete_class`, `delete_classifier`).
     pub disabled_operations: Vec<String>,
+    /// Largest bundle accepted by an import, in MiB: what it may inflate to,
+    /// and (over HTTP, held in memory) what may be uploaded. Checked while
+    /// reading, so a compressed bomb is refused before it fills the disk. 128
+    /// fits a 512 MB board and about 5,000 samples.
+    pub max_bundle_mib: u64,
 }
 
 impl Default for LearnConfig {
@@ -126,6 +131,7 @@ impl Default for LearnConfig {
             thumbnail_side: 320,
             queue: 16,
             disabled_operations: Vec::new(),
+            max_bundle_mib: 128,
         }
     }
 }

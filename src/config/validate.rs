@@ -240,6 +240,7 @@ fn check_learn(c: &mut Checker, l: &LearnConfig) {
     c.range("learn.max_classes", l.max_classes, 1, 10_000);
     c.range("learn.max_samples", l.max_samples, 1, 1_000_000);
     c.range("learn.max_image_bytes", l.max_image_bytes, 1024, 256 << 20);
+    c.range("learn.max_bundle_mib", l.max_bundle_mib, 1, 64 << 10);
     c.range("learn.max_image_side", l.max_image_side, 16, 65_535);
     // A 32-bit board cannot address more than about 3 GiB in one process.
     let max_budget = if cfg!(target_pointer_width = "32") {

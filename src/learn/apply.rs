@@ -65,7 +65,8 @@ impl Learner {
             | Op::CreateClassifier { .. }
             | Op::UpdateClassifier { .. }
             | Op::RenameClassifier { .. }
-            | Op::DeleteClassifier { .. } => {
+            | Op::DeleteClassifier { .. }
+            | Op::ImportBundle { .. } => {
                 return Err(bad(format!(
                     "{} is carried out by the classifier manager, not by a classifier",
                     op.kind().name()

@@ -4,6 +4,7 @@
 mod backbone;
 mod broker;
 mod browser;
+mod bundles;
 mod classifiers;
 mod console;
 mod daemon;

@@ -82,6 +82,7 @@ pub enum OpKind {
     Classify,
     History,
     StopLabelFrame,
+    ImportBundle,
 }
 
 /// The operations `learn.disabled_operations` names, checked. Errors: a name
@@ -102,7 +103,7 @@ pub fn disabled_operations(names: &[String]) -> Result<Vec<OpKind>, String> {
 
 impl OpKind {
     /// Every operation, in the order the documentation lists them.
-    pub const ALL: [OpKind; 26] = [
+    pub const ALL: [OpKind; 27] = [
         OpKind::AddSample,
         OpKind::LabelFrame,
         OpKind::Classes,
@@ -129,6 +130,7 @@ impl OpKind {
         OpKind::Classify,
         OpKind::History,
         OpKind::StopLabelFrame,
+        OpKind::ImportBundle,
     ];
 
     /// The name in topics (`request/<name>`), answers and logs.
@@ -160,6 +162,7 @@ impl OpKind {
             OpKind::Classify => "classify",
             OpKind::History => "history",
             OpKind::StopLabelFrame => "stop_label_frame",
+            OpKind::ImportBundle => "import_bundle",
         }
     }
 
@@ -196,6 +199,7 @@ impl OpKind {
                 | OpKind::UpdateClassifier
                 | OpKind::RenameClassifier
                 | OpKind::DeleteClassifier
+                | OpKind::ImportBundle
         )
     }
 
@@ -328,6 +332,15 @@ pub enum Op {
     History,
     /// End a running `label_frame` now; it answers with what it stored.
     StopLabelFrame,
+    /// Import a bundle ([`crate::store::bundle`]): a new classifier, or merged
+    /// into or replacing the one of the same name.
+    ImportBundle {
+        /// The bundle file's bytes (checked when applied, as untrusted input).
+        bundle: Bytes,
+        /// Import under this name instead of the bundle's.
+        as_name: Option<String>,
+        mode: crate::store::bundle::Mode,
+    },
 }
 
 /// The parts of a classifier's definition an `update_classifier` replaces; the
@@ -397,6 +410,7 @@ impl Op {
             Op::Classify { .. } => OpKind::Classify,
             Op::History => OpKind::History,
             Op::StopLabelFrame => OpKind::StopLabelFrame,
+            Op::ImportBundle { .. } => OpKind::ImportBundle,
         }
     }
 }
@@ -644,7 +658,7 @@ pub fn from_body(kind: OpKind, b: Body) -> Result<Op, RequestError> {
                 name: b.string("name")?.to_string(),
             }
         }
-        OpKind::AddSample | OpKind::LabelFrame | OpKind::Classify => {
+        OpKind::AddSample | OpKind::LabelFrame | OpKind::Classify | OpKind::ImportBundle => {
             return Err(bad(format!("{} needs its own parser", kind.name())))
         }
     })

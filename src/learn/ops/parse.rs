@@ -25,8 +25,9 @@ pub fn parse(
     let kind = OpKind::from_name(op);
     // `add_sample` takes raw image bytes and `select_label` plain text: only a
     // payload that looks like JSON is parsed as JSON for them.
-    let raw = kind.is_some_and(|k| k.takes_raw_image() || k == OpKind::SelectLabel)
-        && payload.first() != Some(&b'{');
+    let raw = kind.is_some_and(|k| {
+        k.takes_raw_image() || k == OpKind::SelectLabel || k == OpKind::ImportBundle
+    }) && payload.first() != Some(&b'{');
     let json = if raw {
         Ok(Body::default())
     } else {
@@ -55,7 +56,10 @@ pub fn parse(
             OpKind::names()
         )))
     })?;
-    if let (Some(a), false) = (arg, kind.takes_label_level()) {
+    if let (Some(a), false) = (
+        arg,
+        kind.takes_label_level() || kind == OpKind::ImportBundle,
+    ) {
         return Err(refuse(bad(format!(
             "{op} takes no further topic level (got \"{a}\")"
         ))));
@@ -67,6 +71,8 @@ pub fn parse(
         (OpKind::SelectLabel, true) => plain_label(payload),
         (OpKind::AddSample, false) => json.and_then(|b| json_sample(arg, b, limits)),
         (OpKind::LabelFrame, _) => json.and_then(|b| label_frame(arg, b)),
+        (OpKind::ImportBundle, true) => import_bundle(arg, Bytes::copy_from_slice(payload), None),
+        (OpKind::ImportBundle, false) => json.and_then(|b| json_import_bundle(arg, b)),
         (other, _) => json.and_then(|b| from_body(other, b)),
     };
     let topic = match arg {
@@ -203,4 +209,55 @@ fn base64_image(text: &str, max_bytes: usize) -> Result<Bytes, RequestError> {
         .decode(text.trim())
         .map(Bytes::from)
         .map_err(|e| bad(format!("\"image\" is not base64: {e}")))
+}
+
+/// `import_bundle`: the bundle file as the payload, the mode as a further
+/// level (`import_bundle/merge`, `import_bundle/replace`; none: a new
+/// classifier).
+fn import_bundle(
+    arg: Option<&str>,
+    bundle: Bytes,
+    as_name: Option<String>,
+) -> Result<Op, RequestError> {
+    use crate::store::bundle::Mode;
+    let mode = match arg {
+        None | Some("new") => Mode::New,
+        Some("merge") => Mode::Merge,
+        Some("replace") => Mode::Replace,
+        Some(other) => {
+            return Err(bad(format!(
+                "import_bundle/{other}: the level is new, merge or replace"
+            )))
+        }
+    };
+    if bundle.is_empty() {
+        return Err(bad("the payload must be a bundle file (docs/bundles.md)"));
+    }
+    let as_name = as_name
+        .map(|n| names::normalize_classifier_name(&n))
+        .transpose()?;
+    Ok(Op::ImportBundle {
+        bundle,
+        as_name,
+        mode,
+    })
+}
+
+/// `import_bundle` as a JSON object: `bundle` (base64), `as`, `mode`.
+fn json_import_bundle(arg: Option<&str>, b: Body) -> Result<Op, RequestError> {
+    b.only(&["bundle", "as", "mode"])?;
+    let mode = b.optional_string("mode")?;
+    if mode.is_some() && arg.is_some() {
+        return Err(bad(
+            "give the mode in the topic or in the payload, not both",
+        ));
+    }
+    let bundle = base64::engine::general_purpose::STANDARD
+        .decode(b.string("bundle")?)
+        .map_err(|e| bad(format!("\"bundle\" is not base64: {e}")))?;
+    import_bundle(
+        mode.as_deref().or(arg),
+        Bytes::from(bundle),
+        b.optional_string("as")?,
+    )
 }

@@ -41,7 +41,7 @@ mod stage;
 mod tests;
 
 pub use export::{export, Exported};
-pub use stage::{stage, ImportLimits, Mode, Staged};
+pub use stage::{peek, stage, ImportLimits, Mode, Staged};
 
 use serde::{Deserialize, Serialize};
 

@@ -150,6 +150,32 @@ pub fn stage(
     plan.finish(staging, merge_with, limits)
 }
 
+/// The classifier definition of the bundle from `reader`, reading its first
+/// entry only (`bundle.json`, checked as [`stage`] checks it).
+pub fn peek(reader: impl Read, limits: &ImportLimits) -> Result<ClassifierConfig, BundleError> {
+    let counted = Counted {
+        inner: GzDecoder::new(reader),
+        left: limits.max_bytes,
+    };
+    let mut archive = tar::Archive::new(counted);
+    let mut entries = archive
+        .entries()
+        .map_err(|e| refused(format!("not a bundle (a gzip-compressed tar): {e}")))?;
+    let mut entry = entries
+        .next()
+        .ok_or_else(|| refused("the bundle is empty"))?
+        .map_err(|e| unreadable(&e))?;
+    let name = entry_name(&entry)?;
+    if name != MANIFEST_ENTRY {
+        return Err(refused(format!(
+            "the first entry is {name}, not {MANIFEST_ENTRY}"
+        )));
+    }
+    let size = entry.header().size().map_err(|e| unreadable(&e))?;
+    let json = read_entry(&mut entry, size, MAX_MANIFEST_BYTES, &name)?;
+    Ok(Plan::new(&json, limits, None, false)?.def)
+}
+
 /// What the manifest says the bundle holds, and what became of it so far.
 struct Plan {
     bundle: BundleManifest,
