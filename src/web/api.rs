@@ -12,6 +12,7 @@
 //! | `GET|POST /api/ops/<op>` | operations on the set (`classifiers`, `create_classifier`, ...) |
 //! | `GET|POST /api/classifiers/<name>/<op>[/<label>]` | a classifier's operations |
 //! | `GET /api/classifiers/<name>/samples/<id>.jpg`, `.../recent/<id>.jpg` | images |
+//! | `GET /api/classifiers/<name>/bundle`, `POST /api/bundles` | bundles ([`super::bundles`]) |
 //!
 //! Everything under `/api/` but the login needs a session; every `POST` needs the
 //! session's CSRF token in `X-CSRF-Token`, and a request whose `Origin` is not
@@ -54,6 +55,16 @@ pub fn router(web: Arc<Web>) -> Router {
         .route("/api/live.mjpeg", get(live::mjpeg))
         .route("/api/frame.jpg", get(live::frame))
         .route("/api/ops/{op}", get(manager_op).post(manager_op))
+        .route(
+            "/api/bundles",
+            post(super::bundles::import).layer(DefaultBodyLimit::max(
+                usize::try_from(web.learn.max_bundle_mib << 20).unwrap_or(usize::MAX),
+            )),
+        )
+        .route(
+            "/api/classifiers/{name}/bundle",
+            get(super::bundles::export),
+        )
         .route("/api/classifiers/{name}/samples/{file}", get(sample_image))
         .route("/api/classifiers/{name}/recent/{file}", get(recent_image))
         .route(
@@ -87,7 +98,7 @@ async fn not_found() -> Response {
 }
 
 /// A JSON answer with `code`.
-fn json_response(code: StatusCode, body: &Value) -> Response {
+pub(super) fn json_response(code: StatusCode, body: &Value) -> Response {
     let mut r = (code, body.to_string()).into_response();
     r.headers_mut().insert(
         header::CONTENT_TYPE,
@@ -99,7 +110,7 @@ fn json_response(code: StatusCode, body: &Value) -> Response {
 }
 
 /// A refusal in the answer envelope, with `code`.
-fn error(code: StatusCode, message: &str) -> Response {
+pub(super) fn error(code: StatusCode, message: &str) -> Response {
     json_response(code, &answer::error(message, None))
 }
 
@@ -323,17 +334,27 @@ pub async fn submit(
     arg: Option<&str>,
     payload: Bytes,
 ) -> (StatusCode, Value) {
+    let input = Input::Raw(Raw {
+        op: op.to_string(),
+        arg: arg.map(str::to_string),
+        payload,
+        dup: false,
+    });
+    submit_input(web, classifier, OpKind::from_name(op), input).await
+}
+
+/// [`submit`] of a request as it came (`Raw`) or parsed already.
+pub async fn submit_input(
+    web: &Web,
+    classifier: Option<&str>,
+    kind: Option<OpKind>,
+    input: Input,
+) -> (StatusCode, Value) {
     let (tx, rx) = oneshot::channel();
     let request = LearnRequest {
-        input: Input::Raw(Raw {
-            op: op.to_string(),
-            arg: arg.map(str::to_string),
-            payload,
-            dup: false,
-        }),
+        input,
         reply: ReplyTo::Channel(tx),
     };
-    let kind = OpKind::from_name(op);
     if let Err(why) = web.handles.router.try_submit(classifier, kind, request) {
         let code = if why == BUSY || why == SHUTTING_DOWN {
             StatusCode::SERVICE_UNAVAILABLE
@@ -359,7 +380,7 @@ pub async fn submit(
         .is_some_and(|e| e.starts_with("busy"))
     {
         StatusCode::SERVICE_UNAVAILABLE
-    } else if OpKind::from_name(op).is_none() {
+    } else if kind.is_none() {
         StatusCode::NOT_FOUND
     } else {
         StatusCode::BAD_REQUEST

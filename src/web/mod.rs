@@ -13,6 +13,7 @@
 pub mod api;
 pub mod assets;
 pub mod auth;
+pub mod bundles;
 pub mod events;
 pub mod live;
 pub mod server;
@@ -152,6 +153,8 @@ pub struct Web {
     pub live: live::Live,
     pub history: events::History,
     pub started: Instant,
+    /// The state directory (bundles are exported from it).
+    pub state_dir: std::path::PathBuf,
     /// Ends event streams and live views at shutdown.
     pub stop: CancellationToken,
 }
@@ -171,6 +174,7 @@ pub async fn run(bound: Bound, settings: Arc<Settings>, handles: Handles, stop: 
         learn: settings.learn.clone(),
         tls: bound.tls.is_some(),
         started: Instant::now(),
+        state_dir: settings.state_dir().to_path_buf(),
         stop: stop.clone(),
     });
     tokio::spawn(live::encoder(web.clone()));

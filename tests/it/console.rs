@@ -751,3 +751,34 @@ async fn disabled_operations_are_refused_over_mqtt_and_the_console_alike() {
         &["learn.disabled_operations", "\"rest\""],
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_classifier_downloads_as_a_bundle_and_uploads_as_a_new_one() {
+    let (_broker, _dir, _daemon, console, mut c) = start_with_console("").await;
+    crate::harness::teach_hat_and_shoes(&mut c).await;
+    let file = console.get("/api/classifiers/default/bundle");
+    assert_eq!(file.code, 200, "{:?}", file.body);
+    assert_eq!(file.header("content-type"), Some("application/gzip"));
+    assert!(
+        file.header("content-disposition")
+            .is_some_and(|d| d.contains("default.edgehead.tar.gz")),
+        "{:?}",
+        file.headers
+    );
+    assert_eq!(console.get("/api/classifiers/nope/bundle").code, 404);
+    let bad_mode = console.post("/api/bundles?mode=bogus", &file.bytes, "application/gzip");
+    assert_eq!(bad_mode.code, 400, "{:?}", bad_mode.body);
+    let taken = console.post("/api/bundles?as=copy", &file.bytes, "application/gzip");
+    assert_eq!(taken.code, 200, "{:?}", taken.body);
+    assert_eq!(taken.body["data"]["added"], 2, "{:?}", taken.body);
+    assert_eq!(console.samples("copy"), 2);
+    // Not a bundle: refused, nothing new.
+    let junk = console.post("/api/bundles?as=junk", b"not a bundle", "application/gzip");
+    assert_eq!(junk.code, 400, "{:?}", junk.body);
+    assert!(junk.error().contains("bundle refused"), "{:?}", junk.body);
+    let list = console.get("/api/ops/classifiers");
+    assert_eq!(
+        list.body["data"]["classifiers"].as_array().map(Vec::len),
+        Some(2)
+    );
+}
