@@ -46,6 +46,27 @@ struct Live {
     tx: mpsc::Sender<Request>,
 }
 
+/// A classifier whose learner was stopped: what starting it again takes
+/// ([`Manager::resume`]).
+struct Stopped {
+    /// Its place in the list.
+    at: usize,
+    classifier: Classifier,
+    def: ClassifierConfig,
+    origin: Origin,
+    teach_label: Option<String>,
+}
+
+impl Stopped {
+    /// The origin once its definition is changed at run time.
+    fn edited(&self) -> Origin {
+        match self.origin {
+            Origin::File => Origin::Edited,
+            o => o,
+        }
+    }
+}
+
 /// A classifier's store opened at start, with its definition.
 pub struct Starting {
     pub classifier: Classifier,
@@ -209,11 +230,23 @@ impl Manager {
     }
 
     /// Stop the learner of `live[i]` (its queue closes, its last requests are
-    /// answered) and wait for it; returns its teach label.
-    async fn stop(&mut self, i: usize) -> Option<String> {
+    /// answered) and wait for it; returns what starting it again takes.
+    async fn stop(&mut self, i: usize) -> Stopped {
         let live = self.live.remove(i);
-        let name = live.classifier.name().to_string();
         drop(live.tx);
+        let teach_label = self.join(live.classifier.name()).await;
+        Stopped {
+            at: i,
+            classifier: live.classifier,
+            def: live.def,
+            origin: live.origin,
+            teach_label,
+        }
+    }
+
+    /// Tell the router the set without the stopped classifier, wait for the
+    /// learner of `name` to end; its teach label.
+    async fn join(&mut self, name: &str) -> Option<String> {
         self.router.set_classifiers(
             self.live
                 .iter()
@@ -223,7 +256,7 @@ impl Manager {
         let id = self
             .tasks
             .iter()
-            .find_map(|(id, n)| (*n == name).then_some(*id))?;
+            .find_map(|(id, n)| (n == name).then_some(*id))?;
         while let Some(ended) = self.learners.join_next_with_id().await {
             let this = match &ended {
                 Ok((eid, _)) => *eid == id,
@@ -415,26 +448,38 @@ impl Manager {
         def: ClassifierConfig,
         retrain: bool,
     ) -> Result<(), RequestError> {
-        let origin = match self.live[i].origin {
-            Origin::File => Origin::Edited,
-            o => o,
-        };
-        let teach_label = self.stop(i).await;
-        let (store, report) = self.open(classifier.name())?;
-        self.spawn(
-            Starting {
+        let stopped = self.stop(i).await;
+        let origin = stopped.edited();
+        self.resume(
+            Stopped {
                 classifier,
                 def,
                 origin,
+                ..stopped
+            },
+            retrain,
+        )
+        .await
+    }
+
+    /// Open the store of `s`'s classifier, start its learner in its place and
+    /// tell the router, the pipeline and the bridge.
+    async fn resume(&mut self, s: Stopped, retrain: bool) -> Result<(), RequestError> {
+        let (store, report) = self.open(s.classifier.name())?;
+        self.spawn(
+            Starting {
+                classifier: s.classifier,
+                def: s.def,
+                origin: s.origin,
                 store,
                 report,
-                teach_label,
+                teach_label: s.teach_label,
             },
             retrain,
         );
-        // `spawn` appends: move it back to its place.
+        // `spawn` appends: move it to its place.
         if let Some(l) = self.live.pop() {
-            self.live.insert(i, l);
+            self.live.insert(s.at.min(self.live.len()), l);
         }
         self.announce_set().await;
         Ok(())
@@ -451,17 +496,12 @@ impl Manager {
     ) -> Result<Value, RequestError> {
         let def = bundles::peek(&bundle[..], &self.settings)?;
         let target = bundles::target(&self.settings, &self.runtime, def, as_name, mode)?;
-        let running = match target.exists {
-            true => Some(self.find(&target.name)?),
+        let stopped = match target.exists {
+            true => {
+                let i = self.find(&target.name)?;
+                Some(self.stop(i).await)
+            }
             false => None,
-        };
-        let before = running.map(|i| {
-            let l = &self.live[i];
-            (i, l.classifier.clone(), l.def.clone(), l.origin)
-        });
-        let teach_label = match running {
-            Some(i) => self.stop(i).await,
-            None => None,
         };
         let (state, settings, t) = (self.state.clone(), self.settings.clone(), target.clone());
         let installed = tokio::task::spawn_blocking(move || {
@@ -473,57 +513,38 @@ impl Manager {
             Ok(s) => s,
             Err(e) => {
                 // Refused: the old store is untouched; its learner starts again.
-                if let Some((i, classifier, def, origin)) = before {
-                    let (store, report) = self.open(classifier.name())?;
-                    self.spawn_at(
-                        i,
-                        Starting {
-                            classifier,
-                            def,
-                            origin,
-                            store,
-                            report,
-                            teach_label,
-                        },
-                        false,
-                    );
-                    self.announce_set().await;
+                if let Some(s) = stopped {
+                    self.resume(s, false).await?;
                 }
                 return Err(e);
             }
         };
         self.runtime = target.runtime.clone();
         let spec = self.check(&self.runtime, &target.name)?;
-        let (store, report) = self.open(&target.name)?;
-        let (at, classifier, origin) = match before {
-            Some((i, old, _, origin)) => (
-                i,
-                old.redefined(spec.clone(), old.topics.clone()),
-                match origin {
-                    Origin::File if mode == Mode::Replace => Origin::Edited,
-                    o => o,
+        let resumed = match stopped {
+            Some(s) => Stopped {
+                classifier: s.classifier.redefined(spec, s.classifier.topics.clone()),
+                def: target.def.clone(),
+                origin: match mode {
+                    Mode::Replace => s.edited(),
+                    _ => s.origin,
                 },
-            ),
+                ..s
+            },
             None => {
-                let c = Classifier::new(spec.clone(), self.topics(&target.name));
+                let c = Classifier::new(spec, self.topics(&target.name));
                 c.keep_recent_in(self.state.classifier_dir(&target.name).join(RECENT));
-                (self.live.len(), c, Origin::Created)
+                Stopped {
+                    at: self.live.len(),
+                    classifier: c,
+                    def: target.def.clone(),
+                    origin: Origin::Created,
+                    teach_label: None,
+                }
             }
         };
         tracing::info!(classifier = %target.name, ?mode, added = staged.added, duplicates = staged.duplicates, samples = staged.samples, "bundle imported");
-        self.spawn_at(
-            at,
-            Starting {
-                classifier,
-                def: target.def.clone(),
-                origin,
-                store,
-                report,
-                teach_label,
-            },
-            true,
-        );
-        self.announce_set().await;
+        self.resume(resumed, true).await?;
         Ok(json!({
             "classifier": target.name,
             "mode": mode,
@@ -533,14 +554,6 @@ impl Manager {
             "classes": staged.classes,
             "backbone": staged.backbone,
         }))
-    }
-
-    /// [`Manager::spawn`] into place `i` of the list.
-    fn spawn_at(&mut self, i: usize, s: Starting, retrain: bool) {
-        self.spawn(s, retrain);
-        if let Some(l) = self.live.pop() {
-            self.live.insert(i.min(self.live.len()), l);
-        }
     }
 
     async fn rename(&mut self, from: &str, to: &str) -> Result<Value, RequestError> {
@@ -558,18 +571,15 @@ impl Manager {
             .replace(&self.settings.classifier_file, &from, def.clone())
             .map_err(|e| bad(e.0))?;
         let spec = self.check(&runtime, to)?;
-        let classifier = self.live[i]
-            .classifier
-            .redefined(spec.clone(), self.topics(to));
-        let origin = match self.live[i].origin {
-            Origin::File => Origin::Edited,
-            o => o,
-        };
-        let teach_label = self.stop(i).await;
+        let stopped = self.stop(i).await;
         // The pipeline may still be pushing a recent crop: the list's lock is
         // held while the store moves, so none lands in the old directory.
         let moved = {
-            let mut recent = classifier.recent.lock().unwrap_or_else(|p| p.into_inner());
+            let mut recent = stopped
+                .classifier
+                .recent
+                .lock()
+                .unwrap_or_else(|p| p.into_inner());
             let moved = self.state.rename_classifier(&from, to, &runtime);
             if moved.is_ok() {
                 recent.moved_to(self.state.classifier_dir(to).join(RECENT));
@@ -577,42 +587,24 @@ impl Manager {
             moved
         };
         if let Err(e) = moved {
-            // Nothing moved: the classifier goes on under its old name.
-            let (store, report) = self.open(&from)?;
-            self.spawn(
-                Starting {
-                    classifier: self.live_classifier_named(&from, &classifier),
-                    def: ClassifierConfig {
-                        name: from.clone(),
-                        ..def
-                    },
-                    origin,
-                    store,
-                    report,
-                    teach_label,
-                },
-                false,
-            );
-            self.announce_set().await;
+            // Nothing moved: the classifier goes on under its old name, in its place.
+            self.resume(stopped, false).await?;
             return Err(bad(format!("cannot rename the classifier's store: {e}")));
         }
         self.runtime = runtime;
-        let (store, report) = self.open(to)?;
-        self.spawn(
-            Starting {
+        let teach_label = stopped.teach_label.clone();
+        let origin = stopped.edited();
+        let classifier = stopped.classifier.redefined(spec.clone(), self.topics(to));
+        self.resume(
+            Stopped {
                 classifier,
                 def,
                 origin,
-                store,
-                report,
-                teach_label: teach_label.clone(),
+                ..stopped
             },
             false,
-        );
-        if let Some(l) = self.live.pop() {
-            self.live.insert(i, l);
-        }
-        self.announce_set().await;
+        )
+        .await?;
         if let Some(label) = teach_label {
             self.shared
                 .notifier
@@ -624,13 +616,6 @@ impl Manager {
         }
         tracing::info!(from = %from, to, "classifier renamed");
         Ok(spec.describe())
-    }
-
-    /// `classifier` (with the new definition) under the old name `from` again.
-    fn live_classifier_named(&self, from: &str, classifier: &Classifier) -> Classifier {
-        let mut spec = (*classifier.spec).clone();
-        spec.name = from.to_string();
-        classifier.redefined(Arc::new(spec), self.topics(from))
     }
 
     async fn delete(&mut self, name: &str) -> Result<Value, RequestError> {
@@ -645,12 +630,14 @@ impl Manager {
         runtime
             .delete(&self.settings.classifier_file, &name)
             .map_err(|e| bad(e.0))?;
-        let stopped = self.live[i].classifier.clone();
-        let (def, origin) = (self.live[i].def.clone(), self.live[i].origin);
-        let teach_label = self.stop(i).await;
+        let stopped = self.stop(i).await;
         // As in a rename: no recent crop may recreate the deleted directory.
         let deleted = {
-            let mut recent = stopped.recent.lock().unwrap_or_else(|p| p.into_inner());
+            let mut recent = stopped
+                .classifier
+                .recent
+                .lock()
+                .unwrap_or_else(|p| p.into_inner());
             let deleted = self.state.delete_classifier(&name, &runtime);
             if deleted.is_ok() {
                 recent.forget_files();
@@ -658,23 +645,8 @@ impl Manager {
             deleted
         };
         if let Err(e) = deleted {
-            // Nothing was deleted: the classifier goes on.
-            let (store, report) = self.open(&name)?;
-            self.spawn(
-                Starting {
-                    classifier: stopped,
-                    def,
-                    origin,
-                    store,
-                    report,
-                    teach_label,
-                },
-                false,
-            );
-            if let Some(l) = self.live.pop() {
-                self.live.insert(i, l);
-            }
-            self.announce_set().await;
+            // Nothing was deleted: the classifier goes on, in its place.
+            self.resume(stopped, false).await?;
             return Err(bad(format!("cannot delete the classifier's store: {e}")));
         }
         self.runtime = runtime;
