@@ -10,11 +10,12 @@ use crate::app::bundles;
 use crate::config::Settings;
 use crate::names;
 use crate::store::bundle::{self, Mode};
+use crate::store::fsio;
 use crate::store::state_dir::{self, StateDir};
 use crate::store::StoreError;
 
-/// Write the classifier's bundle to the file, atomically (a temporary file
-/// beside it, renamed). Reads the state directory without locking it.
+/// Write the classifier's bundle to the file, atomically ([`fsio::write_atomic_with`]).
+/// Reads the state directory without locking it.
 pub fn export(settings: &Settings, a: &ExportArgs) -> anyhow::Result<()> {
     let root = settings.state_dir();
     let list = state_dir::read_runtime(root)?.effective(&settings.classifier_file);
@@ -36,33 +37,14 @@ pub fn export(settings: &Settings, a: &ExportArgs) -> anyhow::Result<()> {
         )
     })?;
     let dir = state_dir::classifier_dir(root, &def.name);
-    let name = a
-        .file
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_else(|| "bundle".into());
-    let tmp = a.file.with_file_name(format!(".{name}.tmp"));
-    let written = std::fs::File::create(&tmp)
-        .with_context(|| format!("cannot write {}", tmp.display()))
-        .and_then(|f| {
-            let mut w = std::io::BufWriter::new(f);
-            let r = bundle::export(&dir, &def, &mut w)?;
-            let f = w.into_inner().map_err(|e| e.into_error())?;
-            f.sync_all()?;
-            Ok(r)
-        })
-        .and_then(|r| {
-            std::fs::rename(&tmp, &a.file)
-                .with_context(|| format!("cannot write {}", a.file.display()))?;
-            Ok(r)
-        });
-    let r = match written {
-        Ok(r) => r,
-        Err(e) => {
-            let _ = std::fs::remove_file(&tmp);
-            return Err(e);
-        }
-    };
+    let mut exported = None;
+    fsio::write_atomic_with(&a.file, 0o666, |f| {
+        let mut w = std::io::BufWriter::new(f);
+        exported = Some(bundle::export(&dir, &def, &mut w).map_err(std::io::Error::other)?);
+        w.flush()
+    })
+    .with_context(|| format!("cannot write {}", a.file.display()))?;
+    let r = exported.context("nothing exported")?;
     let size = std::fs::metadata(&a.file).map(|m| m.len()).unwrap_or(0);
     println!(
         "exported classifier \"{}\": {} samples in {} classes{}, {} bytes, to {}",

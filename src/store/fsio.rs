@@ -29,6 +29,16 @@ pub fn write_atomic_private(path: &Path, bytes: &[u8]) -> Result<(), StoreError>
 }
 
 fn write_atomic_mode(path: &Path, bytes: &[u8], mode: u32) -> Result<(), StoreError> {
+    write_atomic_with(path, mode, |f| f.write_all(bytes))
+}
+
+/// [`write_atomic`] of what `write` writes into the temporary file (a file too
+/// large to hold in memory, written as it is made), with permissions `mode`.
+pub fn write_atomic_with(
+    path: &Path,
+    mode: u32,
+    write: impl FnOnce(&mut File) -> std::io::Result<()>,
+) -> Result<(), StoreError> {
     use std::os::unix::fs::OpenOptionsExt;
     let dir = path.parent().unwrap_or(Path::new("."));
     let name = path
@@ -43,7 +53,7 @@ fn write_atomic_mode(path: &Path, bytes: &[u8], mode: u32) -> Result<(), StoreEr
         .mode(mode)
         .open(&tmp)
         .and_then(|mut f| {
-            f.write_all(bytes)?;
+            write(&mut f)?;
             f.sync_all()
         })
         .map_err(io(&tmp))

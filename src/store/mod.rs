@@ -258,22 +258,7 @@ impl Store {
 
     /// Classes and their sample counts, in the order their first sample was added.
     pub fn classes(&self) -> Vec<(String, usize)> {
-        let mut order: Vec<String> = Vec::new();
-        let mut counts: BTreeMap<&str, usize> = BTreeMap::new();
-        for s in &self.manifest.samples {
-            let n = counts.entry(&s.label).or_insert(0);
-            if *n == 0 {
-                order.push(s.label.clone());
-            }
-            *n += 1;
-        }
-        order
-            .into_iter()
-            .map(|l| {
-                let n = counts.get(l.as_str()).copied().unwrap_or(0);
-                (l, n)
-            })
-            .collect()
+        class_counts(&self.manifest.samples)
     }
 
     fn thumbnail_path(&self, id: u64) -> PathBuf {
@@ -522,6 +507,27 @@ impl Store {
             &embedding::encode(backbone, features),
         )
     }
+}
+
+/// The classes of `samples` with their sample counts, in the order their first
+/// sample comes.
+fn class_counts<'a>(samples: impl IntoIterator<Item = &'a SampleMeta>) -> Vec<(String, usize)> {
+    let mut order: Vec<String> = Vec::new();
+    let mut counts: BTreeMap<&str, usize> = BTreeMap::new();
+    for s in samples {
+        let n = counts.entry(&s.label).or_insert(0);
+        if *n == 0 {
+            order.push(s.label.clone());
+        }
+        *n += 1;
+    }
+    order
+        .into_iter()
+        .map(|l| {
+            let n = counts.get(l.as_str()).copied().unwrap_or(0);
+            (l, n)
+        })
+        .collect()
 }
 
 /// The manifest at `path`; the default (empty) one when there is none. A damaged

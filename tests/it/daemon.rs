@@ -4,8 +4,8 @@
 use std::time::Duration;
 
 use crate::harness::{
-    assert_exit_2, config_file, edit_config, free_port, run_cli, use_embedded_broker, Client,
-    Mosquitto, Process,
+    assert_exit_2, config_file, edit_config, free_port, run_cli, use_embedded_broker, wait_until,
+    Client, Mosquitto, Process,
 };
 
 const BASE: &str = "edgehead/it";
@@ -476,18 +476,16 @@ fn the_embedded_broker_needs_an_account_beyond_loopback_and_enforces_it() {
         t + "username = \"ha\"\npassword = \"broker secret\"\n"
     });
     let mut daemon = Process::start(&config);
-    let deadline = std::time::Instant::now() + Duration::from_secs(60);
-    loop {
-        if raw_connect(port, "it-probe", Some(("ha", "broker secret"))).1 {
-            break;
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "{}",
-            daemon.log_text()
-        );
-        std::thread::sleep(Duration::from_millis(200));
-    }
+    assert!(
+        wait_until(60, || raw_connect(
+            port,
+            "it-probe",
+            Some(("ha", "broker secret"))
+        )
+        .1),
+        "{}",
+        daemon.log_text()
+    );
     // The daemon itself is in (with the account) once it says so.
     daemon.wait_for_log("MQTT connected", 60);
     assert!(

@@ -685,6 +685,18 @@ pub fn assert_exit_2(config: &Path, command: &str, needles: &[&str]) {
     );
 }
 
+/// Whether `f` holds within `secs` (tried every 100 ms; blocking).
+pub fn wait_until(secs: u64, mut f: impl FnMut() -> bool) -> bool {
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    while Instant::now() < deadline {
+        if f() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    false
+}
+
 /// Run the binary to completion with `args`; (exit code, stdout, stderr).
 pub fn run_cli(args: &[&str]) -> (i32, String, String) {
     let out = Command::new(bin())

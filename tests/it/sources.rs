@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use crate::harness::{config_file, edit_config, Client, Mosquitto, Process};
+use crate::harness::{config_file, edit_config, wait_until, Client, Mosquitto, Process};
 
 const BASE: &str = "edgehead/it";
 
@@ -81,17 +81,6 @@ fn pids_with(marker: &str) -> Vec<u32> {
         }
     }
     pids
-}
-
-fn wait_until(secs: u64, mut f: impl FnMut() -> bool) -> bool {
-    let deadline = std::time::Instant::now() + Duration::from_secs(secs);
-    while std::time::Instant::now() < deadline {
-        if f() {
-            return true;
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    false
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -11,7 +11,7 @@ use super::{
     BundleSample, FORMAT_NAME, HEAD_ENTRY, MANIFEST_ENTRY, VERSION,
 };
 use crate::config::ClassifierConfig;
-use crate::store::{read_manifest, HEAD, MANIFEST, SAMPLES};
+use crate::store::{class_counts, read_manifest, HEAD, MANIFEST, SAMPLES};
 
 /// What [`export`] wrote.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -64,16 +64,10 @@ pub fn export(
         kept.push((s.clone(), image, emb));
     }
     let head = fs::read(dir.join(HEAD)).ok();
-    let mut classes: Vec<BundleClass> = Vec::new();
-    for (s, _, _) in &kept {
-        match classes.iter_mut().find(|c| c.name == s.label) {
-            Some(c) => c.samples += 1,
-            None => classes.push(BundleClass {
-                name: s.label.clone(),
-                samples: 1,
-            }),
-        }
-    }
+    let classes: Vec<BundleClass> = class_counts(kept.iter().map(|(s, _, _)| s))
+        .into_iter()
+        .map(|(name, samples)| BundleClass { name, samples })
+        .collect();
     let bundle = BundleManifest {
         format: FORMAT_NAME.into(),
         version: VERSION,
@@ -81,7 +75,7 @@ pub fn export(
         edgehead: env!("CARGO_PKG_VERSION").into(),
         classifier: serde_json::to_value(def).map_err(|e| io("the definition", &e))?,
         backbone,
-        classes: classes.clone(),
+        classes,
         samples: kept
             .iter()
             .map(|(s, image, emb)| BundleSample {
@@ -122,7 +116,7 @@ pub fn export(
         .map_err(|e| io("writing the bundle", &e))?;
     Ok(Exported {
         samples: kept.len(),
-        classes: classes.len(),
+        classes: bundle.classes.len(),
         missing_images,
         head: head.is_some(),
     })

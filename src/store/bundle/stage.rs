@@ -17,7 +17,7 @@ use crate::config::ClassifierConfig;
 use crate::imaging::decode::{decode_image, ImageLimits};
 use crate::names;
 use crate::store::fsio::{sync_dir, write_atomic};
-use crate::store::{read_manifest, Manifest, SampleMeta, HEAD, MANIFEST, SAMPLES};
+use crate::store::{class_counts, read_manifest, Manifest, SampleMeta, HEAD, MANIFEST, SAMPLES};
 
 /// Largest sample id a bundle may carry (ids are kept when a classifier is new).
 const MAX_ID: u64 = 1 << 48;
@@ -391,18 +391,12 @@ impl Plan {
             .and_then(|()| sync_dir(&staging.join(SAMPLES)))
             .and_then(|()| sync_dir(staging))
             .map_err(|e| BundleError::Io(e.to_string()))?;
-        let classes: HashSet<&str> = self
-            .manifest
-            .samples
-            .iter()
-            .map(|s| s.label.as_str())
-            .collect();
         Ok(Staged {
+            classes: class_counts(&self.manifest.samples).len(),
             def: self.def,
             samples: total,
             added,
             duplicates: self.duplicates,
-            classes: classes.len(),
             backbone: self.bundle.backbone,
         })
     }
