@@ -127,7 +127,7 @@ pub fn install(
     })
     .and_then(|staged| {
         state
-            .install_classifier(&staging, &target.name, &target.runtime)
+            .install_classifier(&staging, &target.name, &target.runtime, target.exists)
             .map(|()| staged)
             .map_err(|e| bad(format!("cannot import: {e}")))
     });

@@ -217,13 +217,15 @@ impl StateDir {
     }
 
     /// Move the staged store `staging` (from [`StateDir::staging_dir`]) into
-    /// place as classifier `name`'s, replacing a store already there, and save
-    /// `runtime`: crash-safe like [`StateDir::rename_classifier`].
+    /// place as classifier `name`'s, replacing its store when `replace` (a
+    /// merge or replace of that classifier), and save `runtime`: crash-safe
+    /// like [`StateDir::rename_classifier`].
     pub fn install_classifier(
         &self,
         staging: &Path,
         name: &str,
         runtime: &RuntimeClassifiers,
+        replace: bool,
     ) -> Result<(), StoreError> {
         let from = staging
             .file_name()
@@ -232,12 +234,27 @@ impl StateDir {
         self.journaled(Journal {
             from,
             to: Some(name.into()),
-            replace: true,
+            replace,
             runtime: runtime.clone(),
         })
     }
 
     fn journaled(&self, j: Journal) -> Result<(), StoreError> {
+        // A move onto a directory already there (the store of a classifier
+        // since removed from the configuration file) would fail, and fail again
+        // at every start: refuse it before anything is written.
+        if let (Some(to), false) = (&j.to, j.replace) {
+            let target = self.classifier_dir(to);
+            if fs::symlink_metadata(&target).is_ok() {
+                return Err(StoreError::Io {
+                    path: target,
+                    source: std::io::Error::new(
+                        std::io::ErrorKind::AlreadyExists,
+                        "a store no classifier uses is in the way: move it away or delete it first",
+                    ),
+                });
+            }
+        }
         let path = self.root.join(JOURNAL);
         write_atomic(&path, &to_json(&path, &j)?)?;
         finish_journal(&self.root, &j)?;
@@ -502,5 +519,31 @@ mod tests {
             StateDir::open(t.path(), "a"),
             Err(StoreError::Locked(_))
         ));
+    }
+
+    #[test]
+    fn a_directory_in_the_way_refuses_a_rename_or_import_and_the_next_start_works() {
+        // A classifier removed from the configuration file leaves its store:
+        // renaming another classifier (or importing a new one) to that name
+        // must be refused before anything is journaled.
+        let t = tempfile::tempdir().unwrap();
+        let runtime = RuntimeClassifiers::default();
+        {
+            let (state, _) = StateDir::open(t.path(), "a").unwrap();
+            fs::create_dir_all(state.classifier_dir("a").join(SAMPLES)).unwrap();
+            let stray = state.classifier_dir("garage");
+            fs::create_dir_all(stray.join(SAMPLES)).unwrap();
+            fs::write(stray.join(MANIFEST), b"{}").unwrap();
+            let refused = state.rename_classifier("a", "garage", &runtime);
+            assert!(refused.is_err(), "renamed over another store");
+            let staging = state.staging_dir().unwrap();
+            let refused = state.install_classifier(&staging, "garage", &runtime, false);
+            assert!(refused.is_err(), "imported over another store");
+            assert!(!t.path().join(JOURNAL).exists(), "a journal was left");
+            assert!(state.classifier_dir("a").is_dir());
+            assert_eq!(fs::read(stray.join(MANIFEST)).unwrap(), b"{}");
+        }
+        // Nothing left to finish: the next start opens the directory.
+        StateDir::open(t.path(), "a").expect("the next start");
     }
 }
