@@ -754,8 +754,21 @@ async fn disabled_operations_are_refused_over_mqtt_and_the_console_alike() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_classifier_downloads_as_a_bundle_and_uploads_as_a_new_one() {
-    let (_broker, _dir, _daemon, console, mut c) = start_with_console("").await;
+    let (_broker, _dir, daemon, console, mut c) = start_with_console("").await;
     crate::harness::teach_hat_and_shoes(&mut c).await;
+    // Without a login nothing is read or imported; without the CSRF token
+    // nothing is imported.
+    let anonymous = Console::of(&daemon);
+    assert_eq!(anonymous.get("/api/classifiers/default/bundle").code, 401);
+    assert_eq!(
+        anonymous
+            .post("/api/bundles", b"x", "application/gzip")
+            .code,
+        401
+    );
+    let cookie = console.cookie.clone().expect("cookie");
+    let no_token = console.post_with("/api/bundles?as=x", &json!({}), &[("Cookie", &cookie)]);
+    assert_eq!(no_token.code, 403, "{:?}", no_token.body);
     let file = console.get("/api/classifiers/default/bundle");
     assert_eq!(file.code, 200, "{:?}", file.body);
     assert_eq!(file.header("content-type"), Some("application/gzip"));
