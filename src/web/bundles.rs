@@ -15,7 +15,7 @@ use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 
-use super::api::{error, json_response, submit, submit_input};
+use super::reply::{error, json_response, submit, submit_input};
 use super::Web;
 use crate::config::ClassifierConfig;
 use crate::learn::ops::{Envelope, Op, OpKind};

@@ -165,7 +165,7 @@ pub async fn frame(State(web): State<Arc<Web>>) -> Response {
     })
     .await;
     match jpeg {
-        Ok(Ok(j)) => super::api::jpeg_response(j, "no-store"),
+        Ok(Ok(j)) => super::reply::jpeg_response(j, "no-store"),
         _ => (StatusCode::INTERNAL_SERVER_ERROR, "cannot encode the frame").into_response(),
     }
 }

@@ -16,6 +16,7 @@ pub mod auth;
 pub mod bundles;
 pub mod events;
 pub mod live;
+pub mod reply;
 pub mod server;
 
 use std::net::SocketAddr;
