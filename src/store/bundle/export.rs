@@ -73,7 +73,7 @@ pub fn export(
         version: VERSION,
         created_at: crate::time::now_secs(),
         edgehead: env!("CARGO_PKG_VERSION").into(),
-        classifier: serde_json::to_value(def).map_err(|e| io("the definition", &e))?,
+        classifier: def.clone(),
         backbone,
         classes,
         samples: kept

@@ -21,8 +21,10 @@
 //!
 //! # Reading one is reading untrusted input
 //! [`stage`] refuses, with a message and nothing changed: an unknown format or
-//! version, entries that are not regular files (links, devices), names that are
-//! not one of the above (`../`, absolute paths), an entry larger than its limit
+//! version, entries that are not regular files (links, devices, GNU and PAX
+//! extension entries: the archive is read raw, so none is read whole), names
+//! that are not one of the above (`../`, absolute paths), a `bundle.json` above
+//! [`manifest_limit`], an image that is not a JPEG, an entry larger than its limit
 //! (checked on the header, before reading: a compressed bomb is refused before
 //! it is inflated), a bundle that inflates beyond [`ImportLimits::max_bytes`],
 //! duplicate ids or entries, a JPEG whose digest differs from the manifest's or
@@ -41,7 +43,7 @@ mod stage;
 mod tests;
 
 pub use export::{export, Exported};
-pub use stage::{peek, stage, ImportLimits, Mode, Staged};
+pub use stage::{keep_recent, peek, stage, ImportLimits, Mode, Staged};
 
 use serde::{Deserialize, Serialize};
 
@@ -55,7 +57,7 @@ pub const VERSION: u32 = 1;
 pub const MANIFEST_ENTRY: &str = "bundle.json";
 /// The head's entry name.
 pub const HEAD_ENTRY: &str = "head.json";
-/// Largest `bundle.json` read (5,000 samples take about 1 MB).
+/// Largest `bundle.json` read, whatever the sample limit: see [`manifest_limit`].
 pub const MAX_MANIFEST_BYTES: u64 = 16 << 20;
 /// Largest `.emb` entry read (1280 features take 5 KB).
 pub const MAX_EMBEDDING_BYTES: u64 = 1 << 20;
@@ -74,7 +76,7 @@ pub struct BundleManifest {
     /// The edgehead version that wrote it.
     pub edgehead: String,
     /// The classifier's definition as in `[[classifiers]]` (its name included).
-    pub classifier: serde_json::Value,
+    pub classifier: crate::config::ClassifierConfig,
     /// Feature identity (64 hex digits) of the embeddings in the bundle, if any.
     #[serde(default)]
     pub backbone: Option<String>,
@@ -118,6 +120,16 @@ pub enum BundleError {
     /// Reading the bundle or writing the state directory failed.
     #[error("{0}")]
     Io(String),
+}
+
+/// Largest `bundle.json` a board taking `max_samples` samples reads: 1 MiB for
+/// the definition and the classes, and 1 KiB per sample (one takes about 300
+/// bytes with a long label), at most [`MAX_MANIFEST_BYTES`]. Parsing stays
+/// within a few times that.
+pub fn manifest_limit(max_samples: usize) -> u64 {
+    (1u64 << 20)
+        .saturating_add((max_samples as u64).saturating_mul(1024))
+        .min(MAX_MANIFEST_BYTES)
 }
 
 fn refused(msg: impl Into<String>) -> BundleError {

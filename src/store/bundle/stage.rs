@@ -10,14 +10,16 @@ use std::path::{Component, Path};
 use flate2::read::GzDecoder;
 
 use super::{
-    embedding_entry, image_entry, refused, sha256_hex, BundleError, BundleManifest, FORMAT_NAME,
-    HEAD_ENTRY, MANIFEST_ENTRY, MAX_EMBEDDING_BYTES, MAX_HEAD_BYTES, MAX_MANIFEST_BYTES, VERSION,
+    embedding_entry, image_entry, manifest_limit, refused, sha256_hex, BundleError, BundleManifest,
+    FORMAT_NAME, HEAD_ENTRY, MANIFEST_ENTRY, MAX_EMBEDDING_BYTES, MAX_HEAD_BYTES, VERSION,
 };
 use crate::config::ClassifierConfig;
 use crate::imaging::decode::{decode_image, ImageLimits};
 use crate::names;
 use crate::store::fsio::{sync_dir, write_atomic};
-use crate::store::{class_counts, read_manifest, Manifest, SampleMeta, HEAD, MANIFEST, SAMPLES};
+use crate::store::{
+    class_counts, read_manifest, Manifest, SampleMeta, HEAD, MANIFEST, RECENT, SAMPLES,
+};
 
 /// Largest sample id a bundle may carry (ids are kept when a classifier is new).
 const MAX_ID: u64 = 1 << 48;
@@ -93,9 +95,12 @@ pub fn stage(
         left: limits.max_bytes,
     };
     let mut archive = tar::Archive::new(&mut counted);
+    // Raw: extension entries (GNU long names, PAX headers) come as entries of
+    // their own and are refused, instead of being read whole by the archive.
     let entries = archive
         .entries()
-        .map_err(|e| refused(format!("not a bundle (a gzip-compressed tar): {e}")))?;
+        .map_err(|e| refused(format!("not a bundle (a gzip-compressed tar): {e}")))?
+        .raw(true);
     let mut plan: Option<Plan> = None;
     let mut seen: HashSet<String> = HashSet::new();
     for entry in entries {
@@ -104,20 +109,25 @@ pub fn stage(
         if !seen.insert(name.clone()) {
             return Err(refused(format!("the entry {name} is there twice")));
         }
-        let size = entry.header().size().map_err(|e| unreadable(&e))?;
+        let size = entry.size();
         let Some(plan) = plan.as_mut() else {
             if name != MANIFEST_ENTRY {
                 return Err(refused(format!(
                     "the first entry is {name}, not {MANIFEST_ENTRY}"
                 )));
             }
-            let json = read_entry(&mut entry, size, MAX_MANIFEST_BYTES, &name)?;
+            let json = read_entry(&mut entry, size, manifest_limit(limits.max_samples), &name)?;
             plan = Some(Plan::new(&json, limits, existing, merge_with.is_some())?);
             continue;
         };
         if name == HEAD_ENTRY {
-            // Never used (see the module documentation); read past it.
-            read_entry(&mut entry, size, MAX_HEAD_BYTES, &name)?;
+            // Never used (see the module documentation): read past it.
+            if size > MAX_HEAD_BYTES {
+                return Err(refused(format!(
+                    "{name} is {size} bytes, more than the limit of {MAX_HEAD_BYTES}"
+                )));
+            }
+            std::io::copy(&mut entry, &mut std::io::sink()).map_err(|e| unreadable(&e))?;
             continue;
         }
         let (id, kind) =
@@ -160,7 +170,8 @@ pub fn peek(reader: impl Read, limits: &ImportLimits) -> Result<ClassifierConfig
     let mut archive = tar::Archive::new(counted);
     let mut entries = archive
         .entries()
-        .map_err(|e| refused(format!("not a bundle (a gzip-compressed tar): {e}")))?;
+        .map_err(|e| refused(format!("not a bundle (a gzip-compressed tar): {e}")))?
+        .raw(true);
     let mut entry = entries
         .next()
         .ok_or_else(|| refused("the bundle is empty"))?
@@ -171,8 +182,8 @@ pub fn peek(reader: impl Read, limits: &ImportLimits) -> Result<ClassifierConfig
             "the first entry is {name}, not {MANIFEST_ENTRY}"
         )));
     }
-    let size = entry.header().size().map_err(|e| unreadable(&e))?;
-    let json = read_entry(&mut entry, size, MAX_MANIFEST_BYTES, &name)?;
+    let size = entry.size();
+    let json = read_entry(&mut entry, size, manifest_limit(limits.max_samples), &name)?;
     Ok(Plan::new(&json, limits, None, false)?.def)
 }
 
@@ -200,14 +211,21 @@ impl Plan {
         existing: Option<&Path>,
         merge: bool,
     ) -> Result<Self, BundleError> {
-        let probe: serde_json::Value = serde_json::from_slice(json)
+        // The format and version first (the other fields are skipped, not
+        // kept), then the manifest of this version, typed.
+        #[derive(serde::Deserialize)]
+        struct Probe {
+            format: Option<String>,
+            version: Option<u64>,
+        }
+        let probe: Probe = serde_json::from_slice(json)
             .map_err(|e| refused(format!("bundle.json is not JSON: {e}")))?;
-        if probe.get("format").and_then(|f| f.as_str()) != Some(FORMAT_NAME) {
+        if probe.format.as_deref() != Some(FORMAT_NAME) {
             return Err(refused(format!(
                 "bundle.json's format is not {FORMAT_NAME}"
             )));
         }
-        match probe.get("version").and_then(|v| v.as_u64()) {
+        match probe.version {
             Some(v) if v == u64::from(VERSION) => {}
             v => {
                 return Err(refused(format!(
@@ -216,10 +234,9 @@ impl Plan {
                 )))
             }
         }
-        let bundle: BundleManifest =
-            serde_json::from_value(probe).map_err(|e| refused(format!("bundle.json: {e}")))?;
-        let def: ClassifierConfig = serde_json::from_value(bundle.classifier.clone())
-            .map_err(|e| refused(format!("bundle.json's classifier: {e}")))?;
+        let mut bundle: BundleManifest =
+            serde_json::from_slice(json).map_err(|e| refused(format!("bundle.json: {e}")))?;
+        let def = bundle.classifier.clone();
         if bundle.samples.len() > limits.max_samples {
             return Err(refused(format!(
                 "{} samples, more than learn.max_samples ({})",
@@ -249,8 +266,13 @@ impl Plan {
         };
         let mut ids = BTreeMap::new();
         let mut next_id = manifest.next_id;
-        let mut labels: HashSet<&str> = manifest.samples.iter().map(|s| s.label.as_str()).collect();
-        for s in &bundle.samples {
+        // Classes as teaching finds them: a label names the class it matches
+        // without regard to case or normalization form (`Cat` joins `cat`).
+        let mut labels: Vec<String> = class_counts(&manifest.samples)
+            .into_iter()
+            .map(|(l, _)| l)
+            .collect();
+        for s in &mut bundle.samples {
             let label = names::normalize_label(&s.label)
                 .map_err(|e| refused(format!("sample {}: {}", s.id, e.0)))?;
             if label != s.label {
@@ -259,10 +281,13 @@ impl Plan {
                     s.id
                 )));
             }
-            if !labels.contains(s.label.as_str()) {
-                names::check_new_label(&s.label)
-                    .map_err(|e| refused(format!("sample {}: {}", s.id, e.0)))?;
-                labels.insert(&s.label);
+            match names::existing(&s.label, labels.iter().map(String::as_str)) {
+                Some(class) => s.label = class.to_string(),
+                None => {
+                    names::check_new_label(&s.label)
+                        .map_err(|e| refused(format!("sample {}: {}", s.id, e.0)))?;
+                    labels.push(s.label.clone());
+                }
             }
             if s.sha256.len() != 64 || !s.sha256.bytes().all(|b| b.is_ascii_hexdigit()) {
                 return Err(refused(format!("sample {}'s sha256 is not a digest", s.id)));
@@ -316,6 +341,10 @@ impl Plan {
             return Err(refused(format!(
                 "sample {id}'s image does not match its digest (damaged)"
             )));
+        }
+        // Samples are stored as JPEG: another format is refused, not renamed.
+        if !bytes.starts_with(&[0xFF, 0xD8, 0xFF]) {
+            return Err(refused(format!("sample {id}'s image is not a JPEG")));
         }
         decode_image(bytes, &limits.image)
             .map_err(|e| refused(format!("sample {id}'s image: {e}")))?;
@@ -420,24 +449,45 @@ fn local_digests(dir: &Path, samples: &[SampleMeta]) -> HashSet<String> {
 /// Hard-link (or copy, across file systems) the local store's sample files and
 /// head into `staging`: the staged store holds both sides.
 fn link_store(dir: &Path, staging: &Path, manifest: &Manifest) -> Result<(), BundleError> {
-    let link = |from: &Path, to: &Path| -> Result<(), BundleError> {
-        if !from.exists() {
-            return Ok(());
-        }
-        fs::hard_link(from, to)
-            .or_else(|_| fs::copy(from, to).map(|_| ()))
-            .map_err(|e| BundleError::Io(format!("{}: {e}", to.display())))
-    };
     let (src, dst) = (dir.join(SAMPLES), staging.join(SAMPLES));
     for s in &manifest.samples {
         for ext in ["jpg", "emb"] {
             let file = format!("{:06}.{ext}", s.id);
             if !dst.join(&file).exists() {
-                link(&src.join(&file), &dst.join(&file))?;
+                link_file(&src.join(&file), &dst.join(&file))?;
             }
         }
     }
-    link(&dir.join(HEAD), &staging.join(HEAD))
+    link_file(&dir.join(HEAD), &staging.join(HEAD))
+}
+
+/// Hard-link (or copy) the recent crops of the store in `dir` into the staged
+/// store: a merge or replace keeps them (they are the camera's, not the
+/// bundle's). Called while the recent list's lock is held, so that no crop is
+/// added or removed meanwhile.
+pub fn keep_recent(dir: &Path, staging: &Path) -> Result<(), BundleError> {
+    let (src, dst) = (dir.join(RECENT), staging.join(RECENT));
+    let Ok(entries) = fs::read_dir(&src) else {
+        return Ok(());
+    };
+    fs::create_dir_all(&dst).map_err(|e| BundleError::Io(format!("{}: {e}", dst.display())))?;
+    for e in entries.filter_map(Result::ok) {
+        if e.file_type().is_ok_and(|t| t.is_file()) {
+            link_file(&e.path(), &dst.join(e.file_name()))?;
+        }
+    }
+    Ok(())
+}
+
+/// `from` at `to` too (a hard link, or a copy across file systems); nothing
+/// when `from` is not there.
+fn link_file(from: &Path, to: &Path) -> Result<(), BundleError> {
+    if !from.exists() {
+        return Ok(());
+    }
+    fs::hard_link(from, to)
+        .or_else(|_| fs::copy(from, to).map(|_| ()))
+        .map_err(|e| BundleError::Io(format!("{}: {e}", to.display())))
 }
 
 enum Kind {

@@ -170,7 +170,11 @@ fn raw_bundle(entries: &[(&str, Vec<u8>, tar::EntryType)]) -> Vec<u8> {
         flate2::Compression::fast(),
     ));
     for (name, bytes, kind) in entries {
-        let mut h = tar::Header::new_old();
+        // GNU extension entries only count as such in a GNU header.
+        let mut h = match kind {
+            tar::EntryType::GNULongName => tar::Header::new_gnu(),
+            _ => tar::Header::new_old(),
+        };
         let field = &mut h.as_old_mut().name;
         field[..name.len()].copy_from_slice(name.as_bytes());
         h.set_size(bytes.len() as u64);
@@ -191,7 +195,7 @@ fn manifest_json(samples: &[(u64, &str, &[u8])], version: u32) -> Vec<u8> {
         version,
         created_at: 1,
         edgehead: "test".into(),
-        classifier: serde_json::to_value(def("porch")).expect("json"),
+        classifier: def("porch"),
         backbone: None,
         classes: Vec::new(),
         samples: samples
@@ -484,4 +488,112 @@ fn truncated_and_mutated_bundles_never_panic_nor_touch_the_local_store() {
     // Nearly every change breaks the gzip CRC, a digest or an image.
     assert!(refused > 250, "only {refused} of 300 refused");
     assert_eq!(snapshot(local.path()), before);
+}
+
+#[test]
+fn extension_entries_are_refused_not_read_whole() {
+    // A GNU long-name entry would be read whole by the archive and name the
+    // next entry; in a bundle it is an entry like any other, and refused.
+    let jpg = fixture("hat-1");
+    let why = refusal(&raw_bundle(&[
+        (
+            MANIFEST_ENTRY,
+            manifest_json(&[(1, "hat", &jpg)], VERSION),
+            file(),
+        ),
+        (
+            "././@LongLink",
+            b"samples/1.jpg\0".to_vec(),
+            tar::EntryType::GNULongName,
+        ),
+        ("x", jpg, file()),
+    ]));
+    assert!(why.contains("not a regular file"), "{why}");
+}
+
+#[test]
+fn the_manifest_limit_follows_the_sample_limit() {
+    // 2 MiB of padding in bundle.json for a board that takes 100 samples.
+    let jpg = fixture("hat-1");
+    let mut m: serde_json::Value =
+        serde_json::from_slice(&manifest_json(&[(1, "hat", &jpg)], VERSION)).expect("json");
+    m["padding"] = serde_json::Value::String("x".repeat(2 << 20));
+    let why = refusal(&raw_bundle(&[
+        (
+            MANIFEST_ENTRY,
+            serde_json::to_vec(&m).expect("json"),
+            file(),
+        ),
+        ("samples/1.jpg", jpg, file()),
+    ]));
+    assert!(why.contains("more than the limit"), "{why}");
+    assert!(manifest_limit(100) < 2 << 20);
+    assert_eq!(manifest_limit(usize::MAX), MAX_MANIFEST_BYTES);
+}
+
+#[test]
+fn labels_join_the_class_they_name_without_regard_to_case() {
+    let hat = fixture("hat-1");
+    let hat2 = fixture("hat-2");
+    let bundle = raw_bundle(&[
+        (
+            MANIFEST_ENTRY,
+            manifest_json(&[(1, "Cat", &hat), (2, "cat", &hat2)], VERSION),
+            file(),
+        ),
+        ("samples/1.jpg", hat, file()),
+        ("samples/2.jpg", hat2, file()),
+    ]);
+    let (tmp, r) = stage_into(&bundle, None, Mode::New);
+    assert_eq!(r.expect("staged").classes, 1);
+    let (to, _) = Store::open(&staged_dir(&tmp)).expect("open staged");
+    assert_eq!(to.classes(), vec![("Cat".to_string(), 2)]);
+    // Merged into a store that has `hat`, a bundle's `HAT` joins it.
+    let local = tempfile::tempdir().expect("tempdir");
+    store_with(local.path(), &IMAGES[..1]);
+    let pants = fixture("pants-1");
+    let upper = raw_bundle(&[
+        (
+            MANIFEST_ENTRY,
+            manifest_json(&[(1, "HAT", &pants)], VERSION),
+            file(),
+        ),
+        ("samples/1.jpg", pants, file()),
+    ]);
+    let (tmp, r) = stage_into(&upper, Some(local.path()), Mode::Merge);
+    assert_eq!(r.expect("merged").classes, 1);
+    let (to, _) = Store::open(&staged_dir(&tmp)).expect("open staged");
+    assert_eq!(to.classes(), vec![("hat".to_string(), 2)]);
+}
+
+#[test]
+fn an_image_that_is_not_a_jpeg_is_refused() {
+    let img = image::RgbImage::from_pixel(8, 8, image::Rgb([10, 20, 30]));
+    let mut png = Vec::new();
+    image::DynamicImage::ImageRgb8(img)
+        .write_to(&mut std::io::Cursor::new(&mut png), image::ImageFormat::Png)
+        .expect("png");
+    let why = refusal(&raw_bundle(&[
+        (
+            MANIFEST_ENTRY,
+            manifest_json(&[(1, "hat", &png)], VERSION),
+            file(),
+        ),
+        ("samples/1.jpg", png, file()),
+    ]));
+    assert!(why.contains("not a JPEG"), "{why}");
+}
+
+#[test]
+fn a_merge_or_replace_keeps_the_recent_crops() {
+    let local = tempfile::tempdir().expect("tempdir");
+    let recent = local.path().join(crate::store::RECENT);
+    fs::create_dir_all(&recent).expect("mkdir");
+    fs::write(recent.join("7.jpg"), fixture("hat-1")).expect("write");
+    fs::write(recent.join("index.json"), b"[]").expect("write");
+    let staging = tempfile::tempdir().expect("tempdir");
+    keep_recent(local.path(), staging.path()).expect("kept");
+    let kept = staging.path().join(crate::store::RECENT);
+    assert_eq!(fs::read(kept.join("7.jpg")).ok(), Some(fixture("hat-1")));
+    assert_eq!(fs::read(kept.join("index.json")).ok(), Some(b"[]".to_vec()));
 }
