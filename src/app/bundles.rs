@@ -11,8 +11,9 @@
 
 use std::io::Read;
 use std::path::Path;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
+use crate::classifier::recent::Recent;
 use crate::config::runtime::RuntimeClassifiers;
 use crate::config::{ClassifierConfig, ClassifierSpec, Settings};
 use crate::imaging::decode::ImageLimits;
@@ -101,18 +102,41 @@ pub fn target(
     })
 }
 
+/// Why an import did not happen.
+#[derive(Debug)]
+pub enum Failed {
+    /// Refused or failed before anything changed.
+    Refused(RequestError),
+    /// The move into place was journaled but could not be finished now (a
+    /// full disk, an I/O error): the next start of edgehead finishes it.
+    Unfinished(RequestError),
+}
+
+impl Failed {
+    /// The answer's error.
+    pub fn error(self) -> RequestError {
+        match self {
+            Failed::Refused(e) | Failed::Unfinished(e) => e,
+        }
+    }
+}
+
 /// Stage the bundle from `reader` for `target` and move it into place (see the
-/// module documentation). The classifier's learner must not be running.
+/// module documentation). The classifier's learner must not be running;
+/// `recent` is its list of recent crops (a running daemon's, whose pipeline
+/// may still add crops): its lock is held while its crops are taken over and
+/// the store moves, so that no crop lands in a directory being moved.
 pub fn install(
     state: &StateDir,
     settings: &Settings,
     target: &Target,
     reader: impl Read,
     mode: Mode,
-) -> Result<Staged, RequestError> {
+    recent: Option<&Mutex<Recent>>,
+) -> Result<Staged, Failed> {
     let staging = state
         .staging_dir()
-        .map_err(|e| bad(format!("cannot stage the import: {e}")))?;
+        .map_err(|e| Failed::Refused(bad(format!("cannot stage the import: {e}"))))?;
     let existing = target.exists.then(|| state.classifier_dir(&target.name));
     let staged = bundle::stage(
         reader,
@@ -124,17 +148,38 @@ pub fn install(
     .map_err(|e| match e {
         BundleError::Refused(why) => bad(format!("bundle refused: {why}")),
         BundleError::Io(why) => bad(format!("cannot import: {why}")),
-    })
-    .and_then(|staged| {
+    });
+    let staged = match staged {
+        Ok(s) => s,
+        Err(e) => {
+            remove(&staging);
+            return Err(Failed::Refused(e));
+        }
+    };
+    let _crops = recent.map(|r| r.lock().unwrap_or_else(|p| p.into_inner()));
+    let moved = match &existing {
+        Some(dir) => {
+            bundle::keep_recent(dir, &staging).map_err(|e| bad(format!("cannot import: {e}")))
+        }
+        None => Ok(()),
+    }
+    .and_then(|()| {
         state
             .install_classifier(&staging, &target.name, &target.runtime, target.exists)
-            .map(|()| staged)
             .map_err(|e| bad(format!("cannot import: {e}")))
     });
-    if staged.is_err() {
-        remove(&staging);
+    match moved {
+        Ok(()) => Ok(staged),
+        // Journaled: the staged store is what the next start moves into place.
+        Err(e) if state.journal_pending() => Err(Failed::Unfinished(bad(format!(
+            "{}; it is finished when edgehead starts again",
+            e.0
+        )))),
+        Err(e) => {
+            remove(&staging);
+            Err(Failed::Refused(e))
+        }
     }
-    staged
 }
 
 fn remove(dir: &Path) {

@@ -20,7 +20,7 @@ use tokio::sync::{mpsc, watch};
 use tokio::task::{Id, JoinSet};
 use tokio_util::sync::CancellationToken;
 
-use super::bundles;
+use super::bundles::{self, Failed};
 use super::supervise::Ended;
 use crate::answer;
 use crate::classifier::Classifier;
@@ -494,7 +494,11 @@ impl Manager {
         as_name: Option<&str>,
         mode: Mode,
     ) -> Result<Value, RequestError> {
-        let def = bundles::peek(&bundle[..], &self.settings)?;
+        let settings = self.settings.clone();
+        let b = bundle.clone();
+        let def = tokio::task::spawn_blocking(move || bundles::peek(&b[..], &settings))
+            .await
+            .unwrap_or_else(|e| Err(bad(format!("the import failed: {e}"))))?;
         let target = bundles::target(&self.settings, &self.runtime, def, as_name, mode)?;
         let stopped = match target.exists {
             true => {
@@ -503,19 +507,27 @@ impl Manager {
             }
             false => None,
         };
+        let recent = stopped.as_ref().map(|s| s.classifier.recent.clone());
         let (state, settings, t) = (self.state.clone(), self.settings.clone(), target.clone());
         let installed = tokio::task::spawn_blocking(move || {
-            bundles::install(&state, &settings, &t, &bundle[..], mode)
+            bundles::install(&state, &settings, &t, &bundle[..], mode, recent.as_deref())
         })
         .await
-        .unwrap_or_else(|e| Err(bad(format!("the import failed: {e}"))));
+        .unwrap_or_else(|e| Err(Failed::Refused(bad(format!("the import failed: {e}")))));
         let staged = match installed {
             Ok(s) => s,
-            Err(e) => {
+            Err(Failed::Refused(e)) => {
                 // Refused: the old store is untouched; its learner starts again.
                 if let Some(s) = stopped {
                     self.resume(s, false).await?;
                 }
+                return Err(e);
+            }
+            Err(Failed::Unfinished(e)) => {
+                // Half moved: the classifier stays stopped (a learner would
+                // recreate its directory) until the next start finishes it.
+                tracing::error!(classifier = %target.name, error = %e.0, "an import could not be finished: restart edgehead");
+                self.announce_set().await;
                 return Err(e);
             }
         };

@@ -95,8 +95,8 @@ pub fn import(settings: &Settings, a: &ImportArgs) -> anyhow::Result<()> {
     let def = bundles::peek(open()?, settings).map_err(|e| anyhow::anyhow!(e.0))?;
     let target = bundles::target(settings, &runtime, def, a.as_name.as_deref(), mode)
         .map_err(|e| anyhow::anyhow!(e.0))?;
-    let staged = bundles::install(&state, settings, &target, open()?, mode)
-        .map_err(|e| anyhow::anyhow!(e.0))?;
+    let staged = bundles::install(&state, settings, &target, open()?, mode, None)
+        .map_err(|e| anyhow::anyhow!(e.error().0))?;
     println!(
         "imported classifier \"{}\": {} samples added{}, {} in {} classes; it is trained at the next start",
         target.name,

@@ -239,6 +239,12 @@ impl StateDir {
         })
     }
 
+    /// Whether a journaled change is waiting to be finished (it failed after
+    /// its journal was written; the next [`StateDir::open`] finishes it).
+    pub fn journal_pending(&self) -> bool {
+        self.root.join(JOURNAL).exists()
+    }
+
     fn journaled(&self, j: Journal) -> Result<(), StoreError> {
         // A move onto a directory already there (the store of a classifier
         // since removed from the configuration file) would fail, and fail again
