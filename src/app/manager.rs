@@ -313,6 +313,14 @@ impl Manager {
     }
 
     async fn apply(&mut self, op: Op) -> Result<Value, RequestError> {
+        // A change of the set written down but not finished (an import whose
+        // move failed) is finished at the next start with the definitions it
+        // journaled: a change made meanwhile would be lost then.
+        if op.kind().changes_state() && self.state.journal_pending() {
+            return Err(bad(
+                "a change of the classifiers could not be finished (see the log): restart edgehead to finish it first",
+            ));
+        }
         match op {
             Op::Classifiers => Ok(self.list()),
             Op::CreateClassifier { def } => self.create(def).await,

@@ -147,3 +147,40 @@ async fn a_classifier_exported_beside_a_running_daemon_imports_into_another_and_
         .collect();
     assert!(left.is_empty(), "{left:?}");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn while_an_unfinished_change_waits_for_the_next_start_the_set_is_not_changed() {
+    // An import whose journaled move failed leaves the journal for the next
+    // start, which saves the definitions it holds: a change made meanwhile
+    // would be lost, so it is refused until then.
+    let (_broker, dir, mut daemon, mut c) = start_daemon("").await;
+    let journal = dir.path().join("state/classifiers.journal");
+    std::fs::write(
+        &journal,
+        r#"{"from": ".import-0", "to": "porch", "replace": true, "runtime": {}}"#,
+    )
+    .expect("journal");
+    let create = json!({"name": "door"});
+    let r = c.request(BASE, "create_classifier", create.clone()).await;
+    assert_eq!(r["status"], "error", "{r}");
+    assert!(
+        r["error"]
+            .as_str()
+            .unwrap_or("")
+            .contains("restart edgehead"),
+        "{r}"
+    );
+    let list = c.request(BASE, "classifiers", json!({})).await;
+    assert_eq!(list["status"], "ok", "{list}");
+    // The next start finishes it; then the set changes again.
+    daemon.terminate(20);
+    let config = dir.path().join("edgehead.toml");
+    let _daemon = Process::start(&config);
+    c.wait_for(&format!("{BASE}/availability"), 60, |m| {
+        m.text() == "online"
+    })
+    .await;
+    assert!(!journal.exists(), "the journal was finished");
+    let r = c.request(BASE, "create_classifier", create).await;
+    assert_eq!(r["status"], "ok", "{r}");
+}
